@@ -1,0 +1,201 @@
+package shapelog
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble"
+)
+
+// Entry is one change read from the log.
+type Entry struct {
+	Ts  int64
+	Seq uint32 // position inside the transaction: 0, 1, 2, …
+	Change
+}
+
+// Iter walks changes in commit order. Entries are valid until the next call
+// to Next.
+type Iter struct {
+	s     *Store
+	table uint32
+	it    *pebble.Iterator
+	entry Entry
+	err   error
+}
+
+// Changes iterates the changes with after < ts <= upTo, of one table (its
+// OID) or of all tables (table 0), in commit order. after must not be below
+// the horizon (ErrExpired), and upTo should not pass Durable().Ts.
+func (s *Store) Changes(after, upTo int64, table uint32) (*Iter, error) {
+	if after < s.Horizon() {
+		return nil, ErrExpired
+	}
+	it := &Iter{s: s, table: table}
+	if upTo <= after {
+		return it, nil
+	}
+	var opts pebble.IterOptions
+	if table == 0 {
+		opts = pebble.IterOptions{LowerBound: gKey(after+1, 0), UpperBound: gKey(upTo+1, 0)}
+	} else {
+		opts = pebble.IterOptions{LowerBound: tKey(table, after+1, 0), UpperBound: tKey(table, upTo+1, 0)}
+	}
+	var err error
+	if it.it, err = s.db.NewIter(&opts); err != nil {
+		return nil, err
+	}
+	it.it.First()
+	return it, nil
+}
+
+// Next advances to the next change.
+func (it *Iter) Next() bool {
+	if it.it == nil || it.err != nil || !it.it.Valid() {
+		return false
+	}
+	k := it.it.Key()
+	var oid uint32
+	var value []byte
+	if it.table == 0 {
+		oid = binary.BigEndian.Uint32(it.it.Value())
+		ts, seq := int64(binary.BigEndian.Uint64(k[1:])), binary.BigEndian.Uint32(k[9:])
+		v, closer, err := it.s.db.Get(tKey(oid, ts, seq))
+		if err != nil {
+			it.err = fmt.Errorf("shapelog: change %d/%d of table %d: %w", ts, seq, oid, err)
+			return false
+		}
+		value = append(value, v...)
+		closer.Close()
+		it.entry.Ts, it.entry.Seq = ts, seq
+	} else {
+		oid = it.table
+		it.entry.Ts = int64(binary.BigEndian.Uint64(k[5:]))
+		it.entry.Seq = binary.BigEndian.Uint32(k[13:])
+		value = it.it.Value()
+	}
+	if err := decodeChange(value, oid, &it.entry.Change); err != nil {
+		it.err = fmt.Errorf("shapelog: change %d/%d of table %d: %w", it.entry.Ts, it.entry.Seq, oid, err)
+		return false
+	}
+	it.it.Next()
+	return true
+}
+
+// Entry is the current change.
+func (it *Iter) Entry() *Entry { return &it.entry }
+
+// Err is the error that stopped iteration, if any.
+func (it *Iter) Err() error { return it.err }
+
+// Close releases the iterator.
+func (it *Iter) Close() error {
+	if it.it == nil {
+		return it.err
+	}
+	err := it.it.Close()
+	if it.err != nil {
+		return it.err
+	}
+	return err
+}
+
+// CommitAt returns the commit record of the transaction at ts.
+func (s *Store) CommitAt(ts int64) (Commit, bool, error) {
+	v, closer, err := s.db.Get(cKey(ts))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return Commit{}, false, nil
+	}
+	if err != nil {
+		return Commit{}, false, err
+	}
+	defer closer.Close()
+	c, err := decodeCommit(ts, v)
+	return c, err == nil, err
+}
+
+// LastTsBefore returns the ts of the last logged transaction whose commit LSN
+// is below lsn, or ok=false when there is none in the log.
+func (s *Store) LastTsBefore(lsn uint64) (ts int64, ok bool, err error) {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte("l"), UpperBound: lKey(lsn)})
+	if err != nil {
+		return 0, false, err
+	}
+	defer it.Close()
+	if !it.Last() {
+		return 0, false, it.Error()
+	}
+	return int64(binary.BigEndian.Uint64(it.Value())), true, nil
+}
+
+// Prune removes every transaction with ts <= before and raises the horizon
+// to it: cursors below it then get ErrExpired.
+func (s *Store) Prune(before int64) error {
+	if before <= s.Horizon() {
+		return nil
+	}
+	if d := s.Durable().Ts; before > d {
+		before = d
+	}
+	// Commit LSNs grow with ts: the LSN index is cut at the first kept commit.
+	var lsnCut []byte
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: cKey(before + 1), UpperBound: []byte("d")})
+	if err != nil {
+		return err
+	}
+	if it.First() {
+		lsnCut = lKey(binary.BigEndian.Uint64(it.Value()))
+	} else {
+		lsnCut = []byte("m")
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	_ = b.DeleteRange(gKey(0, 0), gKey(before+1, 0), nil)
+	_ = b.DeleteRange(cKey(0), cKey(before+1), nil)
+	_ = b.DeleteRange(lKey(0), lsnCut, nil)
+	s.mu.Lock()
+	for oid := range s.relations {
+		_ = b.DeleteRange(tKey(oid, 0, 0), tKey(oid, before+1, 0), nil)
+	}
+	s.mu.Unlock()
+	s.wmu.Lock()
+	st := s.written
+	st.Horizon = before
+	_ = b.Set(stateKey, st.encode(), nil)
+	if err := b.Commit(pebble.Sync); err != nil {
+		s.wmu.Unlock()
+		return err
+	}
+	s.written.Horizon = before
+	s.wmu.Unlock()
+	s.mu.Lock()
+	s.durable.Horizon = before
+	s.mu.Unlock()
+	return nil
+}
+
+// TsAtOrBefore returns the ts of the last transaction committed (by
+// PostgreSQL's clock) at or before commitTime, for time-based retention.
+func (s *Store) TsAtOrBefore(commitTime int64) (int64, bool, error) {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte("c"), UpperBound: []byte("d")})
+	if err != nil {
+		return 0, false, err
+	}
+	defer it.Close()
+	// ts >= commit time for every transaction, so every ts <= commitTime
+	// qualifies; walk back from there over the few whose ts was bumped.
+	for valid := it.SeekLT(cKey(commitTime + 1)); valid; valid = it.Prev() {
+		c, err := decodeCommit(int64(binary.BigEndian.Uint64(it.Key()[1:])), it.Value())
+		if err != nil {
+			return 0, false, err
+		}
+		if c.CommitTime <= commitTime {
+			return c.Ts, true, nil
+		}
+	}
+	return 0, false, it.Error()
+}

@@ -1,0 +1,259 @@
+// Package client is the Go client of the engine's /api surface, used by the
+// connectors, tests and benchmarks. It retries connection errors, 429 and
+// 5xx responses with exponential backoff (honouring Retry-After), never
+// retries other 4xx, and returns *Error values that keep the server's code
+// and message.
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+)
+
+// Options tune a client. The zero value is sensible.
+type Options struct {
+	// ClientName is sent as `Convex-Client: <name>` and must look like
+	// "<client>-<semver>"; default "shapelog-client-0.1.0".
+	ClientName string
+	// RetryMax is how many times a failed request is retried (default 5).
+	RetryMax int
+	// RetryWaitMin and RetryWaitMax bound the backoff (default 250ms, 10s).
+	RetryWaitMin, RetryWaitMax time.Duration
+	// Timeout bounds each attempt (default 5 minutes: pages can be large).
+	Timeout time.Duration
+}
+
+// Client calls one engine.
+type Client struct {
+	base *url.URL
+	key  string
+	name string
+	http *retryablehttp.Client
+}
+
+// New creates a client for the engine at baseURL (e.g. https://host:3000).
+func New(baseURL, accessKey string, opts Options) (*Client, error) {
+	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("invalid deployment URL %q: expected http(s)://host[:port]", baseURL)
+	}
+	if opts.ClientName == "" {
+		opts.ClientName = "shapelog-client-0.1.0"
+	}
+	if opts.RetryMax == 0 {
+		opts.RetryMax = 5
+	}
+	if opts.RetryWaitMin == 0 {
+		opts.RetryWaitMin = 250 * time.Millisecond
+	}
+	if opts.RetryWaitMax == 0 {
+		opts.RetryWaitMax = 10 * time.Second
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = 5 * time.Minute
+	}
+	rc := retryablehttp.NewClient()
+	rc.Logger = nil
+	rc.RetryMax = opts.RetryMax
+	rc.RetryWaitMin, rc.RetryWaitMax = opts.RetryWaitMin, opts.RetryWaitMax
+	rc.HTTPClient.Timeout = opts.Timeout
+	rc.CheckRetry = retryPolicy
+	rc.ErrorHandler = retryablehttp.PassthroughErrorHandler
+	return &Client{base: u, key: accessKey, name: opts.ClientName, http: rc}, nil
+}
+
+// retryPolicy retries transport errors, 429 and 5xx (but not 501), never
+// another 4xx.
+func retryPolicy(ctx context.Context, resp *http.Response, err error) (bool, error) {
+	if ctx.Err() != nil {
+		return false, ctx.Err()
+	}
+	if err != nil {
+		var urlErr *url.Error
+		if errors.As(err, &urlErr) && strings.Contains(urlErr.Error(), "unsupported protocol scheme") {
+			return false, err
+		}
+		return true, nil
+	}
+	return resp.StatusCode == http.StatusTooManyRequests || (resp.StatusCode >= 500 && resp.StatusCode != http.StatusNotImplemented), nil
+}
+
+// Error is an error response from the engine.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string {
+	if e.Code == "" {
+		return fmt.Sprintf("engine answered HTTP %d: %s", e.Status, e.Message)
+	}
+	return fmt.Sprintf("engine answered HTTP %d %s: %s", e.Status, e.Code, e.Message)
+}
+
+// Retryable reports whether the request may succeed if tried again later.
+func (e *Error) Retryable() bool {
+	return e.Status == http.StatusTooManyRequests || e.Status >= 500
+}
+
+// Auth reports an authentication or authorisation failure (wrong key).
+func (e *Error) Auth() bool {
+	return e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden ||
+		e.Code == "InvalidAdminKey" || e.Code == "BadAdminKey" || e.Code == "BadDeployKey"
+}
+
+// do sends a request and decodes a 200 JSON body into out (if non-nil).
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, body any, header http.Header, out any) error {
+	u := *c.base
+	u.Path += path
+	if query != nil {
+		u.RawQuery = query.Encode()
+	}
+	var raw any
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		raw = b
+	}
+	req, err := retryablehttp.NewRequestWithContext(ctx, method, u.String(), raw)
+	if err != nil {
+		return err
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	req.Header.Set("Authorization", "Convex "+c.key)
+	req.Header.Set("Convex-Client", c.name)
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("calling %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return decodeError(resp)
+	}
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decoding %s response: %w", path, err)
+	}
+	return nil
+}
+
+func decodeError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	e := &Error{Status: resp.StatusCode}
+	var body struct{ Code, Message string }
+	if json.Unmarshal(b, &body) == nil && (body.Code != "" || body.Message != "") {
+		e.Code, e.Message = body.Code, body.Message
+	} else {
+		e.Message = strings.TrimSpace(string(b))
+		if e.Message == "" {
+			e.Message = http.StatusText(resp.StatusCode)
+		}
+	}
+	return e
+}
+
+// JSONSchemas returns each published table's JSON Schema, keyed by API name.
+func (c *Client) JSONSchemas(ctx context.Context, deltaSchema bool, format string) (map[string]json.RawMessage, error) {
+	q := url.Values{"deltaSchema": {strconv.FormatBool(deltaSchema)}}
+	if format != "" {
+		q.Set("format", format)
+	}
+	var out map[string]json.RawMessage
+	return out, c.do(ctx, http.MethodGet, "/api/json_schemas", q, nil, nil, &out)
+}
+
+// SnapshotRequest asks for one list_snapshot page.
+type SnapshotRequest struct {
+	TableName string // "" = every published table
+	Snapshot  *int64 // from the first page, on later pages
+	Cursor    *string
+	Format    string // "json" (default) or "convex_json"
+}
+
+// SnapshotPage is one list_snapshot page. Values are raw JSON documents.
+type SnapshotPage struct {
+	Values   []json.RawMessage `json:"values"`
+	Snapshot int64             `json:"snapshot"`
+	Cursor   *string           `json:"cursor"`
+	HasMore  bool              `json:"hasMore"`
+}
+
+// ListSnapshot reads one page of a consistent snapshot.
+func (c *Client) ListSnapshot(ctx context.Context, r SnapshotRequest) (*SnapshotPage, error) {
+	q := url.Values{}
+	if r.TableName != "" {
+		q.Set("tableName", r.TableName)
+	}
+	if r.Snapshot != nil {
+		q.Set("snapshot", strconv.FormatInt(*r.Snapshot, 10))
+	}
+	if r.Cursor != nil {
+		q.Set("cursor", *r.Cursor)
+	}
+	if r.Format != "" {
+		q.Set("format", r.Format)
+	}
+	var page SnapshotPage
+	if err := c.do(ctx, http.MethodGet, "/api/list_snapshot", q, nil, nil, &page); err != nil {
+		return nil, err
+	}
+	return &page, nil
+}
+
+// DeltasRequest asks for the changes after a cursor.
+type DeltasRequest struct {
+	Cursor    int64
+	TableName string
+	Format    string
+	// Limit is the page size in changes (the page still ends on a
+	// transaction boundary); 0 = the server's default.
+	Limit int
+}
+
+// DeltasPage is one document_deltas page.
+type DeltasPage struct {
+	Values  []json.RawMessage `json:"values"`
+	Cursor  int64             `json:"cursor"`
+	HasMore bool              `json:"hasMore"`
+}
+
+// DocumentDeltas reads the changes committed after r.Cursor.
+func (c *Client) DocumentDeltas(ctx context.Context, r DeltasRequest) (*DeltasPage, error) {
+	q := url.Values{"cursor": {strconv.FormatInt(r.Cursor, 10)}}
+	if r.TableName != "" {
+		q.Set("tableName", r.TableName)
+	}
+	if r.Format != "" {
+		q.Set("format", r.Format)
+	}
+	if r.Limit > 0 {
+		q.Set("limit", strconv.Itoa(r.Limit))
+	}
+	var page DeltasPage
+	if err := c.do(ctx, http.MethodGet, "/api/document_deltas", q, nil, nil, &page); err != nil {
+		return nil, err
+	}
+	return &page, nil
+}

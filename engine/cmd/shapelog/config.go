@@ -1,0 +1,129 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/shapelog/shapelog/engine/catalog"
+)
+
+// config is the engine's configuration: flags, defaulting to environment
+// variables, defaulting to built-in values.
+type config struct {
+	DatabaseURL     string
+	AccessKey       string
+	Insecure        bool
+	Port            int
+	StorageDir      string
+	Schemas         string
+	Tables          string
+	Publication     string
+	Slot            string
+	Retention       time.Duration
+	SnapshotIdle    time.Duration
+	MaxSnapshots    int
+	LogLevel        string
+	LogFormat       string
+	ShutdownTimeout time.Duration
+}
+
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
+
+// bindFlags registers the flags of `serve` (and `dev`).
+func bindFlags(fs *flag.FlagSet, c *config) {
+	fs.StringVar(&c.DatabaseURL, "database-url", env("DATABASE_URL", ""), "PostgreSQL connection URL (env DATABASE_URL; required)")
+	fs.StringVar(&c.AccessKey, "access-key", env("SHAPELOG_ACCESS_KEY", ""), "key clients send as `Authorization: Convex <key>` (env SHAPELOG_ACCESS_KEY; required unless --insecure)")
+	fs.BoolVar(&c.Insecure, "insecure", env("SHAPELOG_INSECURE", "") == "true", "serve /api without authentication (env SHAPELOG_INSECURE=true); for local development only")
+	fs.StringVar(&c.StorageDir, "storage-dir", env("SHAPELOG_STORAGE_DIR", "./shapelog-data"), "directory of the durable shape log (env SHAPELOG_STORAGE_DIR)")
+	fs.StringVar(&c.Schemas, "schemas", env("SHAPELOG_SCHEMAS", ""), "comma-separated schemas whose tables are published (env SHAPELOG_SCHEMAS; default public when --tables is empty)")
+	fs.StringVar(&c.Tables, "tables", env("SHAPELOG_TABLES", ""), "comma-separated tables to publish, as schema.table or API names (env SHAPELOG_TABLES)")
+	fs.StringVar(&c.Publication, "publication", env("SHAPELOG_PUBLICATION", "shapelog"), "publication the engine owns (env SHAPELOG_PUBLICATION)")
+	fs.StringVar(&c.Slot, "slot", env("SHAPELOG_SLOT", "shapelog"), "logical replication slot the engine owns (env SHAPELOG_SLOT)")
+	fs.StringVar(&c.LogLevel, "log-level", env("SHAPELOG_LOG_LEVEL", "info"), "debug, info, warn or error (env SHAPELOG_LOG_LEVEL)")
+	fs.StringVar(&c.LogFormat, "log-format", env("SHAPELOG_LOG_FORMAT", "json"), "json or console (env SHAPELOG_LOG_FORMAT)")
+	c.Port = envInt("SHAPELOG_PORT", 3000)
+	fs.IntVar(&c.Port, "port", c.Port, "HTTP port (env SHAPELOG_PORT)")
+	c.MaxSnapshots = envInt("SHAPELOG_MAX_SNAPSHOTS", 16)
+	fs.IntVar(&c.MaxSnapshots, "max-snapshots", c.MaxSnapshots, "concurrent snapshots; each holds a database connection (env SHAPELOG_MAX_SNAPSHOTS)")
+	c.Retention = envDuration("SHAPELOG_RETENTION", 7*24*time.Hour)
+	fs.DurationVar(&c.Retention, "retention", c.Retention, "how long changes stay readable with document_deltas (env SHAPELOG_RETENTION)")
+	c.SnapshotIdle = envDuration("SHAPELOG_SNAPSHOT_IDLE_TIMEOUT", 10*time.Minute)
+	fs.DurationVar(&c.SnapshotIdle, "snapshot-idle-timeout", c.SnapshotIdle, "close snapshots nobody reads for this long (env SHAPELOG_SNAPSHOT_IDLE_TIMEOUT)")
+	c.ShutdownTimeout = 10 * time.Second
+}
+
+var envErrs []error
+
+func envInt(name string, def int) int {
+	v, ok := os.LookupEnv(name)
+	if !ok || v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		envErrs = append(envErrs, fmt.Errorf("%s=%q is not an integer", name, v))
+		return def
+	}
+	return n
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	v, ok := os.LookupEnv(name)
+	if !ok || v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		envErrs = append(envErrs, fmt.Errorf("%s=%q is not a duration (e.g. 168h, 30m)", name, v))
+		return def
+	}
+	return d
+}
+
+// validate reports every problem at once.
+func (c *config) validate() error {
+	errs := append([]error{}, envErrs...)
+	if c.DatabaseURL == "" {
+		errs = append(errs, errors.New("DATABASE_URL (or --database-url) is required"))
+	}
+	if c.AccessKey == "" && !c.Insecure {
+		errs = append(errs, errors.New("SHAPELOG_ACCESS_KEY (or --access-key) is required; pass --insecure to serve without authentication during development"))
+	}
+	if c.Port < 1 || c.Port > 65535 {
+		errs = append(errs, fmt.Errorf("port %d is out of range", c.Port))
+	}
+	if c.Retention < time.Minute {
+		errs = append(errs, fmt.Errorf("retention %s is too short (minimum 1m)", c.Retention))
+	}
+	if c.MaxSnapshots < 1 {
+		errs = append(errs, fmt.Errorf("max-snapshots must be at least 1"))
+	}
+	if c.LogFormat != "json" && c.LogFormat != "console" {
+		errs = append(errs, fmt.Errorf("log format %q: use json or console", c.LogFormat))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *config) filter() catalog.Filter {
+	return catalog.Filter{Schemas: splitList(c.Schemas), Tables: splitList(c.Tables)}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

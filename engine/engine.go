@@ -1,0 +1,175 @@
+// Package engine wires the engine's parts together: the shape log store,
+// replication, snapshots and the HTTP APIs. The shapelog binary, the tests,
+// the benchmarks and the demo all run the engine through it.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/shapelog/shapelog/engine/catalog"
+	"github.com/shapelog/shapelog/engine/httpapi"
+	"github.com/shapelog/shapelog/engine/replication"
+	"github.com/shapelog/shapelog/engine/shapelog"
+	"github.com/shapelog/shapelog/engine/snapshot"
+)
+
+// Config is everything the engine needs.
+type Config struct {
+	DatabaseURL  string
+	AccessKey    string
+	Insecure     bool
+	Listen       string // host:port; ":0" picks a free port
+	StorageDir   string
+	Filter       catalog.Filter
+	Publication  string
+	Slot         string
+	Retention    time.Duration
+	SnapshotIdle time.Duration
+	MaxSnapshots int
+	Version      string
+}
+
+// Engine is a running engine.
+type Engine struct {
+	Store *shapelog.Store
+	Repl  *replication.Replicator
+
+	log    zerolog.Logger
+	ln     net.Listener
+	srv    *http.Server
+	pool   *pgxpool.Pool
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// Start opens the store, checks the database and starts serving. A
+// misconfigured database (wal_level, privileges) is an error; an unreachable
+// one is retried in the background while /v1/health reports it.
+func Start(ctx context.Context, c Config, log zerolog.Logger) (*Engine, error) {
+	poolCfg, err := pgxpool.ParseConfig(c.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	for k, v := range catalog.SessionSettings {
+		poolCfg.ConnConfig.RuntimeParams[k] = v
+	}
+	poolCfg.ConnConfig.RuntimeParams["application_name"] = "shapelog"
+	poolCfg.MaxConns = 8
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
+	if err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	e := &Engine{log: log, pool: pool}
+	ok := false
+	defer func() {
+		if !ok {
+			e.closeResources()
+		}
+	}()
+	if err := os.MkdirAll(c.StorageDir, 0o755); err != nil {
+		return nil, fmt.Errorf("storage dir: %w", err)
+	}
+	if e.Store, err = shapelog.Open(c.StorageDir, log); err != nil {
+		return nil, err
+	}
+	types := catalog.NewTypes()
+	e.Repl = replication.New(replication.Config{
+		DatabaseURL: c.DatabaseURL, Publication: c.Publication, Slot: c.Slot, Filter: c.Filter,
+	}, e.Store, pool, types, log)
+	checkCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = e.Repl.Check(checkCtx)
+	cancel()
+	var cfgErr *replication.ConfigError
+	if errors.As(err, &cfgErr) {
+		return nil, err
+	} else if err != nil {
+		log.Warn().Err(err).Msg("database not reachable yet; will keep trying")
+	}
+	snaps := snapshot.NewManager(snapshot.Config{DatabaseURL: c.DatabaseURL, MaxSessions: c.MaxSnapshots, IdleTimeout: c.SnapshotIdle}, e.Store, e.Repl, log)
+	api := httpapi.New(httpapi.Config{AccessKey: c.AccessKey, Insecure: c.Insecure, Version: c.Version}, e.Store, e.Repl, snaps, pool, types, log)
+	if e.ln, err = net.Listen("tcp", c.Listen); err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", c.Listen, err)
+	}
+	e.srv = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	e.cancel = cancelRun
+	retention := c.Retention
+	if retention == 0 {
+		retention = 7 * 24 * time.Hour
+	}
+	e.wg.Add(4)
+	go func() { defer e.wg.Done(); _ = e.Repl.Run(runCtx) }()
+	go func() { defer e.wg.Done(); snaps.Run(runCtx) }()
+	go func() { defer e.wg.Done(); e.pruneLoop(runCtx, retention) }()
+	go func() {
+		defer e.wg.Done()
+		if err := e.srv.Serve(e.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error().Err(err).Msg("http server stopped")
+		}
+	}()
+	log.Info().Str("addr", e.ln.Addr().String()).Str("storage_dir", c.StorageDir).Bool("insecure", c.Insecure).
+		Str("version", c.Version).Msg("shapelog engine listening")
+	ok = true
+	return e, nil
+}
+
+// Addr is the address the HTTP server listens on.
+func (e *Engine) Addr() string { return e.ln.Addr().String() }
+
+// URL is the engine's base URL on the loopback interface.
+func (e *Engine) URL() string {
+	_, port, _ := net.SplitHostPort(e.Addr())
+	return "http://127.0.0.1:" + port
+}
+
+// Close stops serving (letting requests finish for up to timeout), stops
+// replication and closes the store.
+func (e *Engine) Close(timeout time.Duration) {
+	e.once.Do(func() {
+		e.log.Info().Msg("shutting down")
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		_ = e.srv.Shutdown(ctx)
+		cancel()
+		e.cancel()
+		e.wg.Wait()
+		e.closeResources()
+	})
+}
+
+func (e *Engine) closeResources() {
+	if e.Store != nil {
+		_ = e.Store.Close()
+	}
+	e.pool.Close()
+}
+
+// pruneLoop drops changes older than the retention period once a minute.
+func (e *Engine) pruneLoop(ctx context.Context, retention time.Duration) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cut, ok, err := e.Store.TsAtOrBefore(time.Now().Add(-retention).UnixNano())
+		if err == nil && ok {
+			err = e.Store.Prune(cut)
+		}
+		if err != nil {
+			e.log.Error().Err(err).Msg("pruning the shape log failed")
+		}
+	}
+}

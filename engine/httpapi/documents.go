@@ -1,0 +1,265 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sort"
+	"strconv"
+
+	"github.com/shapelog/shapelog/engine/catalog"
+	"github.com/shapelog/shapelog/engine/shapelog"
+)
+
+// System fields every exported document carries. A table column with one of
+// these names is exported with a trailing underscore (`_id` -> `_id_`).
+const (
+	fieldID        = "_id"
+	fieldTs        = "_ts"
+	fieldTable     = "_table"
+	fieldDeleted   = "_deleted"
+	fieldTruncated = "_truncated"
+)
+
+var systemFields = map[string]bool{fieldID: true, fieldTs: true, fieldTable: true, fieldDeleted: true, fieldTruncated: true, "_component": true}
+
+// fieldName is a column's name in exported documents.
+func fieldName(column string) string {
+	for systemFields[column] {
+		column += "_"
+	}
+	return column
+}
+
+// appendString appends s as a JSON string.
+func appendString(dst []byte, s string) []byte {
+	b, _ := json.Marshal(s)
+	return append(dst, b...)
+}
+
+// renderer writes one table layout's documents in one format.
+type renderer struct {
+	table  *catalog.Table
+	format catalog.Format
+	head   []byte   // `{"_table":"<api name>","_ts":`
+	fields [][]byte // `,"<field>":` per column
+	isKey  []bool
+}
+
+func newRenderer(t *catalog.Table, f catalog.Format) *renderer {
+	r := &renderer{table: t, format: f, isKey: make([]bool, len(t.Columns))}
+	r.head = append([]byte(`{"`+fieldTable+`":`), appendString(nil, catalog.APIName(t.Schema, t.Name))...)
+	r.head = append(r.head, `,"`+fieldTs+`":`...)
+	for _, c := range t.Columns {
+		f := append([]byte{','}, appendString(nil, fieldName(c.Name))...)
+		r.fields = append(r.fields, append(f, ':'))
+	}
+	for _, k := range t.KeyColumns() {
+		r.isKey[k] = true
+	}
+	return r
+}
+
+// docKind says which shape of document to write.
+type docKind int
+
+const (
+	docSnapshot  docKind = iota // list_snapshot: no _deleted
+	docUpsert                   // document_deltas insert/update
+	docTombstone                // document_deltas delete: key columns only
+)
+
+// appendDoc writes one document. values are the row's text values.
+func (r *renderer) appendDoc(dst []byte, kind docKind, ts int64, key []byte, values [][]byte) ([]byte, error) {
+	dst = append(dst, r.head...)
+	dst = strconv.AppendInt(dst, ts, 10)
+	switch kind {
+	case docUpsert:
+		dst = append(dst, `,"`+fieldDeleted+`":false`...)
+	case docTombstone:
+		dst = append(dst, `,"`+fieldDeleted+`":true`...)
+	}
+	dst = append(dst, `,"`+fieldID+`":`...)
+	dst = appendString(dst, string(key))
+	var err error
+	for i, v := range values {
+		if i >= len(r.fields) || (kind == docTombstone && !r.isKey[i]) {
+			continue
+		}
+		dst = append(dst, r.fields[i]...)
+		if v == nil {
+			dst = append(dst, "null"...)
+			continue
+		}
+		if dst, err = catalog.AppendValue(dst, r.table.Columns[i].Type, v, r.format); err != nil {
+			return dst, err
+		}
+	}
+	return append(dst, '}'), nil
+}
+
+// appendTruncate writes the marker for a TRUNCATE: a tombstone whose _id is
+// the table itself and `_truncated: true`, meaning every row is deleted.
+func (r *renderer) appendTruncate(dst []byte, ts int64) []byte {
+	dst = append(dst, r.head...)
+	dst = strconv.AppendInt(dst, ts, 10)
+	dst = append(dst, `,"`+fieldDeleted+`":true,"`+fieldTruncated+`":true,"`+fieldID+`":`...)
+	dst = appendString(dst, string(r.table.AppendKey(nil, nil)))
+	return append(dst, '}')
+}
+
+// relationRenderers builds renderers for logged relation versions, caching
+// them for one request.
+type relationRenderers struct {
+	s      *Server
+	format catalog.Format
+	cache  map[uint64]*renderer
+}
+
+func (rr *relationRenderers) get(ctx context.Context, oid, version uint32) (*renderer, error) {
+	k := uint64(oid)<<32 | uint64(version)
+	if r := rr.cache[k]; r != nil {
+		return r, nil
+	}
+	rel, err := rr.s.store.Relation(oid, version)
+	if err != nil {
+		return nil, err
+	}
+	t, err := tableOf(ctx, rr.s, rel)
+	if err != nil {
+		return nil, err
+	}
+	r := newRenderer(t, rr.format)
+	if rr.cache == nil {
+		rr.cache = map[uint64]*renderer{}
+	}
+	rr.cache[k] = r
+	return r, nil
+}
+
+// tableOf turns a logged relation version into a catalog table.
+func tableOf(ctx context.Context, s *Server, rel *shapelog.Relation) (*catalog.Table, error) {
+	t := &catalog.Table{OID: rel.OID, Schema: rel.Schema, Name: rel.Name, Key: rel.Key}
+	for _, c := range rel.Columns {
+		typ, err := s.types.Lookup(ctx, s.pool, c.TypeOID)
+		if err != nil {
+			return nil, err
+		}
+		t.Columns = append(t.Columns, catalog.Column{Name: c.Name, Type: typ})
+	}
+	return t, nil
+}
+
+// tableSchema is the JSON Schema of a table's exported documents.
+func tableSchema(t *catalog.Table, f catalog.Format, delta bool) map[string]any {
+	props := map[string]any{
+		fieldID:    map[string]any{"type": "string", "$description": "document id: the row's key, " + `"schema"."table"/"key value"/…`},
+		fieldTable: map[string]any{"type": "string"},
+		fieldTs:    map[string]any{"type": "integer", "$description": "commit timestamp, nanoseconds since the Unix epoch"},
+	}
+	required := []string{fieldID, fieldTable, fieldTs}
+	isKey := map[int]bool{}
+	for _, k := range t.KeyColumns() {
+		isKey[k] = true
+	}
+	for i, c := range t.Columns {
+		s := catalog.Schema(c.Type, f)
+		if !c.NotNull {
+			s = nullable(s)
+		}
+		name := fieldName(c.Name)
+		props[name] = s
+		// Tombstones carry only key columns, so with deltas only those are
+		// always present.
+		if !delta || isKey[i] {
+			required = append(required, name)
+		}
+	}
+	if delta {
+		props[fieldDeleted] = map[string]any{"type": "boolean"}
+		props[fieldTruncated] = map[string]any{"type": "boolean", "$description": "present (true) on the tombstone a TRUNCATE leaves: every row of the table is deleted"}
+	}
+	sort.Strings(required)
+	return map[string]any{
+		"$schema":              "http://json-schema.org/draft-07/schema#",
+		"type":                 "object",
+		"properties":           props,
+		"required":             required,
+		"additionalProperties": false,
+	}
+}
+
+// nullable allows null besides what s allows.
+func nullable(s map[string]any) map[string]any {
+	out := map[string]any{}
+	for k, v := range s {
+		out[k] = v
+	}
+	switch t := s["type"].(type) {
+	case string:
+		if t != "null" {
+			out["type"] = []any{t, "null"}
+		}
+		if e, ok := s["enum"].([]any); ok {
+			out["enum"] = append(append([]any{}, e...), nil)
+		}
+		if e, ok := s["enum"].([]string); ok {
+			vals := make([]any, 0, len(e)+1)
+			for _, v := range e {
+				vals = append(vals, v)
+			}
+			out["enum"] = append(vals, nil)
+		}
+		return out
+	}
+	if len(s) == 0 {
+		return s // {} already allows null
+	}
+	return map[string]any{"anyOf": []any{s, map[string]any{"type": "null"}}}
+}
+
+// pageWriter buffers a response body and switches to streaming once it is
+// large, so small pages get a proper error status if something fails while
+// large ones keep memory bounded.
+type pageWriter struct {
+	w         http.ResponseWriter
+	buf       []byte
+	streaming bool
+}
+
+const streamAfter = 4 << 20
+
+func (p *pageWriter) maybeFlush() error {
+	if len(p.buf) < streamAfter {
+		return nil
+	}
+	if !p.streaming {
+		p.w.Header().Set("Content-Type", "application/json")
+		p.w.WriteHeader(http.StatusOK)
+		p.streaming = true
+	}
+	_, err := p.w.Write(p.buf)
+	p.buf = p.buf[:0]
+	return err
+}
+
+// finish writes what is buffered.
+func (p *pageWriter) finish() {
+	if !p.streaming {
+		p.w.Header().Set("Content-Type", "application/json")
+		p.w.Header().Set("Content-Length", strconv.Itoa(len(p.buf)))
+		p.w.WriteHeader(http.StatusOK)
+	}
+	_, _ = p.w.Write(p.buf)
+}
+
+// fail reports an error: as a response when nothing was sent yet, else by
+// aborting the connection so the client never takes a cut-off body for a
+// complete one.
+func (p *pageWriter) fail(s *Server, err error) {
+	if p.streaming {
+		s.log.Error().Err(err).Msg("failed mid-response; aborting connection")
+		panic(http.ErrAbortHandler)
+	}
+	s.writeFailure(p.w, err)
+}

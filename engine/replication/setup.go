@@ -1,0 +1,185 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/shapelog/shapelog/engine/catalog"
+)
+
+// ConfigError is a problem only the operator can fix (wal_level, grants,
+// settings); retrying will not help until they do.
+type ConfigError struct{ Msg string }
+
+func (e *ConfigError) Error() string { return e.Msg }
+
+// checkServer verifies the server can do logical replication for us.
+func checkServer(ctx context.Context, conn *pgx.Conn) error {
+	var walLevel string
+	if err := conn.QueryRow(ctx, "SHOW wal_level").Scan(&walLevel); err != nil {
+		return err
+	}
+	if walLevel != "logical" {
+		return &ConfigError{fmt.Sprintf("wal_level is %q but shapelog needs logical replication: run ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL", walLevel)}
+	}
+	var user string
+	var canReplicate bool
+	if err := conn.QueryRow(ctx, "SELECT current_user, rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user").Scan(&user, &canReplicate); err != nil {
+		return err
+	}
+	if !canReplicate {
+		return &ConfigError{fmt.Sprintf("role %q may not use replication: run ALTER ROLE %s REPLICATION; (or connect as a role that has it)", user, pgx.Identifier{user}.Sanitize())}
+	}
+	var slots, used int
+	if err := conn.QueryRow(ctx, "SELECT current_setting('max_replication_slots')::int, (SELECT count(*) FROM pg_replication_slots)").Scan(&slots, &used); err != nil {
+		return err
+	}
+	if slots == 0 {
+		return &ConfigError{"max_replication_slots is 0: set it to at least 4 (one for the engine plus one per concurrent snapshot) and restart PostgreSQL"}
+	}
+	return nil
+}
+
+// lockKey is the advisory-lock key that marks a slot as owned by a running
+// engine.
+func lockKey(slot string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte("shapelog slot " + slot))
+	return int64(h.Sum64())
+}
+
+// acquireSlotLock takes the advisory lock for the slot on conn, which must
+// stay open for as long as the engine uses the slot.
+func acquireSlotLock(ctx context.Context, conn *pgx.Conn, slot string) error {
+	var ok bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", lockKey(slot)).Scan(&ok); err != nil {
+		return err
+	}
+	if ok {
+		return nil
+	}
+	var pid int
+	_ = conn.QueryRow(ctx, `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+		AND ((classid::bigint << 32) | objid::bigint) = $1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, lockKey(slot)).Scan(&pid)
+	return &ConfigError{fmt.Sprintf("replication slot %q is in use by another shapelog engine (backend pid %d holds its lock): stop that engine or give this one its own --slot and --publication", slot, pid)}
+}
+
+// Reconcile makes the publication hold exactly the tables the filter
+// selects, with REPLICA IDENTITY FULL. FULL is needed because (1) updates
+// that leave a TOASTed column unchanged do not carry its value, and the old
+// row FULL provides is the only place to take it from; (2) tables without a
+// primary key cannot publish updates and deletes at all otherwise (PostgreSQL
+// rejects the writes); (3) where-clause shapes need the old row to see rows
+// move out. Tables it cannot fix (not the owner) are skipped with an error
+// naming the statement an owner should run.
+func (r *Replicator) Reconcile(ctx context.Context) ([]*catalog.Table, error) {
+	r.reconcileMu.Lock()
+	defer r.reconcileMu.Unlock()
+	conn, err := r.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SET lock_timeout = '10s'"); err != nil {
+		return nil, err
+	}
+	pub := pgx.Identifier{r.cfg.Publication}.Sanitize()
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", r.cfg.Publication).Scan(&exists); err != nil {
+		return nil, err
+	}
+	if !exists {
+		if _, err := conn.Exec(ctx, "CREATE PUBLICATION "+pub+" WITH (publish = 'insert, update, delete, truncate', publish_via_partition_root = true)"); err != nil {
+			return nil, explain(err, "creating publication "+r.cfg.Publication)
+		}
+		r.log.Info().Str("publication", r.cfg.Publication).Msg("created publication")
+	}
+	tables, err := catalog.LoadTables(ctx, conn, r.types, r.cfg.Filter)
+	if err != nil {
+		return nil, err
+	}
+	published := map[uint32]bool{}
+	rows, err := conn.Query(ctx, `SELECT pr.prrelid FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = $1`, r.cfg.Publication)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var oid uint32
+		if err := rows.Scan(&oid); err != nil {
+			return nil, err
+		}
+		published[oid] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var ready []*catalog.Table
+	wanted := map[uint32]bool{}
+	for _, t := range tables {
+		wanted[t.OID] = true
+		name := pgx.Identifier{t.Schema, t.Name}.Sanitize()
+		if t.ReplicaIdentity != 'f' {
+			if _, err := conn.Exec(ctx, "ALTER TABLE "+name+" REPLICA IDENTITY FULL"); err != nil {
+				r.log.Error().Err(explain(err, "")).Str("table", name).
+					Str("fix", "ALTER TABLE "+name+" REPLICA IDENTITY FULL;").
+					Msg("table skipped: cannot set REPLICA IDENTITY FULL (run the fix as the table's owner)")
+				continue
+			}
+			t.ReplicaIdentity = 'f'
+		}
+		if !published[t.OID] {
+			if _, err := conn.Exec(ctx, "ALTER PUBLICATION "+pub+" ADD TABLE "+name); err != nil {
+				r.log.Error().Err(explain(err, "")).Str("table", name).
+					Str("fix", "ALTER PUBLICATION "+pub+" ADD TABLE "+name+";").
+					Msg("table skipped: cannot add it to the publication")
+				continue
+			}
+			r.log.Info().Str("table", name).Msg("table published")
+		}
+		ready = append(ready, t)
+	}
+	for oid := range published {
+		if wanted[oid] {
+			continue
+		}
+		var name string
+		if err := conn.QueryRow(ctx, "SELECT $1::oid::regclass::text", oid).Scan(&name); err != nil {
+			continue
+		}
+		if _, err := conn.Exec(ctx, "ALTER PUBLICATION "+pub+" DROP TABLE "+name); err != nil {
+			r.log.Warn().Err(err).Str("table", name).Msg("could not drop table from publication")
+			continue
+		}
+		r.log.Info().Str("table", name).Msg("table unpublished: no longer selected")
+	}
+	r.tables.Store(&ready)
+	return ready, nil
+}
+
+// explain adds what to do to the PostgreSQL errors operators hit.
+func explain(err error, doing string) error {
+	var pgErr *pgconn.PgError
+	if doing != "" {
+		doing += ": "
+	}
+	if !errors.As(err, &pgErr) {
+		return fmt.Errorf("%s%w", doing, err)
+	}
+	switch pgErr.Code {
+	case "42501":
+		return &ConfigError{fmt.Sprintf("%spermission denied (%s): the engine's role needs CREATE on the database and ownership of the published tables, or an administrator must run the statement for it", doing, pgErr.Message)}
+	case "53400", "55000":
+		if strings.Contains(pgErr.Message, "replication slot") {
+			return &ConfigError{fmt.Sprintf("%s%s: raise max_replication_slots (and max_wal_senders) and restart PostgreSQL", doing, pgErr.Message)}
+		}
+	case "55P03":
+		return fmt.Errorf("%stimed out waiting for a lock (%s): a long transaction holds the table; will retry", doing, pgErr.Message)
+	}
+	return fmt.Errorf("%s%w", doing, err)
+}

@@ -1,0 +1,300 @@
+package replication
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/shapelog/shapelog/engine/catalog"
+	"github.com/shapelog/shapelog/engine/shapelog"
+)
+
+// relation is a table as the current replication session knows it.
+type relation struct {
+	stored *shapelog.Relation
+	table  *catalog.Table // for building keys
+}
+
+// streamer holds one session's decoding state.
+type streamer struct {
+	r         *Replicator
+	conn      *pgconn.PgConn
+	relations map[uint32]*relation
+	txn       *shapelog.Txn
+	skipping  bool // inside a transaction the log already holds
+	inTxn     bool
+	change    shapelog.Change
+	values    [][]byte
+	old       [][]byte
+	keyBuf    []byte
+	oldKeyBuf []byte
+
+	lastSent   uint64
+	nextStatus time.Time
+	deadline   time.Time
+}
+
+// stream decodes pgoutput messages until the connection or ctx ends.
+func (r *Replicator) stream(ctx context.Context, conn *pgconn.PgConn) error {
+	s := &streamer{r: r, conn: conn, relations: map[uint32]*relation{}}
+	defer func() {
+		if s.txn != nil {
+			_ = s.txn.Abort()
+		}
+	}()
+	durableCh := r.store.Advanced()
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := r.store.Err(); err != nil {
+			return fmt.Errorf("shape log: %w", err)
+		}
+		now := time.Now()
+		select {
+		case <-r.poke:
+			if err := s.sendStatus(true); err != nil {
+				return err
+			}
+		case <-durableCh:
+			durableCh = r.store.Advanced()
+			// Confirm promptly so WAL is released, at most ten times a second.
+			if s.nextStatus.Sub(now) > 100*time.Millisecond {
+				s.nextStatus = now.Add(100 * time.Millisecond)
+			}
+		default:
+		}
+		if !now.Before(s.nextStatus) {
+			if err := s.sendStatus(false); err != nil {
+				return err
+			}
+		}
+		// Wake at least every 100ms to serve pokes and status updates,
+		// without a context (and its goroutine) per message.
+		if s.deadline.Sub(now) < 50*time.Millisecond {
+			s.deadline = now.Add(100 * time.Millisecond)
+			if err := conn.Conn().SetReadDeadline(s.deadline); err != nil {
+				return err
+			}
+		}
+		msg, err := conn.ReceiveMessage(context.Background())
+		if err != nil {
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return fmt.Errorf("receiving from replication stream: %w", err)
+		}
+		switch msg := msg.(type) {
+		case *pgproto3.CopyData:
+			if err := s.handleCopyData(ctx, msg.Data); err != nil {
+				return err
+			}
+		case *pgproto3.ErrorResponse:
+			return pgconn.ErrorResponseToPgError(msg)
+		case *pgproto3.CopyDone:
+			return fmt.Errorf("server ended the replication stream")
+		}
+	}
+}
+
+func (s *streamer) sendStatus(replyRequested bool) error {
+	pos := pglogrepl.LSN(s.r.store.Durable().EndLSN)
+	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), s.conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: pos, WALFlushPosition: pos, WALApplyPosition: pos, ReplyRequested: replyRequested,
+	})
+	if err != nil {
+		return fmt.Errorf("sending standby status: %w", err)
+	}
+	if uint64(pos) != s.lastSent {
+		s.r.log.Debug().Str("lsn", pos.String()).Msg("confirmed")
+		s.lastSent = uint64(pos)
+	}
+	s.nextStatus = time.Now().Add(s.r.cfg.StatusInterval)
+	return nil
+}
+
+func (s *streamer) handleCopyData(ctx context.Context, data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return err
+		}
+		if !s.inTxn {
+			// Everything before the server's position has been decoded and
+			// sent, so nothing the log needs lies below it.
+			s.r.store.SkipTo(uint64(ka.ServerWALEnd))
+			s.r.setProcessed(uint64(ka.ServerWALEnd))
+		}
+		if ka.ReplyRequested {
+			return s.sendStatus(false)
+		}
+		return nil
+	case pglogrepl.XLogDataByteID:
+		xld, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return err
+		}
+		return s.handle(ctx, xld.WALData)
+	}
+	return nil
+}
+
+func (s *streamer) handle(ctx context.Context, data []byte) error {
+	msg, err := pglogrepl.Parse(data)
+	if err != nil {
+		return fmt.Errorf("decoding pgoutput message %q: %w", data[0], err)
+	}
+	switch m := msg.(type) {
+	case *pglogrepl.BeginMessage:
+		s.inTxn = true
+		s.skipping = uint64(m.FinalLSN) <= s.r.store.Written().CommitLSN
+		if !s.skipping {
+			s.txn = s.r.store.Begin(uint64(m.FinalLSN), m.Xid, m.CommitTime.UnixNano())
+		}
+	case *pglogrepl.CommitMessage:
+		s.inTxn = false
+		end := uint64(m.TransactionEndLSN)
+		if s.txn != nil {
+			txn := s.txn
+			s.txn = nil
+			if err := txn.Commit(end); err != nil {
+				return fmt.Errorf("writing transaction: %w", err)
+			}
+		}
+		s.skipping = false
+		s.r.setProcessed(end)
+	case *pglogrepl.RelationMessage:
+		return s.handleRelation(ctx, m)
+	case *pglogrepl.InsertMessage:
+		return s.add(shapelog.OpInsert, m.RelationID, m.Tuple, nil, 0)
+	case *pglogrepl.UpdateMessage:
+		return s.add(shapelog.OpUpdate, m.RelationID, m.NewTuple, m.OldTuple, m.OldTupleType)
+	case *pglogrepl.DeleteMessage:
+		return s.add(shapelog.OpDelete, m.RelationID, nil, m.OldTuple, m.OldTupleType)
+	case *pglogrepl.TruncateMessage:
+		if s.txn == nil {
+			return nil
+		}
+		for _, oid := range m.RelationIDs {
+			rel := s.relations[oid]
+			if rel == nil {
+				continue
+			}
+			if err := s.txn.Add(&shapelog.Change{Op: shapelog.OpTruncate, Relation: oid, Version: rel.stored.Version}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *streamer) handleRelation(ctx context.Context, m *pglogrepl.RelationMessage) error {
+	rel := shapelog.Relation{OID: m.RelationID, Schema: m.Namespace, Name: m.RelationName}
+	table := &catalog.Table{OID: m.RelationID, Schema: m.Namespace, Name: m.RelationName, ReplicaIdentity: m.ReplicaIdentity}
+	for _, c := range m.Columns {
+		rel.Columns = append(rel.Columns, shapelog.Column{Name: c.Name, TypeOID: c.DataType, TypeMod: c.TypeModifier})
+		typ, err := s.r.types.Lookup(ctx, s.r.pool, c.DataType)
+		if err != nil {
+			return fmt.Errorf("resolving type of %s.%s.%s: %w", m.Namespace, m.RelationName, c.Name, err)
+		}
+		table.Columns = append(table.Columns, catalog.Column{Name: c.Name, Type: typ})
+	}
+	// The stream names the replica identity columns (all of them under
+	// FULL); the primary key comes from the catalog.
+	if current, err := catalog.LoadTable(ctx, s.r.pool, s.r.types, m.RelationID); err == nil {
+		for _, k := range current.Key {
+			for i, c := range rel.Columns {
+				if c.Name == current.Columns[k].Name {
+					rel.Key = append(rel.Key, i)
+				}
+			}
+		}
+		if len(rel.Key) != len(current.Key) {
+			rel.Key = nil // a key column the stream does not carry yet
+		}
+	}
+	table.Key = rel.Key
+	stored, err := s.r.store.PutRelation(rel)
+	if err != nil {
+		return err
+	}
+	s.relations[m.RelationID] = &relation{stored: stored, table: table}
+	if m.ReplicaIdentity != 'f' {
+		s.r.log.Warn().Str("table", m.Namespace+"."+m.RelationName).Msg("table is not REPLICA IDENTITY FULL: unchanged TOAST values in updates cannot be filled in")
+	}
+	return nil
+}
+
+// tupleValues fills dst with the tuple's text values (nil = NULL); unchanged
+// TOAST values ('u') are taken from old when given.
+func (s *streamer) tupleValues(dst [][]byte, t *pglogrepl.TupleData, old [][]byte, rel *relation) [][]byte {
+	dst = dst[:0]
+	for i, c := range t.Columns {
+		switch c.DataType {
+		case pglogrepl.TupleDataTypeText, pglogrepl.TupleDataTypeBinary:
+			v := c.Data
+			if v == nil {
+				v = []byte{}
+			}
+			dst = append(dst, v)
+		case pglogrepl.TupleDataTypeToast:
+			if i < len(old) && old[i] != nil {
+				dst = append(dst, old[i])
+			} else {
+				s.r.log.Error().Str("table", rel.table.Schema+"."+rel.table.Name).Str("column", rel.stored.Columns[i].Name).
+					Msg("unchanged TOAST value without an old row (table is not REPLICA IDENTITY FULL); logged as NULL")
+				dst = append(dst, nil)
+			}
+		default:
+			dst = append(dst, nil)
+		}
+	}
+	return dst
+}
+
+// add logs one row change. oldType is 'O' when oldTuple is the whole old
+// row (REPLICA IDENTITY FULL) and 'K' when it holds only the key columns.
+func (s *streamer) add(op shapelog.Op, oid uint32, newTuple, oldTuple *pglogrepl.TupleData, oldType uint8) error {
+	if s.txn == nil {
+		return nil // skipping a transaction the log already holds
+	}
+	rel := s.relations[oid]
+	if rel == nil {
+		return fmt.Errorf("change for relation %d before its RELATION message", oid)
+	}
+	c := &s.change
+	*c = shapelog.Change{Op: op, Relation: oid, Version: rel.stored.Version}
+	s.old = s.old[:0]
+	if oldTuple != nil {
+		s.old = s.tupleValues(s.old, oldTuple, nil, rel)
+	}
+	switch op {
+	case shapelog.OpInsert, shapelog.OpUpdate:
+		s.values = s.tupleValues(s.values, newTuple, s.old, rel)
+		c.Values = s.values
+		s.keyBuf = rel.table.AppendKey(s.keyBuf[:0], c.Values)
+		c.Key = s.keyBuf
+		if op == shapelog.OpUpdate && oldTuple != nil {
+			if oldType == pglogrepl.UpdateMessageTupleTypeOld && len(s.old) == len(c.Values) {
+				c.Old = s.old
+			}
+			s.oldKeyBuf = rel.table.AppendKey(s.oldKeyBuf[:0], s.old)
+			if string(s.oldKeyBuf) != string(s.keyBuf) {
+				c.OldKey = s.oldKeyBuf
+			}
+		}
+	case shapelog.OpDelete:
+		c.Values = s.old
+		s.keyBuf = rel.table.AppendKey(s.keyBuf[:0], s.old)
+		c.Key = s.keyBuf
+	}
+	return s.txn.Add(c)
+}

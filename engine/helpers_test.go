@@ -1,0 +1,233 @@
+package engine_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
+
+	"github.com/shapelog/shapelog/engine"
+	"github.com/shapelog/shapelog/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+const testKey = "test-access-key"
+
+// startEngine runs an engine in-process against dbURL.
+func startEngine(t *testing.T, dbURL string, mods ...func(*engine.Config)) *engine.Engine {
+	t.Helper()
+	cfg := engine.Config{
+		DatabaseURL: dbURL, AccessKey: testKey, Listen: "127.0.0.1:0", StorageDir: t.TempDir(),
+		Slot: "shapelog_test", Publication: "shapelog_test", Version: "test",
+	}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel).With().Timestamp().Logger()
+	e, err := engine.Start(context.Background(), cfg, log)
+	if err != nil {
+		t.Fatalf("engine start: %v", err)
+	}
+	t.Cleanup(func() { e.Close(5 * time.Second) })
+	waitActive(t, e.URL())
+	return e
+}
+
+func waitActive(t *testing.T, base string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(base + "/v1/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("engine at %s never became active", base)
+}
+
+func connect(t *testing.T, dbURL string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func mustExec(t *testing.T, conn *pgx.Conn, sql string, args ...any) {
+	t.Helper()
+	if _, err := conn.Exec(context.Background(), sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// apiResult is a decoded response.
+type apiResult struct {
+	Status int
+	Body   []byte
+}
+
+func (r apiResult) decode(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.Body, v); err != nil {
+		t.Fatalf("decoding %s: %v", r.Body, err)
+	}
+}
+
+func (r apiResult) errorCode(t *testing.T) string {
+	t.Helper()
+	var e struct{ Code, Message string }
+	r.decode(t, &e)
+	if e.Message == "" {
+		t.Fatalf("error without message: %s", r.Body)
+	}
+	return e.Code
+}
+
+// get calls an /api endpoint with the test key.
+func get(t *testing.T, base, path string, params url.Values) apiResult {
+	t.Helper()
+	return getWith(t, base, path, params, "Convex "+testKey)
+}
+
+func getWith(t *testing.T, base, path string, params url.Values, auth string) apiResult {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+path+"?"+params.Encode(), nil)
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return apiResult{Status: resp.StatusCode, Body: b}
+}
+
+type doc = map[string]any
+
+type snapshotPage struct {
+	Values   []doc   `json:"values"`
+	Snapshot int64   `json:"snapshot"`
+	Cursor   *string `json:"cursor"`
+	HasMore  bool    `json:"hasMore"`
+}
+
+type deltasPage struct {
+	Values  []doc `json:"values"`
+	Cursor  int64 `json:"cursor"`
+	HasMore bool  `json:"hasMore"`
+}
+
+// readSnapshot walks list_snapshot to the end.
+func readSnapshot(t *testing.T, base string, params url.Values) ([]doc, int64) {
+	t.Helper()
+	var all []doc
+	p := url.Values{}
+	for k, v := range params {
+		p[k] = v
+	}
+	for {
+		r := get(t, base, "/api/list_snapshot", p)
+		if r.Status != http.StatusOK {
+			t.Fatalf("list_snapshot: %d %s", r.Status, r.Body)
+		}
+		var page snapshotPage
+		r.decode(t, &page)
+		all = append(all, page.Values...)
+		if !page.HasMore {
+			return all, page.Snapshot
+		}
+		p.Set("snapshot", strconv.FormatInt(page.Snapshot, 10))
+		p.Set("cursor", *page.Cursor)
+	}
+}
+
+// readDeltas walks document_deltas from cursor until hasMore is false.
+func readDeltas(t *testing.T, base string, cursor int64, params url.Values) ([]doc, int64) {
+	t.Helper()
+	var all []doc
+	p := url.Values{}
+	for k, v := range params {
+		p[k] = v
+	}
+	for {
+		p.Set("cursor", strconv.FormatInt(cursor, 10))
+		r := get(t, base, "/api/document_deltas", p)
+		if r.Status != http.StatusOK {
+			t.Fatalf("document_deltas: %d %s", r.Status, r.Body)
+		}
+		var page deltasPage
+		r.decode(t, &page)
+		all = append(all, page.Values...)
+		cursor = page.Cursor
+		if !page.HasMore {
+			return all, cursor
+		}
+	}
+}
+
+// waitDeltas polls document_deltas until pred holds for what was read.
+func waitDeltas(t *testing.T, base string, cursor int64, params url.Values, pred func([]doc) bool) []doc {
+	t.Helper()
+	var all []doc
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		var got []doc
+		got, cursor = readDeltas(t, base, cursor, params)
+		all = append(all, got...)
+		if pred(all) {
+			return all
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("deltas never satisfied the condition; got %d docs: %s", len(all), brief(all))
+	return nil
+}
+
+func brief(docs []doc) string {
+	b, _ := json.Marshal(docs)
+	if len(b) > 2000 {
+		b = append(b[:2000], "…"...)
+	}
+	return string(b)
+}
+
+// apply folds snapshot documents and deltas into the table state by _id.
+func apply(state map[string]doc, docs []doc) {
+	for _, d := range docs {
+		id := fmt.Sprint(d["_id"])
+		if d["_truncated"] == true {
+			table := d["_table"]
+			for k, v := range state {
+				if v["_table"] == table {
+					delete(state, k)
+				}
+			}
+			continue
+		}
+		if d["_deleted"] == true {
+			delete(state, id)
+			continue
+		}
+		state[id] = d
+	}
+}

@@ -1,0 +1,27 @@
+# shapelog — build, test, lint, bench, demo.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+
+.PHONY: build test lint bench demo clean
+
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/shapelog ./engine/cmd/shapelog
+
+# The whole suite against throwaway PostgreSQL clusters (or $$DATABASE_URL).
+test: build
+	$(GO) test -count=1 -timeout 30m ./...
+
+lint:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
+
+bench: build
+	$(GO) run ./bench $(BENCH_ARGS)
+
+demo: build
+	$(GO) run ./internal/demo
+
+clean:
+	rm -rf bin

@@ -1,0 +1,363 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/shapelog/shapelog/engine/client"
+	"github.com/shapelog/shapelog/internal/pgtest"
+)
+
+const benchKey = "bench-key"
+
+type harness struct {
+	bin     string
+	cluster *pgtest.Cluster
+	dbURL   string
+	conn    *pgx.Conn
+	storage string
+	port    int
+	engine  *exec.Cmd
+	api     *client.Client
+}
+
+func newHarness(ctx context.Context, bin string) (*harness, error) {
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("engine binary %s: %w (run make build)", bin, err)
+	}
+	fmt.Fprintln(os.Stderr, "starting PostgreSQL (durable: fsync on)…")
+	cluster, err := pgtest.Start(pgtest.Options{Durable: true, Settings: []string{"shared_buffers = 1GB", "max_wal_size = 8GB"}})
+	if err != nil {
+		return nil, err
+	}
+	h := &harness{bin: bin, cluster: cluster, dbURL: cluster.URL("postgres")}
+	if h.conn, err = pgx.Connect(ctx, h.dbURL); err != nil {
+		cluster.Stop()
+		return nil, err
+	}
+	if h.storage, err = os.MkdirTemp("", "shapelog-bench-"); err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	h.port = l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	h.api, err = client.New(fmt.Sprintf("http://127.0.0.1:%d", h.port), benchKey, client.Options{ClientName: "shapelog-bench-0.1.0"})
+	return h, err
+}
+
+func (h *harness) Close() {
+	h.stopEngine()
+	h.conn.Close(context.Background())
+	h.cluster.Stop()
+	os.RemoveAll(h.storage)
+}
+
+func (h *harness) machine() string {
+	model := ""
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		s := bufio.NewScanner(f)
+		for s.Scan() {
+			if strings.HasPrefix(s.Text(), "model name") {
+				model = strings.TrimSpace(strings.SplitN(s.Text(), ":", 2)[1])
+				break
+			}
+		}
+		f.Close()
+	}
+	var v string
+	_ = h.conn.QueryRow(context.Background(), "SHOW server_version").Scan(&v)
+	return fmt.Sprintf("%d CPUs (%s), PostgreSQL %s, loopback", runtime.NumCPU(), model, v)
+}
+
+func (h *harness) startEngine() error {
+	cmd := exec.Command(h.bin, "serve", "--port", strconv.Itoa(h.port), "--storage-dir", h.storage, "--log-level", "warn", "--slot", "bench", "--publication", "bench")
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+h.dbURL, "SHAPELOG_ACCESS_KEY="+benchKey)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	h.engine = cmd
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/v1/health", h.port))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("engine did not become active")
+}
+
+func (h *harness) stopEngine() {
+	if h.engine == nil {
+		return
+	}
+	_ = h.engine.Process.Signal(os.Interrupt)
+	_ = h.engine.Wait()
+	h.engine = nil
+}
+
+// peakRSS is the engine's peak resident set size in MiB.
+func (h *harness) peakRSS() float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", h.engine.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// createTable makes a firenibble-shaped table (16 mixed columns, ~280 B/row).
+func (h *harness) createTable(ctx context.Context, name string, rows int) error {
+	fmt.Fprintf(os.Stderr, "loading %d rows into %s…\n", rows, name)
+	_, err := h.conn.Exec(ctx, fmt.Sprintf(`
+		DROP TABLE IF EXISTS %[1]s;
+		CREATE TABLE %[1]s (
+			f0 bigint PRIMARY KEY, f1 bigint, f2 bigint, f3 int,
+			f4 float8, f5 float8, f6 float8, f7 float8,
+			f8 varchar(32), f9 varchar(32), f10 varchar(32), f11 varchar(32), f12 varchar(32),
+			f13 date, f14 date, f15 date);
+		INSERT INTO %[1]s SELECT g, g * 7, g %% 1000, (g %% 100000)::int,
+			random(), random() * 1000, g / 3.0, -g / 7.0,
+			md5(g::text), md5((g + 1)::text), md5((g + 2)::text), md5((g + 3)::text), md5((g + 4)::text),
+			date '2020-01-01' + (g %% 1000), date '2021-01-01' + (g %% 500), date '2022-01-01' + (g %% 250)
+		FROM generate_series(1, %[2]d) g;
+		VACUUM (FREEZE, ANALYZE) %[1]s;`, name, rows))
+	return err
+}
+
+type countingWriter struct{ n atomic.Int64 }
+
+func (w *countingWriter) Write(p []byte) (int, error) { w.n.Add(int64(len(p))); return len(p), nil }
+
+// copyBaseline times COPY (SELECT * FROM t) TO STDOUT.
+func (h *harness) copyBaseline(ctx context.Context, table string) (time.Duration, int64, error) {
+	w := &countingWriter{}
+	start := time.Now()
+	_, err := h.conn.PgConn().CopyTo(ctx, w, "COPY (SELECT * FROM "+table+") TO STDOUT")
+	return time.Since(start), w.n.Load(), err
+}
+
+// readSnapshot walks list_snapshot over one table.
+func (h *harness) readSnapshot(ctx context.Context, table string) (docs int, bytes int64, took time.Duration, err error) {
+	start := time.Now()
+	req := client.SnapshotRequest{TableName: table}
+	for {
+		page, err := h.api.ListSnapshot(ctx, req)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		docs += len(page.Values)
+		for _, v := range page.Values {
+			bytes += int64(len(v))
+		}
+		if !page.HasMore {
+			return docs, bytes, time.Since(start), nil
+		}
+		req.Snapshot, req.Cursor = &page.Snapshot, page.Cursor
+	}
+}
+
+func rate(n int, d time.Duration) string {
+	return fmt.Sprintf("%.0f", float64(n)/d.Seconds())
+}
+
+func mbps(b int64, d time.Duration) float64 { return float64(b) / (1 << 20) / d.Seconds() }
+
+func (h *harness) snapshotBench(ctx context.Context, rows int, add func(string, ...any)) error {
+	if err := h.createTable(ctx, "firenibble", rows); err != nil {
+		return err
+	}
+	copyTook, copyBytes, err := h.copyBaseline(ctx, "firenibble")
+	if err != nil {
+		return err
+	}
+	if err := h.startEngine(); err != nil {
+		return err
+	}
+	docs, bytes, took, err := h.readSnapshot(ctx, "firenibble")
+	if err != nil {
+		return err
+	}
+	if docs != rows {
+		return fmt.Errorf("snapshot returned %d docs, want %d", docs, rows)
+	}
+	copyRate, ourRate := float64(rows)/copyTook.Seconds(), float64(rows)/took.Seconds()
+	add("| snapshot of %d rows × 16 cols: rows/s | %s (list_snapshot) | %s (COPY TO STDOUT) | %.0f%% |", rows, rate(rows, took), rate(rows, copyTook), 100*ourRate/copyRate)
+	add("| snapshot: MB/s (JSON vs COPY text) | %.1f | %.1f | |", mbps(bytes, took), mbps(copyBytes, copyTook))
+	add("| engine peak RSS after %d-row snapshot | %.0f MiB | | |", rows, h.peakRSS())
+	return nil
+}
+
+// plainClient drains a slot with pglogrepl and counts inserts, like the
+// simplest logical-replication consumer.
+func (h *harness) plainClient(ctx context.Context, slot string, want int) (time.Duration, error) {
+	cfg, err := pgconn.ParseConfig(h.dbURL)
+	if err != nil {
+		return 0, err
+	}
+	cfg.RuntimeParams["replication"] = "database"
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(ctx)
+	start := time.Now()
+	if err := pglogrepl.StartReplication(ctx, conn, slot, 0, pglogrepl.StartReplicationOptions{PluginArgs: []string{"proto_version '1'", "publication_names 'bench_plain'"}}); err != nil {
+		return 0, err
+	}
+	got := 0
+	for got < want {
+		msg, err := conn.ReceiveMessage(ctx)
+		if err != nil {
+			return 0, err
+		}
+		cd, ok := msg.(*pgproto3.CopyData)
+		if !ok || cd.Data[0] != pglogrepl.XLogDataByteID {
+			continue
+		}
+		xld, err := pglogrepl.ParseXLogData(cd.Data[1:])
+		if err != nil {
+			return 0, err
+		}
+		m, err := pglogrepl.Parse(xld.WALData)
+		if err != nil {
+			return 0, err
+		}
+		if _, ok := m.(*pglogrepl.InsertMessage); ok {
+			got++
+		}
+	}
+	return time.Since(start), nil
+}
+
+func (h *harness) changesBench(ctx context.Context, n int, add func(string, ...any)) error {
+	if _, err := h.conn.Exec(ctx, `CREATE TABLE changes (LIKE firenibble INCLUDING ALL)`); err != nil {
+		return err
+	}
+	// The engine publishes it and snapshots it (empty) so the cursor is set.
+	page, err := h.api.ListSnapshot(ctx, client.SnapshotRequest{TableName: "changes"})
+	if err != nil {
+		return err
+	}
+	cursor := page.Snapshot
+	if _, err := h.conn.Exec(ctx, `CREATE PUBLICATION bench_plain FOR TABLE changes`); err != nil {
+		return err
+	}
+	if _, err := h.conn.Exec(ctx, `SELECT pg_create_logical_replication_slot('bench_plain', 'pgoutput')`); err != nil {
+		return err
+	}
+	// Both consumers drain the same WAL, written while neither reads.
+	h.stopEngine()
+	fmt.Fprintf(os.Stderr, "writing %d changes in transactions of 100 rows…\n", n)
+	start := time.Now()
+	// Simple protocol: COMMIT inside DO needs a top-level statement.
+	if _, err := h.conn.PgConn().Exec(ctx, fmt.Sprintf(`DO $$ BEGIN FOR i IN 0..%d LOOP
+		INSERT INTO changes SELECT * FROM firenibble WHERE f0 > i * 100 AND f0 <= (i + 1) * 100; COMMIT; END LOOP; END $$`, n/100-1)).ReadAll(); err != nil {
+		return err
+	}
+	writeTook := time.Since(start)
+	plainTook, err := h.plainClient(ctx, "bench_plain", n)
+	if err != nil {
+		return err
+	}
+	if _, err := h.conn.Exec(ctx, `SELECT pg_drop_replication_slot('bench_plain')`); err != nil {
+		return err
+	}
+	start = time.Now()
+	if err := h.startEngine(); err != nil {
+		return err
+	}
+	seen := 0
+	for seen < n {
+		page, err := h.api.DocumentDeltas(ctx, client.DeltasRequest{Cursor: cursor, TableName: "changes", Limit: 10000})
+		if err != nil {
+			return err
+		}
+		seen += len(page.Values)
+		cursor = page.Cursor
+		if !page.HasMore && seen < n {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	took := time.Since(start)
+	ours, plain := float64(n)/took.Seconds(), float64(n)/plainTook.Seconds()
+	add("| %d changes (txns of 100) drained: changes/s | %s (commit → document_deltas, incl. engine start) | %s (pglogrepl client) | %.0f%% |", n, rate(n, took), rate(n, plainTook), 100*ours/plain)
+	add("| (PostgreSQL wrote them at) | | %s changes/s | |", rate(n, writeTook))
+	add("| engine peak RSS after the changes | %.0f MiB | | |", h.peakRSS())
+	return nil
+}
+
+func (h *harness) latencyBench(ctx context.Context, samples int, add func(string, ...any)) error {
+	if _, err := h.conn.Exec(ctx, `CREATE TABLE pings (id int PRIMARY KEY, at timestamptz)`); err != nil {
+		return err
+	}
+	page, err := h.api.ListSnapshot(ctx, client.SnapshotRequest{TableName: "pings"})
+	if err != nil {
+		return err
+	}
+	cursor := page.Snapshot
+	var lat []time.Duration
+	for i := 0; i < samples; i++ {
+		if _, err := h.conn.Exec(ctx, `INSERT INTO pings VALUES ($1, now())`, i); err != nil {
+			return err
+		}
+		committed := time.Now()
+		for {
+			page, err := h.api.DocumentDeltas(ctx, client.DeltasRequest{Cursor: cursor, TableName: "pings"})
+			if err != nil {
+				return err
+			}
+			cursor = page.Cursor
+			if len(page.Values) > 0 {
+				lat = append(lat, time.Since(committed))
+				break
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	p := func(q float64) string { return lat[int(q*float64(len(lat)-1))].Round(10 * time.Microsecond).String() }
+	add("| commit → visible in document_deltas, %d single-row commits | p50 %s, p99 %s | | |", samples, p(0.5), p(0.99))
+	return nil
+}
+
+func (h *harness) rssBench(ctx context.Context, rows int, add func(string, ...any)) error {
+	if err := h.createTable(ctx, "big", rows); err != nil {
+		return err
+	}
+	docs, bytes, took, err := h.readSnapshot(ctx, "big")
+	if err != nil {
+		return err
+	}
+	add("| snapshot of %d rows: rows/s | %s (%.1f MB/s) | | |", docs, rate(docs, took), mbps(bytes, took))
+	add("| engine peak RSS after %d-row snapshot | %.0f MiB | | |", rows, h.peakRSS())
+	return nil
+}

@@ -1,0 +1,66 @@
+// Command bench measures the engine against PostgreSQL's own tools on the
+// same machine in the same run, and prints a Markdown table:
+//
+//   - snapshot: list_snapshot over N rows of a 16-column table vs
+//     COPY (SELECT …) TO STDOUT;
+//   - changes: M committed changes drained through document_deltas vs a plain
+//     logical-replication client (pglogrepl, pgoutput) draining the same WAL;
+//   - latency: commit to visible in document_deltas, p50/p99;
+//   - engine RSS (peak) after each phase, at N rows and optionally more.
+//
+// Usage: go run ./bench [-rows 1000000] [-changes 200000] [-rss-rows 5000000]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+func main() {
+	rows := flag.Int("rows", 1_000_000, "rows in the snapshot table")
+	changes := flag.Int("changes", 200_000, "changes for the replication throughput test")
+	rssRows := flag.Int("rss-rows", 0, "also snapshot a table this large to show engine RSS (0 = skip)")
+	latencySamples := flag.Int("latency-samples", 300, "commits timed for commit-to-visible latency")
+	bin := flag.String("engine", "bin/shapelog", "engine binary")
+	flag.Parse()
+
+	ctx := context.Background()
+	h, err := newHarness(ctx, *bin)
+	if err != nil {
+		fail(err)
+	}
+	defer h.Close()
+	var report []string
+	add := func(format string, args ...any) {
+		line := fmt.Sprintf(format, args...)
+		report = append(report, line)
+		fmt.Fprintln(os.Stderr, "  "+line)
+	}
+	add("| measurement | shapelog | PostgreSQL baseline | ratio |")
+	add("|---|---|---|---|")
+
+	if err := h.snapshotBench(ctx, *rows, add); err != nil {
+		fail(err)
+	}
+	if err := h.changesBench(ctx, *changes, add); err != nil {
+		fail(err)
+	}
+	if err := h.latencyBench(ctx, *latencySamples, add); err != nil {
+		fail(err)
+	}
+	if *rssRows > 0 {
+		if err := h.rssBench(ctx, *rssRows, add); err != nil {
+			fail(err)
+		}
+	}
+	fmt.Printf("\nshapelog bench, %s, %s\n\n%s\n", time.Now().UTC().Format("2006-01-02"), h.machine(), strings.Join(report, "\n"))
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	os.Exit(1)
+}

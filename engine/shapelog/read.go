@@ -18,11 +18,12 @@ type Entry struct {
 // Iter walks changes in commit order. Entries are valid until the next call
 // to Next.
 type Iter struct {
-	s     *Store
-	table uint32
-	it    *pebble.Iterator
-	entry Entry
-	err   error
+	s       *Store
+	table   uint32
+	it      *pebble.Iterator
+	entry   Entry
+	err     error
+	started bool // the pebble iterator is on the current entry
 }
 
 // Changes iterates the changes with after < ts <= upTo, of one table (its
@@ -46,13 +47,23 @@ func (s *Store) Changes(after, upTo int64, table uint32) (*Iter, error) {
 	if it.it, err = s.db.NewIter(&opts); err != nil {
 		return nil, err
 	}
-	it.it.First()
 	return it, nil
 }
 
 // Next advances to the next change.
 func (it *Iter) Next() bool {
-	if it.it == nil || it.err != nil || !it.it.Valid() {
+	if it.it == nil || it.err != nil {
+		return false
+	}
+	// The current entry aliases the iterator's value, so the iterator moves
+	// only now.
+	if it.started {
+		it.it.Next()
+	} else {
+		it.it.First()
+		it.started = true
+	}
+	if !it.it.Valid() {
 		return false
 	}
 	k := it.it.Key()
@@ -79,7 +90,6 @@ func (it *Iter) Next() bool {
 		it.err = fmt.Errorf("shapelog: change %d/%d of table %d: %w", it.entry.Ts, it.entry.Seq, oid, err)
 		return false
 	}
-	it.it.Next()
 	return true
 }
 

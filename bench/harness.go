@@ -148,8 +148,11 @@ func (h *harness) createTable(ctx context.Context, name string, rows int) error 
 			random(), random() * 1000, g / 3.0, -g / 7.0,
 			md5(g::text), md5((g + 1)::text), md5((g + 2)::text), md5((g + 3)::text), md5((g + 4)::text),
 			date '2020-01-01' + (g %% 1000), date '2021-01-01' + (g %% 500), date '2022-01-01' + (g %% 250)
-		FROM generate_series(1, %[2]d) g;
-		VACUUM (FREEZE, ANALYZE) %[1]s;`, name, rows))
+		FROM generate_series(1, %[2]d) g`, name, rows))
+	if err != nil {
+		return err
+	}
+	_, err = h.conn.Exec(ctx, "VACUUM (FREEZE, ANALYZE) "+name)
 	return err
 }
 

@@ -109,7 +109,16 @@ func (r *Replicator) Check(ctx context.Context) error {
 		return err
 	}
 	defer conn.Release()
-	return checkServer(ctx, conn.Conn())
+	if err := checkServer(ctx, conn.Conn()); err != nil {
+		return err
+	}
+	// Fail fast if another engine runs on this slot; Run takes the lock for
+	// good.
+	if err := acquireSlotLock(ctx, conn.Conn(), r.cfg.Slot); err != nil {
+		return err
+	}
+	_, err = conn.Exec(ctx, "SELECT pg_advisory_unlock($1)", lockKey(r.cfg.Slot))
+	return err
 }
 
 // Run replicates until ctx ends, reconnecting with backoff after errors

@@ -16,6 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 )
@@ -27,6 +28,9 @@ func main() {
 	latencySamples := flag.Int("latency-samples", 300, "commits timed for commit-to-visible latency")
 	bin := flag.String("engine", "bin/shapelog", "engine binary")
 	flag.Parse()
+	// The client side is tuned like the engine: few GCs, bounded memory.
+	debug.SetGCPercent(400)
+	debug.SetMemoryLimit(192 << 20)
 
 	ctx := context.Background()
 	h, err := newHarness(ctx, *bin)

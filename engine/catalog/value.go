@@ -83,7 +83,7 @@ func AppendValue(dst []byte, t *Type, text []byte, f Format) ([]byte, error) {
 	default:
 		// text-like, numeric, uuid, date, time, timetz, interval, enum and
 		// every other type.
-		return appendString(dst, text), nil
+		return AppendString(dst, text), nil
 	}
 }
 
@@ -286,7 +286,7 @@ func appendTimestamp(dst []byte, text []byte, tz bool) []byte {
 		}
 	}
 	if sp < 0 {
-		return appendString(dst, text)
+		return AppendString(dst, text)
 	}
 	body, suffix := text, []byte(nil)
 	if n := len(body); n >= 3 && body[n-3] == ' ' && body[n-2] == 'B' && body[n-1] == 'C' && n-3 > sp {
@@ -369,8 +369,8 @@ var safeASCII = func() (t [utf8.RuneSelf]bool) {
 
 const hexDigits = "0123456789abcdef"
 
-// appendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD.
-func appendString(dst, s []byte) []byte {
+// AppendString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD.
+func AppendString(dst, s []byte) []byte {
 	dst = append(dst, '"')
 	dst = appendStringBody(dst, s)
 	return append(dst, '"')
@@ -380,6 +380,13 @@ func appendString(dst, s []byte) []byte {
 func appendStringBody(dst, s []byte) []byte {
 	start := 0
 	for i := 0; i < len(s); {
+		// Skip eight plain ASCII bytes at a time: most text needs no escaping.
+		for i+8 <= len(s) && !needsEscape8(binary.LittleEndian.Uint64(s[i:])) {
+			i += 8
+		}
+		if i >= len(s) {
+			break
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if safeASCII[c] {
@@ -418,6 +425,16 @@ func appendStringBody(dst, s []byte) []byte {
 		i += size
 	}
 	return append(dst, s[start:]...)
+}
+
+// needsEscape8 reports whether any of the eight bytes in v is a control
+// character, '"', '\\' or non-ASCII (SWAR: a byte-wise zero test on v's
+// transforms).
+func needsEscape8(v uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	hasZero := func(x uint64) uint64 { return (x - ones) & ^x & highs }
+	lt0x20 := (v - 0x20*ones) & ^v & highs
+	return (lt0x20 | hasZero(v^('"'*ones)) | hasZero(v^('\\'*ones)) | v&highs) != 0
 }
 
 var errNilType = errors.New("catalog: nil type")

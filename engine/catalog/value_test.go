@@ -310,3 +310,26 @@ func BenchmarkAppendValue(b *testing.B) {
 		})
 	}
 }
+
+// TestStringEscapingEveryByte checks the eight-bytes-at-a-time fast path
+// against encoding/json for every byte value at every position.
+func TestStringEscapingEveryByte(t *testing.T) {
+	for pos := 0; pos < 17; pos++ {
+		for b := 0; b < 256; b++ {
+			s := []byte("abcdefghijklmnopq")
+			s[pos] = byte(b)
+			got := appendStringBody(nil, s)
+			var back string
+			if err := json.Unmarshal(append(append([]byte{'"'}, got...), '"'), &back); err != nil {
+				t.Fatalf("byte %#x at %d: invalid JSON string %q: %v", b, pos, got, err)
+			}
+			want := string(s)
+			if b >= 0x80 {
+				want = strings.ToValidUTF8(want, "\ufffd")
+			}
+			if back != want {
+				t.Fatalf("byte %#x at %d: %q decodes to %q, want %q", b, pos, got, back, want)
+			}
+		}
+	}
+}

@@ -149,8 +149,19 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	if resp.StatusCode != http.StatusOK {
 		return decodeError(resp)
 	}
-	if out == nil {
+	switch out := out.(type) {
+	case nil:
 		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	case *SnapshotPage:
+		if err := decodePage(resp.Body, resp.ContentLength, &out.Values, map[string]any{"snapshot": &out.Snapshot, "cursor": &out.Cursor, "hasMore": &out.HasMore}); err != nil {
+			return fmt.Errorf("decoding %s response: %w", path, err)
+		}
+		return nil
+	case *DeltasPage:
+		if err := decodePage(resp.Body, resp.ContentLength, &out.Values, map[string]any{"cursor": &out.Cursor, "hasMore": &out.HasMore}); err != nil {
+			return fmt.Errorf("decoding %s response: %w", path, err)
+		}
 		return nil
 	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {

@@ -2,10 +2,10 @@ package httpapi
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"sort"
 	"strconv"
+	"sync"
 
 	"github.com/shapelog/shapelog/engine/catalog"
 	"github.com/shapelog/shapelog/engine/shapelog"
@@ -33,8 +33,7 @@ func fieldName(column string) string {
 
 // appendString appends s as a JSON string.
 func appendString(dst []byte, s string) []byte {
-	b, _ := json.Marshal(s)
-	return append(dst, b...)
+	return catalog.AppendString(dst, []byte(s))
 }
 
 // renderer writes one table layout's documents in one format.
@@ -80,7 +79,7 @@ func (r *renderer) appendDoc(dst []byte, kind docKind, ts int64, key []byte, val
 		dst = append(dst, `,"`+fieldDeleted+`":true`...)
 	}
 	dst = append(dst, `,"`+fieldID+`":`...)
-	dst = appendString(dst, string(key))
+	dst = catalog.AppendString(dst, key)
 	var err error
 	for i, v := range values {
 		if i >= len(r.fields) || (kind == docTombstone && !r.isKey[i]) {
@@ -104,7 +103,7 @@ func (r *renderer) appendTruncate(dst []byte, ts int64) []byte {
 	dst = append(dst, r.head...)
 	dst = strconv.AppendInt(dst, ts, 10)
 	dst = append(dst, `,"`+fieldDeleted+`":true,"`+fieldTruncated+`":true,"`+fieldID+`":`...)
-	dst = appendString(dst, string(r.table.AppendKey(nil, nil)))
+	dst = catalog.AppendString(dst, r.table.AppendKey(nil, nil))
 	return append(dst, '}')
 }
 
@@ -218,6 +217,29 @@ func nullable(s map[string]any) map[string]any {
 	return map[string]any{"anyOf": []any{s, map[string]any{"type": "null"}}}
 }
 
+// pageBuffers recycles response buffers: a snapshot page is ~0.5 MB.
+var pageBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
+
+// newPageWriter starts a response with a pooled buffer; finish or fail
+// returns it.
+func newPageWriter(w http.ResponseWriter) *pageWriter {
+	return &pageWriter{w: w, buf: (*pageBuffers.Get().(*[]byte))[:0]}
+}
+
+// recycle returns the buffer to the pool.
+func (p *pageWriter) recycle() {
+	recycleBuffer(p.buf)
+	p.buf = nil
+}
+
+// recycleBuffer returns a buffer to pageBuffers (huge ones are left to the GC).
+func recycleBuffer(b []byte) {
+	if cap(b) <= 8<<20 {
+		b = b[:0]
+		pageBuffers.Put(&b)
+	}
+}
+
 // pageWriter buffers a response body and switches to streaming once it is
 // large, so small pages get a proper error status if something fails while
 // large ones keep memory bounded.
@@ -251,6 +273,7 @@ func (p *pageWriter) finish() {
 		p.w.WriteHeader(http.StatusOK)
 	}
 	_, _ = p.w.Write(p.buf)
+	p.recycle()
 }
 
 // fail reports an error: as a response when nothing was sent yet, else by
@@ -261,5 +284,6 @@ func (p *pageWriter) fail(s *Server, err error) {
 		s.log.Error().Err(err).Msg("failed mid-response; aborting connection")
 		panic(http.ErrAbortHandler)
 	}
+	p.recycle()
 	s.writeFailure(p.w, err)
 }

@@ -185,29 +185,35 @@ func (s *Server) listSnapshot(w http.ResponseWriter, r *http.Request) {
 		s.writeFailure(w, err)
 		return
 	}
-	p := &pageWriter{w: w}
-	p.buf = append(p.buf, `{"values":[`...)
-	r0 := newRenderer(sess.Tables[cur.Table], args.Format)
-	n := 0
-	last, exhausted, err := sess.Read(r.Context(), cur.Table, cur.After, snapshotPageLimit, func(values [][]byte) error {
-		if n > 0 {
-			p.buf = append(p.buf, ',')
-		}
-		n++
+	rend := newRenderer(sess.Tables[cur.Table], args.Format)
+	// Pages are rendered by the snapshot session, the next one in the
+	// background while this one travels.
+	prepared, last, exhausted, err := sess.Read(r.Context(), cur.Table, cur.After, snapshotPageLimit, args.Format.String(), func(rows [][][]byte) (any, error) {
+		buf := (*pageBuffers.Get().(*[]byte))[:0]
+		var key []byte
 		var err error
-		key := r0.table.AppendKey(nil, values)
-		if p.buf, err = r0.appendDoc(p.buf, docSnapshot, sess.Ts, key, values); err != nil {
-			return err
+		for i, values := range rows {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			key = rend.table.AppendKey(key[:0], values)
+			if buf, err = rend.appendDoc(buf, docSnapshot, sess.Ts, key, values); err != nil {
+				return nil, err
+			}
 		}
-		return p.maybeFlush()
+		return buf, nil
 	})
 	if err != nil {
 		if errors.Is(err, snapshot.ErrGone) {
 			err = snapshotTooOld(sess.Ts, "the snapshot was lost ("+err.Error()+")")
 		}
-		p.fail(s, err)
+		s.writeFailure(w, err)
 		return
 	}
+	p := newPageWriter(w)
+	p.buf = append(p.buf, `{"values":[`...)
+	p.buf = append(p.buf, prepared.([]byte)...)
+	recycleBuffer(prepared.([]byte))
 	p.buf = append(p.buf, `],"snapshot":`...)
 	p.buf = strconv.AppendInt(p.buf, sess.Ts, 10)
 	next := &snapshotCursor{Session: sess.ID, Table: cur.Table, After: last}
@@ -320,7 +326,7 @@ func (s *Server) documentDeltas(w http.ResponseWriter, r *http.Request) {
 	}
 	defer it.Close()
 	renderers := &relationRenderers{s: s, format: args.Format}
-	p := &pageWriter{w: w}
+	p := newPageWriter(w)
 	p.buf = append(p.buf, `{"values":[`...)
 	n, lastTs, hasMore := 0, cursor, false
 	for it.Next() {

@@ -90,9 +90,10 @@ type Session struct {
 	conn     *pgx.Conn
 	lastUsed time.Time
 	closed   bool
-	// the open server-side cursor: table index and last ctid returned
+	// the open server-side cursor: table index and last ctid fetched
 	cursorTable int
 	cursorAt    string
+	pending     chan *page // a background fetch of the next page
 }
 
 // Begin takes a new snapshot of tables (in the order given).
@@ -259,6 +260,7 @@ func (s *Session) Close() {
 	s.m.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.takePrefetched()
 	if !s.closed {
 		s.closed = true
 		s.conn.Close(context.Background())
@@ -266,57 +268,165 @@ func (s *Session) Close() {
 	}
 }
 
-// Read streams up to limit rows of table ti after the row at ctid after ("" =
-// from the start), calling emit with each row's text values (nil = NULL),
-// valid only during the call. It returns the ctid of the last row and
+// page is a fetched run of rows of one table.
+type page struct {
+	table int
+	after string     // the rows follow this ctid
+	ctids []string   // ctid of each row
+	rows  [][][]byte // text values per row (nil = NULL)
+	err   error
+
+	key        string // the prepare function's key
+	prepared   any
+	prepareErr error
+
+	arenas [][]byte // backing memory of rows, returned to arenaPool after use
+}
+
+const arenaSize = 256 << 10
+
+// arenaPool recycles the memory fetched rows are copied into.
+var arenaPool = sync.Pool{New: func() any { b := make([]byte, 0, arenaSize); return &b }}
+
+// recycle returns the page's memory for reuse; its rows are invalid after.
+func (p *page) recycle() {
+	for _, a := range p.arenas {
+		if cap(a) == arenaSize {
+			a = a[:0]
+			arenaPool.Put(&a)
+		}
+	}
+	p.arenas, p.rows = nil, nil
+}
+
+// Prepare turns a page of rows (text values, nil = NULL) into what the
+// caller serves, e.g. rendered JSON. Rows are only valid during the call.
+type Prepare func(rows [][][]byte) (any, error)
+
+// Read returns the prepared form of up to limit rows of table ti after the
+// row at ctid after ("" = from the start), the ctid of the last row, and
 // whether the table is exhausted.
-func (s *Session) Read(ctx context.Context, ti int, after string, limit int, emit func(values [][]byte) error) (last string, exhausted bool, err error) {
+//
+// While the caller serves a page, the next one is fetched and prepared in
+// the background with the same prepare function (reused when the next call
+// passes the same key), so PostgreSQL, the engine and the client all work
+// at once.
+func (s *Session) Read(ctx context.Context, ti int, after string, limit int, key string, prepare Prepare) (out any, last string, exhausted bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return "", false, ErrGone
+		return nil, "", false, ErrGone
 	}
 	s.lastUsed = time.Now()
 	defer func() { s.lastUsed = time.Now() }()
 	if ti < 0 || ti >= len(s.Tables) {
-		return "", false, fmt.Errorf("table index %d out of range", ti)
+		return nil, "", false, fmt.Errorf("table index %d out of range", ti)
 	}
-	pg := s.conn.PgConn()
-	if s.cursorTable != ti || s.cursorAt != after {
-		if err := s.declare(ctx, ti, after); err != nil {
-			return "", false, s.broken(err)
-		}
+	p := s.takePrefetched()
+	if p != nil && p.err != nil {
+		return nil, "", false, s.broken(p.err)
 	}
-	rr := pg.ExecParams(ctx, fmt.Sprintf("FETCH FORWARD %d FROM shapelog_snapshot", limit), nil, nil, nil, nil)
-	n := 0
-	values := make([][]byte, len(s.Tables[ti].Columns))
-	for rr.NextRow() {
-		row := rr.Values()
-		last = string(row[0])
-		copy(values, row[1:])
-		if err := emit(values); err != nil {
-			rr.Close()
-			if rerr := s.release(ctx); rerr != nil {
-				return "", false, s.broken(rerr)
+	if p == nil || p.table != ti || p.after != after || p.key != key || len(p.ctids) > limit {
+		// Not what was prefetched (a retry, another table or format):
+		// read it now, repositioning the cursor if needed.
+		if s.cursorTable != ti || s.cursorAt != after {
+			if err := s.declare(ctx, ti, after); err != nil {
+				return nil, "", false, s.broken(err)
 			}
-			return "", false, err
 		}
-		n++
+		if p = s.fetch(ctx, ti, after, limit); p.err != nil {
+			return nil, "", false, s.broken(p.err)
+		}
+		p.prepared, p.prepareErr = prepare(p.rows)
+		p.recycle()
+	}
+	if p.prepareErr != nil {
+		if rerr := s.release(ctx); rerr != nil {
+			return nil, "", false, s.broken(rerr)
+		}
+		return nil, "", false, p.prepareErr
+	}
+	last = after
+	if n := len(p.ctids); n > 0 {
+		last = p.ctids[n-1]
+	}
+	if len(p.ctids) < limit {
+		if err := s.release(ctx); err != nil {
+			return nil, "", false, s.broken(err)
+		}
+		return p.prepared, last, true, nil
+	}
+	s.prefetch(ti, last, limit, key, prepare)
+	return p.prepared, last, false, nil
+}
+
+// fetch reads the next rows from the open cursor, copying them.
+func (s *Session) fetch(ctx context.Context, ti int, after string, limit int) *page {
+	p := &page{table: ti, after: after}
+	rr := s.conn.PgConn().ExecParams(ctx, fmt.Sprintf("FETCH FORWARD %d FROM shapelog_snapshot", limit), nil, nil, nil, nil)
+	var arena []byte
+	var slots [][]byte // row slices are cut from one allocation
+	for rr.NextRow() {
+		vals := rr.Values()
+		size := 0
+		for _, v := range vals {
+			size += len(v)
+		}
+		if cap(arena)-len(arena) < size {
+			if size <= arenaSize {
+				arena = (*arenaPool.Get().(*[]byte))[:0]
+			} else {
+				arena = make([]byte, 0, size)
+			}
+			p.arenas = append(p.arenas, arena)
+		}
+		if len(slots) < len(vals)-1 {
+			slots = make([][]byte, 64*(len(vals)-1))
+		}
+		row := slots[: len(vals)-1 : len(vals)-1]
+		slots = slots[len(vals)-1:]
+		for i, v := range vals[1:] {
+			if v != nil {
+				arena = append(arena, v...)
+				row[i] = arena[len(arena)-len(v) : len(arena) : len(arena)]
+			}
+		}
+		p.ctids = append(p.ctids, string(vals[0]))
+		p.rows = append(p.rows, row)
 	}
 	if _, err := rr.Close(); err != nil {
-		return "", false, s.broken(err)
+		p.err = err
+		return p
 	}
-	if n > 0 {
-		s.cursorAt = last
-	} else {
-		last = after
+	if n := len(p.ctids); n > 0 {
+		s.cursorAt = p.ctids[n-1]
 	}
-	if n < limit {
-		if err := s.release(ctx); err != nil {
-			return "", false, s.broken(err)
+	return p
+}
+
+// prefetch fetches and prepares the page after last in the background.
+func (s *Session) prefetch(ti int, last string, limit int, key string, prepare Prepare) {
+	ch := make(chan *page, 1)
+	s.pending = ch
+	go func() {
+		p := s.fetch(context.Background(), ti, last, limit)
+		if p.err == nil {
+			p.key = key
+			p.prepared, p.prepareErr = prepare(p.rows)
+			p.recycle()
 		}
+		ch <- p
+	}()
+}
+
+// takePrefetched waits for a background fetch, if one runs, and returns it.
+func (s *Session) takePrefetched() *page {
+	if s.pending == nil {
+		return nil
 	}
-	return last, n < limit, nil
+	p := <-s.pending
+	s.pending = nil
+	return p
 }
 
 // release ends the reading of the current table and drops its lock.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/shapelog/shapelog/engine/catalog"
 	"github.com/shapelog/shapelog/engine/httpapi"
+	"github.com/shapelog/shapelog/engine/importer"
 	"github.com/shapelog/shapelog/engine/replication"
 	"github.com/shapelog/shapelog/engine/shapelog"
 	"github.com/shapelog/shapelog/engine/snapshot"
@@ -37,12 +38,15 @@ type Config struct {
 	SnapshotIdle time.Duration
 	MaxSnapshots int
 	Version      string
+	// MaxImportBytes bounds an import request body (default 64 MiB).
+	MaxImportBytes int64
 }
 
 // Engine is a running engine.
 type Engine struct {
-	Store *shapelog.Store
-	Repl  *replication.Replicator
+	Store    *shapelog.Store
+	Repl     *replication.Replicator
+	Importer *importer.Importer
 
 	log    zerolog.Logger
 	ln     net.Listener
@@ -97,7 +101,9 @@ func Start(ctx context.Context, c Config, log zerolog.Logger) (*Engine, error) {
 		log.Warn().Err(err).Msg("database not reachable yet; will keep trying")
 	}
 	snaps := snapshot.NewManager(snapshot.Config{DatabaseURL: c.DatabaseURL, MaxSessions: c.MaxSnapshots, IdleTimeout: c.SnapshotIdle}, e.Store, e.Repl, log)
-	api := httpapi.New(httpapi.Config{AccessKey: c.AccessKey, Insecure: c.Insecure, Version: c.Version}, e.Store, e.Repl, snaps, pool, types, log)
+	e.Importer = importer.New(pool, log)
+	api := httpapi.New(httpapi.Config{AccessKey: c.AccessKey, Insecure: c.Insecure, Version: c.Version, MaxImportBytes: c.MaxImportBytes},
+		e.Store, e.Repl, snaps, e.Importer, pool, types, log)
 	if e.ln, err = net.Listen("tcp", c.Listen); err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", c.Listen, err)
 	}
@@ -170,6 +176,10 @@ func (e *Engine) pruneLoop(ctx context.Context, retention time.Duration) {
 		}
 		if err != nil {
 			e.log.Error().Err(err).Msg("pruning the shape log failed")
+		}
+		// Idempotency keys only need to outlive a client's retries.
+		if err := e.Importer.PruneKeys(ctx, "7 days"); err != nil && ctx.Err() == nil {
+			e.log.Warn().Err(err).Msg("pruning import idempotency keys failed")
 		}
 	}
 }

@@ -89,8 +89,11 @@ func parseExportArgs(r *http.Request) (*exportArgs, *apiError) {
 // anything else as a 500 that says nothing about internals.
 func (s *Server) writeFailure(w http.ResponseWriter, err error) {
 	var ae *apiError
+	if ie := importError(err); ie != nil {
+		ae = ie
+	}
 	switch {
-	case errors.As(err, &ae):
+	case ae != nil || errors.As(err, &ae):
 		writeError(w, ae.Status, ae.Code, ae.Message)
 	case errors.Is(err, snapshot.ErrTooMany):
 		w.Header().Set("Retry-After", "5")

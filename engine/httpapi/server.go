@@ -7,6 +7,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/shapelog/shapelog/engine/catalog"
+	"github.com/shapelog/shapelog/engine/importer"
 	"github.com/shapelog/shapelog/engine/replication"
 	"github.com/shapelog/shapelog/engine/shapelog"
 	"github.com/shapelog/shapelog/engine/snapshot"
@@ -26,22 +28,28 @@ type Config struct {
 	Insecure  bool
 	// Version is reported by GET /version.
 	Version string
+	// MaxImportBytes bounds an import request's body (413 beyond).
+	MaxImportBytes int64
 }
 
 // Server holds what the handlers need.
 type Server struct {
-	cfg   Config
-	store *shapelog.Store
-	repl  *replication.Replicator
-	snaps *snapshot.Manager
-	pool  *pgxpool.Pool
-	types *catalog.Types
-	log   zerolog.Logger
+	cfg      Config
+	store    *shapelog.Store
+	repl     *replication.Replicator
+	snaps    *snapshot.Manager
+	importer *importer.Importer
+	pool     *pgxpool.Pool
+	types    *catalog.Types
+	log      zerolog.Logger
 }
 
 // New creates the API server.
-func New(cfg Config, store *shapelog.Store, repl *replication.Replicator, snaps *snapshot.Manager, pool *pgxpool.Pool, types *catalog.Types, log zerolog.Logger) *Server {
-	return &Server{cfg: cfg, store: store, repl: repl, snaps: snaps, pool: pool, types: types, log: log.With().Str("component", "http").Logger()}
+func New(cfg Config, store *shapelog.Store, repl *replication.Replicator, snaps *snapshot.Manager, imp *importer.Importer, pool *pgxpool.Pool, types *catalog.Types, log zerolog.Logger) *Server {
+	if cfg.MaxImportBytes == 0 {
+		cfg.MaxImportBytes = 64 << 20
+	}
+	return &Server{cfg: cfg, store: store, repl: repl, snaps: snaps, importer: imp, pool: pool, types: types, log: log.With().Str("component", "http").Logger()}
 }
 
 // Handler routes every endpoint.
@@ -60,6 +68,11 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/test_streaming_export_connection", s.admin(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, nil)
 	}))
+	mux.Handle("POST /api/streaming_import/import_airbyte_records", s.admin(s.importRecords))
+	mux.Handle("PUT /api/streaming_import/add_primary_key_indexes", s.admin(s.addPrimaryKeyIndexes))
+	mux.Handle("GET /api/streaming_import/primary_key_indexes_ready", s.admin(s.primaryKeyIndexesReady))
+	mux.Handle("PUT /api/streaming_import/clear_tables", s.admin(s.clearTables))
+	mux.Handle("POST /api/streaming_import/replace_tables", s.admin(s.replaceTables))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "NotFound", "No such endpoint: "+r.Method+" "+r.URL.Path)
 	})
@@ -82,6 +95,8 @@ func badRequest(code, msg string) *apiError {
 func writeError(w http.ResponseWriter, status int, code, msg string) {
 	writeJSON(w, status, apiError{Code: code, Message: msg})
 }
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")

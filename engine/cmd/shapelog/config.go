@@ -27,6 +27,7 @@ type config struct {
 	Retention       time.Duration
 	SnapshotIdle    time.Duration
 	MaxSnapshots    int
+	MaxImportBytes  int64
 	LogLevel        string
 	LogFormat       string
 	ShutdownTimeout time.Duration
@@ -59,6 +60,8 @@ func bindFlags(fs *flag.FlagSet, c *config) {
 	fs.DurationVar(&c.Retention, "retention", c.Retention, "how long changes stay readable with document_deltas (env SHAPELOG_RETENTION)")
 	c.SnapshotIdle = envDuration("SHAPELOG_SNAPSHOT_IDLE_TIMEOUT", 10*time.Minute)
 	fs.DurationVar(&c.SnapshotIdle, "snapshot-idle-timeout", c.SnapshotIdle, "close snapshots nobody reads for this long (env SHAPELOG_SNAPSHOT_IDLE_TIMEOUT)")
+	c.MaxImportBytes = int64(envInt("SHAPELOG_MAX_IMPORT_BYTES", 64<<20))
+	fs.Int64Var(&c.MaxImportBytes, "max-import-bytes", c.MaxImportBytes, "largest import request body; bigger ones get 413 (env SHAPELOG_MAX_IMPORT_BYTES)")
 	c.ShutdownTimeout = 10 * time.Second
 }
 
@@ -104,6 +107,9 @@ func (c *config) validate() error {
 	}
 	if c.Retention < time.Minute {
 		errs = append(errs, fmt.Errorf("retention %s is too short (minimum 1m)", c.Retention))
+	}
+	if c.MaxImportBytes < 1<<10 {
+		errs = append(errs, fmt.Errorf("max-import-bytes must be at least 1024"))
 	}
 	if c.MaxSnapshots < 1 {
 		errs = append(errs, fmt.Errorf("max-snapshots must be at least 1"))

@@ -120,7 +120,7 @@ func serve(ctx context.Context, c *config, ready func(addr string)) error {
 		DatabaseURL: c.DatabaseURL, AccessKey: c.AccessKey, Insecure: c.Insecure,
 		Listen: net.JoinHostPort("", strconv.Itoa(c.Port)), StorageDir: c.StorageDir, Filter: c.filter(),
 		Publication: c.Publication, Slot: c.Slot, Retention: c.Retention, SnapshotIdle: c.SnapshotIdle,
-		MaxSnapshots: c.MaxSnapshots, Version: version,
+		MaxSnapshots: c.MaxSnapshots, Version: version, MaxImportBytes: c.MaxImportBytes,
 	}, log)
 	if err != nil {
 		return err

@@ -1,0 +1,69 @@
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+)
+
+// TableSpec declares one table of an import: its primary key (nil = append
+// only) and the JSON Schema its records follow.
+type TableSpec struct {
+	PrimaryKey [][]string      `json:"primaryKey"`
+	JSONSchema json.RawMessage `json:"jsonSchema"`
+}
+
+// Message is one record for a table.
+type Message struct {
+	TableName string          `json:"tableName"`
+	Data      json.RawMessage `json:"data"`
+}
+
+// ImportRequest is one import_airbyte_records call: one transaction.
+type ImportRequest struct {
+	Tables   map[string]TableSpec `json:"tables"`
+	Messages []Message            `json:"messages"`
+}
+
+// NewIdempotencyKey returns a random key for ImportAirbyteRecords.
+func NewIdempotencyKey() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// ImportAirbyteRecords writes one batch in one transaction. The idempotency
+// key (NewIdempotencyKey when empty) goes with every retry, so a batch whose
+// response was lost after it committed is not applied twice.
+func (c *Client) ImportAirbyteRecords(ctx context.Context, req ImportRequest, idempotencyKey string) error {
+	if idempotencyKey == "" {
+		idempotencyKey = NewIdempotencyKey()
+	}
+	if req.Messages == nil {
+		req.Messages = []Message{}
+	}
+	h := http.Header{"Idempotency-Key": {idempotencyKey}}
+	return c.do(ctx, http.MethodPost, "/api/streaming_import/import_airbyte_records", nil, req, h, nil)
+}
+
+// AddPrimaryKeyIndexes starts building the unique indexes dedup relies on,
+// creating tables as needed: table -> key fields (each a path).
+func (c *Client) AddPrimaryKeyIndexes(ctx context.Context, indexes map[string][][]string) error {
+	return c.do(ctx, http.MethodPut, "/api/streaming_import/add_primary_key_indexes", nil, map[string]any{"indexes": indexes}, nil, nil)
+}
+
+// PrimaryKeyIndexesReady reports whether the tables' key indexes are built.
+func (c *Client) PrimaryKeyIndexesReady(ctx context.Context, tables []string) (bool, error) {
+	var out struct {
+		IndexesReady bool `json:"indexesReady"`
+	}
+	err := c.do(ctx, http.MethodGet, "/api/streaming_import/primary_key_indexes_ready", nil, map[string]any{"tables": tables}, nil, &out)
+	return out.IndexesReady, err
+}
+
+// ClearTables empties tables (creating missing ones) in one transaction.
+func (c *Client) ClearTables(ctx context.Context, tables []string) error {
+	return c.do(ctx, http.MethodPut, "/api/streaming_import/clear_tables", nil, map[string]any{"tableNames": tables}, nil, nil)
+}

@@ -1,0 +1,128 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+
+	"github.com/shapelog/shapelog/engine/importer"
+)
+
+// jsonBody decodes a small JSON request body into v, Convex-style: the
+// content type must be JSON and errors are 400 BadJsonBody.
+func jsonBody(r *http.Request, v any) *apiError {
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" && !strings.HasSuffix(ct, "+json") {
+		return badRequest("BadJsonBody", "Expected request with `Content-Type: application/json`")
+	}
+	dec := json.NewDecoder(io.LimitReader(r.Body, 16<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badRequest("BadJsonBody", "Failed to deserialize the JSON body: "+err.Error())
+	}
+	return nil
+}
+
+func (s *Server) importRecords(w http.ResponseWriter, r *http.Request) {
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" && !strings.HasSuffix(ct, "+json") {
+		writeError(w, http.StatusBadRequest, "BadJsonBody", "Expected request with `Content-Type: application/json`")
+		return
+	}
+	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxImportBytes)
+	key := r.Header.Get("Idempotency-Key")
+	if len(key) > 255 {
+		writeError(w, http.StatusBadRequest, "InvalidIdempotencyKey", "The Idempotency-Key header must be at most 255 characters")
+		return
+	}
+	n, dup, err := s.importer.Import(r.Context(), body, key)
+	if err != nil {
+		s.writeFailure(w, err)
+		return
+	}
+	s.log.Debug().Int("records", n).Bool("duplicate", dup).Str("client", r.Header.Get("Convex-Client")).Msg("import")
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Server) addPrimaryKeyIndexes(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Indexes map[string][][]string `json:"indexes"`
+	}
+	if e := jsonBody(r, &body); e != nil {
+		s.writeFailure(w, e)
+		return
+	}
+	if body.Indexes == nil {
+		s.writeFailure(w, badRequest("BadJsonBody", "Failed to deserialize the JSON body: missing field `indexes`"))
+		return
+	}
+	if err := s.importer.AddPrimaryKeyIndexes(r.Context(), body.Indexes); err != nil {
+		s.writeFailure(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Server) primaryKeyIndexesReady(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Tables []string `json:"tables"`
+	}
+	if e := jsonBody(r, &body); e != nil {
+		s.writeFailure(w, e)
+		return
+	}
+	ready, err := s.importer.IndexesReady(r.Context(), body.Tables)
+	if err != nil {
+		s.writeFailure(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"indexesReady": ready})
+}
+
+func (s *Server) clearTables(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		TableNames []string `json:"tableNames"`
+	}
+	if e := jsonBody(r, &body); e != nil {
+		s.writeFailure(w, e)
+		return
+	}
+	if err := s.importer.ClearTables(r.Context(), body.TableNames); err != nil {
+		s.writeFailure(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Server) replaceTables(w http.ResponseWriter, r *http.Request) {
+	var body map[string]any
+	if e := jsonBody(r, &body); e != nil {
+		s.writeFailure(w, e)
+		return
+	}
+	s.writeFailure(w, badRequest("OverwriteNotSupported", "Overwrite sync mode is not supported by replace_tables. Please use clear_tables to empty the tables, then import into them."))
+}
+
+// importError maps importer errors and oversized bodies to responses.
+func importError(err error) *apiError {
+	var ie *importer.Error
+	if errors.As(err, &ie) {
+		return &apiError{Status: ie.Status, Code: ie.Code, Message: ie.Message}
+	}
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return &apiError{Status: http.StatusRequestEntityTooLarge, Code: "RequestTooLarge", Message: "The request body is larger than the engine's limit of " + formatBytes(tooBig.Limit) + " (--max-import-bytes): send smaller batches"}
+	}
+	return nil
+}
+
+func formatBytes(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return itoa(n>>20) + " MiB"
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return itoa(n>>10) + " KiB"
+	}
+	return itoa(n) + " bytes"
+}

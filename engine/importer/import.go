@@ -1,0 +1,734 @@
+package importer
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	_ "embed"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/santhosh-tekuri/jsonschema/v5"
+)
+
+// column is a target column: its name and type.
+type column struct {
+	name string
+	typ  string
+}
+
+// stream is one table of a request: its declaration and its records.
+type stream struct {
+	t        tableName
+	key      []keyPath // nil: append
+	schema   *jsonschema.Schema
+	declared map[string]string // column types from the JSON Schema
+	cols     []column
+	colIndex map[string]int
+	spool    spool
+}
+
+// column returns the index of the column for field name, adding it (typed
+// from the schema, else from the value's kind) on first sight, and widening
+// the type of an undeclared field whose values change kind.
+func (s *stream) column(name string, kind byte) int {
+	if i, ok := s.colIndex[name]; ok {
+		if _, declared := s.declared[name]; !declared && kind != kindNull {
+			if t, changed := widen(s.cols[i].typ, valueType(kind)); changed {
+				s.cols[i].typ = t
+			}
+		}
+		return i
+	}
+	typ, ok := s.declared[name]
+	if !ok {
+		typ = valueType(kind)
+		if kind == kindNull {
+			typ = typeText
+		}
+	}
+	s.colIndex[name] = len(s.cols)
+	s.cols = append(s.cols, column{name: name, typ: typ})
+	return len(s.cols) - 1
+}
+
+type streamDecl struct {
+	PrimaryKey *[][]string      `json:"primaryKey"`
+	JSONSchema *json.RawMessage `json:"jsonSchema"`
+}
+
+func newStream(api string, d streamDecl) (*stream, error) {
+	t, err := parseTableName(api)
+	if err != nil {
+		return nil, err
+	}
+	s := &stream{t: t, declared: map[string]string{}, colIndex: map[string]int{}}
+	if d.PrimaryKey != nil {
+		if s.key, err = validKey(t, *d.PrimaryKey); err != nil {
+			return nil, err
+		}
+	}
+	if d.JSONSchema != nil && string(*d.JSONSchema) != "null" {
+		c := jsonschema.NewCompiler()
+		c.Draft = jsonschema.Draft7
+		c.LoadURL = loadSchemaURL
+		for name, check := range airbyteFormats {
+			c.Formats[name] = check
+		}
+		if err := c.AddResource("stream.json", bytes.NewReader(*d.JSONSchema)); err != nil {
+			return nil, badRequest("InvalidJsonSchema", "The jsonSchema of table %s is not valid JSON Schema: %v", api, err)
+		}
+		if s.schema, err = c.Compile("stream.json"); err != nil {
+			return nil, badRequest("InvalidJsonSchema", "The jsonSchema of table %s does not compile: %v", api, err)
+		}
+		var doc map[string]any
+		if err := json.Unmarshal(*d.JSONSchema, &doc); err == nil {
+			props, _ := doc["properties"].(map[string]any)
+			names := make([]string, 0, len(props))
+			for name := range props {
+				if !strings.HasPrefix(name, cdcPrefix) {
+					names = append(names, name)
+				}
+			}
+			sort.Strings(names)
+			for _, name := range names {
+				s.declared[name] = columnType(props[name])
+				s.column(name, kindNull)
+			}
+		}
+	}
+	return s, nil
+}
+
+// airbyteFormats check date and time formats the way Airbyte uses them:
+// timestamps and times with or without an offset (airbyte_type says which),
+// BC dates, five-digit years; anything PostgreSQL's input functions take.
+var airbyteFormats = map[string]func(any) bool{
+	"date-time": matchString(regexp.MustCompile(`^\d{4,}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}(:?\d{2})?)?( BC)?$`)),
+	"date":      matchString(regexp.MustCompile(`^\d{4,}-\d{2}-\d{2}( BC)?$`)),
+	"time":      matchString(regexp.MustCompile(`^\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}(:?\d{2})?)?$`)),
+}
+
+func matchString(re *regexp.Regexp) func(any) bool {
+	return func(v any) bool {
+		s, ok := v.(string)
+		return !ok || re.MatchString(s)
+	}
+}
+
+//go:embed wellknown.json
+var wellKnownTypes []byte
+
+// loadSchemaURL resolves $refs: Airbyte's WellKnownTypes.json is built in;
+// nothing is ever fetched from the network or the disk.
+func loadSchemaURL(u string) (io.ReadCloser, error) {
+	if strings.HasSuffix(strings.SplitN(u, "#", 2)[0], "WellKnownTypes.json") {
+		return io.NopCloser(bytes.NewReader(wellKnownTypes)), nil
+	}
+	return nil, fmt.Errorf("$ref to %s is not allowed: schemas must be self-contained (only WellKnownTypes.json is known)", u)
+}
+
+// cdcPrefix marks Airbyte's CDC metadata fields, which are not stored: a
+// non-null _ab_cdc_deleted_at makes the record a delete.
+const cdcPrefix = "_ab_cdc_"
+
+// request is a parsed import_airbyte_records body.
+type request struct {
+	streams map[string]*stream
+	n       int
+}
+
+func (r *request) close() {
+	for _, s := range r.streams {
+		s.spool.close()
+	}
+}
+
+// parseRequest reads and validates a whole request body, streaming: records
+// go to per-table spools, so memory does not grow with the body. Any
+// invalid record fails the whole request before anything is written.
+func parseRequest(body io.Reader) (*request, error) {
+	dec := json.NewDecoder(body)
+	dec.UseNumber()
+	req := &request{streams: map[string]*stream{}}
+	fail := func(err error) (*request, error) {
+		req.close()
+		return nil, err
+	}
+	if err := expectDelim(dec, '{'); err != nil {
+		return fail(err)
+	}
+	var early *spool // messages that came before "tables"
+	sawTables, sawMessages := false, false
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return fail(bodyError(err))
+		}
+		switch tok {
+		case "tables":
+			var decls map[string]streamDecl
+			if err := dec.Decode(&decls); err != nil {
+				return fail(bodyError(err))
+			}
+			for api, d := range decls {
+				s, err := newStream(api, d)
+				if err != nil {
+					return fail(err)
+				}
+				req.streams[api] = s
+			}
+			sawTables = true
+			if early != nil {
+				if err := req.replay(early); err != nil {
+					return fail(err)
+				}
+			}
+		case "messages":
+			sawMessages = true
+			if err := expectDelim(dec, '['); err != nil {
+				return fail(err)
+			}
+			for dec.More() {
+				var m struct {
+					TableName *string         `json:"tableName"`
+					Data      json.RawMessage `json:"data"`
+				}
+				if err := dec.Decode(&m); err != nil {
+					return fail(bodyError(err))
+				}
+				if m.TableName == nil {
+					return fail(badRequest("BadJsonBody", "message %d has no tableName", req.n))
+				}
+				if !sawTables {
+					if early == nil {
+						early = &spool{}
+						defer early.close()
+					}
+					raw, _ := json.Marshal(m)
+					if err := early.add(false, []field{{kind: kindJSON, value: raw}}); err != nil {
+						return fail(err)
+					}
+					req.n++
+					continue
+				}
+				if err := req.add(req.n, *m.TableName, m.Data); err != nil {
+					return fail(err)
+				}
+				req.n++
+			}
+			if err := expectDelim(dec, ']'); err != nil {
+				return fail(err)
+			}
+		default:
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return fail(bodyError(err))
+			}
+		}
+	}
+	if !sawTables || !sawMessages {
+		return fail(badRequest("BadJsonBody", "The body must have both `tables` and `messages`"))
+	}
+	return req, nil
+}
+
+// replay adds messages spooled before the table declarations arrived.
+func (r *request) replay(early *spool) error {
+	rd, err := early.reader()
+	if err != nil {
+		return err
+	}
+	var rec record
+	for i := 0; i < early.n; i++ {
+		if err := readRecord(rd, &rec); err != nil {
+			return err
+		}
+		var m struct {
+			TableName string          `json:"tableName"`
+			Data      json.RawMessage `json:"data"`
+		}
+		if err := json.Unmarshal(rec.fields[0].value, &m); err != nil {
+			return err
+		}
+		if err := r.add(i, m.TableName, m.Data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func expectDelim(dec *json.Decoder, d json.Delim) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return bodyError(err)
+	}
+	if tok != d {
+		return badRequest("BadJsonBody", "Failed to parse the JSON body: expected %q, found %v", string(d), tok)
+	}
+	return nil
+}
+
+// bodyError reports a malformed or oversized body.
+func bodyError(err error) error {
+	var tooBig interface{ Error() string }
+	if errors.As(err, &tooBig) && strings.Contains(err.Error(), "request body too large") {
+		return err
+	}
+	var ie *Error
+	if errors.As(err, &ie) {
+		return err
+	}
+	return badRequest("BadJsonBody", "Failed to parse the JSON body: %v", err)
+}
+
+// add validates one message and spools it.
+func (r *request) add(idx int, tableName string, data json.RawMessage) error {
+	s := r.streams[tableName]
+	if s == nil {
+		return badRequest("MissingStream", "Missing stream for table %s (message %d): declare it in `tables`", tableName, idx)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return badRequest("InvalidRecord", "message %d (table %s): data is not valid JSON: %v", idx, tableName, err)
+	}
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return badRequest("InvalidRecord", "message %d (table %s): data must be a JSON object", idx, tableName)
+	}
+	if s.schema != nil {
+		if err := s.schema.Validate(v); err != nil {
+			return badRequest("InvalidRecord", "message %d (table %s) does not match its jsonSchema: %s", idx, tableName, describe(err))
+		}
+	}
+	deleted := false
+	if d, ok := obj[cdcPrefix+"deleted_at"]; ok && d != nil {
+		deleted = true
+	}
+	for _, p := range s.key {
+		if keyValue(obj, p) == nil {
+			return badRequest("MissingPrimaryKeyValue", "message %d (table %s): missing value for primary key field: %s", idx, tableName, p)
+		}
+	}
+	fields := make([]field, 0, len(obj))
+	for name, val := range obj {
+		if strings.HasPrefix(name, cdcPrefix) {
+			continue
+		}
+		if name == "" || len(name) > 63 {
+			return badRequest("InvalidFieldName", "message %d (table %s): field name %q must be 1 to 63 bytes (a PostgreSQL column name)", idx, tableName, name)
+		}
+		kind, text, err := encodeValue(val)
+		if err != nil {
+			return err
+		}
+		fields = append(fields, field{col: s.column(name, kind), kind: kind, value: text})
+	}
+	return s.spool.add(deleted, fields)
+}
+
+// keyValue is the value at a key path, or nil.
+func keyValue(obj map[string]any, p keyPath) any {
+	var cur any = obj
+	for _, part := range p {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = m[part]
+	}
+	return cur
+}
+
+// describe picks the most specific cause of a validation failure, with the
+// path of the failing value.
+func describe(err error) string {
+	var ve *jsonschema.ValidationError
+	if !errors.As(err, &ve) {
+		return err.Error()
+	}
+	for len(ve.Causes) > 0 {
+		ve = ve.Causes[0]
+	}
+	loc := ve.InstanceLocation
+	if loc == "" {
+		loc = "/"
+	}
+	return fmt.Sprintf("at %s: %s", loc, ve.Message)
+}
+
+func encodeValue(v any) (byte, []byte, error) {
+	switch v := v.(type) {
+	case nil:
+		return kindNull, nil, nil
+	case string:
+		return kindString, []byte(v), nil
+	case json.Number:
+		return kindNumber, []byte(v), nil
+	case bool:
+		if v {
+			return kindBool, []byte{'t'}, nil
+		}
+		return kindBool, []byte{'f'}, nil
+	default:
+		b, err := json.Marshal(v)
+		return kindJSON, b, err
+	}
+}
+
+// copyText renders one value for COPY's text format into a column of type
+// typ.
+func copyText(dst []byte, f field, typ string) ([]byte, error) {
+	var v []byte
+	switch {
+	case f.kind == kindNull:
+		return append(dst, `\N`...), nil
+	case typ == typeJSONB && f.kind == kindString:
+		v, _ = json.Marshal(string(f.value))
+	case typ == typeBytea && f.kind == kindString:
+		raw, err := base64.StdEncoding.DecodeString(string(f.value))
+		if err != nil {
+			if raw, err = base64.RawStdEncoding.DecodeString(string(f.value)); err != nil {
+				return nil, fmt.Errorf("not base64: %v", err)
+			}
+		}
+		v = append([]byte(`\x`), hex.EncodeToString(raw)...)
+	case f.kind == kindBool && typ != typeBoolean:
+		v = []byte(strconv.FormatBool(f.value[0] == 't'))
+	default:
+		v = f.value
+	}
+	for _, c := range v {
+		switch c {
+		case '\\':
+			dst = append(dst, '\\', '\\')
+		case '\n':
+			dst = append(dst, '\\', 'n')
+		case '\r':
+			dst = append(dst, '\\', 'r')
+		case '\t':
+			dst = append(dst, '\\', 't')
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return dst, nil
+}
+
+// copySource streams a stream's spooled records as COPY text rows:
+// sequence, deleted flag, then every column.
+func copySource(s *stream, w *io.PipeWriter) {
+	rd, err := s.spool.reader()
+	if err != nil {
+		w.CloseWithError(err)
+		return
+	}
+	bw := bufio.NewWriterSize(w, 256<<10)
+	var rec record
+	var line []byte
+	vals := make([]*field, len(s.cols))
+	for seq := 0; seq < s.spool.n; seq++ {
+		if err := readRecord(rd, &rec); err != nil {
+			w.CloseWithError(err)
+			return
+		}
+		for i := range vals {
+			vals[i] = nil
+		}
+		for i := range rec.fields {
+			vals[rec.fields[i].col] = &rec.fields[i]
+		}
+		line = strconv.AppendInt(line[:0], int64(seq), 10)
+		if rec.deleted {
+			line = append(line, "\tt"...)
+		} else {
+			line = append(line, "\tf"...)
+		}
+		for i, f := range vals {
+			line = append(line, '\t')
+			if f == nil {
+				line = append(line, `\N`...)
+				continue
+			}
+			if line, err = copyText(line, *f, s.cols[i].typ); err != nil {
+				w.CloseWithError(badRequest("InvalidValue", "table %s, field %s: %v", s.t.api, s.cols[i].name, err))
+				return
+			}
+		}
+		line = append(line, '\n')
+		if _, err := bw.Write(line); err != nil {
+			w.CloseWithError(err)
+			return
+		}
+	}
+	w.CloseWithError(bw.Flush())
+}
+
+// load writes a parsed request in one transaction. A repeated
+// idempotency key makes it a no-op (duplicate = true).
+func (im *Importer) load(ctx context.Context, req *request, idemKey string) (duplicate bool, err error) {
+	if idemKey != "" {
+		if err := im.ensureMeta(ctx); err != nil {
+			return false, err
+		}
+	}
+	streams := make([]*stream, 0, len(req.streams))
+	for _, s := range req.streams {
+		streams = append(streams, s)
+	}
+	sort.Slice(streams, func(i, j int) bool { return streams[i].t.ident() < streams[j].t.ident() })
+	tx, err := im.pool.Begin(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer tx.Rollback(context.Background())
+	for _, s := range streams {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockKey(s.t)); err != nil {
+			return false, err
+		}
+	}
+	if idemKey != "" {
+		tag, err := tx.Exec(ctx, `INSERT INTO `+metaSchema+`.import_keys (key) VALUES ($1) ON CONFLICT DO NOTHING`, idemKey)
+		if err != nil {
+			return false, err
+		}
+		if tag.RowsAffected() == 0 {
+			return true, nil
+		}
+	}
+	for _, s := range streams {
+		if err := im.loadStream(ctx, tx, s); err != nil {
+			return false, err
+		}
+	}
+	return false, explain(tx.Commit(ctx))
+}
+
+// loadStream evolves the table, copies the stream's records into a staging
+// table and merges them in one statement.
+func (im *Importer) loadStream(ctx context.Context, tx pgx.Tx, s *stream) error {
+	if err := createSchemaTable(ctx, tx, s.t, s.cols); err != nil {
+		return err
+	}
+	if err := evolve(ctx, tx, s); err != nil {
+		return err
+	}
+	if s.key != nil {
+		if err := im.ensureKeyIndex(ctx, tx, s); err != nil {
+			return err
+		}
+	}
+	if s.spool.n == 0 {
+		return nil
+	}
+	defs := []string{"_shapelog_seq bigint", "_shapelog_deleted boolean"}
+	names := []string{"_shapelog_seq", "_shapelog_deleted"}
+	cols := make([]string, len(s.cols))
+	for i, c := range s.cols {
+		cols[i] = pgx.Identifier{c.name}.Sanitize()
+		defs = append(defs, cols[i]+" "+c.typ)
+		names = append(names, cols[i])
+	}
+	if _, err := tx.Exec(ctx, "CREATE TEMP TABLE _shapelog_stage ("+strings.Join(defs, ", ")+") ON COMMIT DROP"); err != nil {
+		return err
+	}
+	pr, pw := io.Pipe()
+	go copySource(s, pw)
+	_, err := tx.Conn().PgConn().CopyFrom(ctx, pr, "COPY _shapelog_stage ("+strings.Join(names, ", ")+") FROM STDIN")
+	pr.Close()
+	if err != nil {
+		var ie *Error
+		if errors.As(err, &ie) {
+			return ie
+		}
+		return explain(err)
+	}
+	list := strings.Join(cols, ", ")
+	if s.key == nil {
+		_, err = tx.Exec(ctx, "INSERT INTO "+s.t.ident()+" ("+list+") SELECT "+list+" FROM _shapelog_stage ORDER BY _shapelog_seq")
+	} else {
+		_, err = tx.Exec(ctx, mergeSQL(s, cols))
+	}
+	if err != nil {
+		return explain(err)
+	}
+	_, err = tx.Exec(ctx, "DROP TABLE _shapelog_stage")
+	return err
+}
+
+// mergeSQL upserts the newest record per key and deletes the keys whose
+// newest record is a CDC delete, in one statement. A record replaces the
+// row's columns, as the newest version of a document does.
+func mergeSQL(s *stream, cols []string) string {
+	keys := make([]string, len(s.key))
+	match := make([]string, len(s.key))
+	target := make([]string, len(s.key))
+	keyCols := map[string]bool{}
+	for i, p := range s.key {
+		keys[i] = p.exprOn("")
+		match[i] = p.exprOn("t") + " = " + p.exprOn("l")
+		target[i] = keys[i]
+		if len(p) > 1 {
+			target[i] = "(" + keys[i] + ")"
+		} else {
+			keyCols[keys[i]] = true
+		}
+	}
+	var sets []string
+	for _, c := range cols {
+		if !keyCols[c] {
+			sets = append(sets, c+" = EXCLUDED."+c)
+		}
+	}
+	conflict := "DO NOTHING"
+	if len(sets) > 0 {
+		conflict = "DO UPDATE SET " + strings.Join(sets, ", ")
+	}
+	list := strings.Join(cols, ", ")
+	keyList := strings.Join(keys, ", ")
+	return "WITH l AS (SELECT DISTINCT ON (" + keyList + ") * FROM _shapelog_stage ORDER BY " + keyList + ", _shapelog_seq DESC), " +
+		"d AS (DELETE FROM " + s.t.ident() + " t USING l WHERE l._shapelog_deleted AND " + strings.Join(match, " AND ") + ") " +
+		"INSERT INTO " + s.t.ident() + " (" + list + ") SELECT " + list + " FROM l WHERE NOT l._shapelog_deleted " +
+		"ON CONFLICT (" + strings.Join(target, ", ") + ") " + conflict
+}
+
+// evolve makes the table hold every column of the stream with a type wide
+// enough for its values: missing columns are added, narrower ones widened;
+// while the table is empty its columns simply take the declared types.
+func evolve(ctx context.Context, tx pgx.Tx, s *stream) error {
+	have := map[string]string{}
+	rows, err := tx.Query(ctx, `SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
+		WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`, s.t.ident())
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var name, typ string
+		if err := rows.Scan(&name, &typ); err != nil {
+			return err
+		}
+		have[name] = typ
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	var empty *bool
+	isEmpty := func() (bool, error) {
+		if empty == nil {
+			var e bool
+			if err := tx.QueryRow(ctx, "SELECT NOT EXISTS (SELECT 1 FROM "+s.t.ident()+")").Scan(&e); err != nil {
+				return false, err
+			}
+			empty = &e
+		}
+		return *empty, nil
+	}
+	for i, c := range s.cols {
+		cur, ok := have[c.name]
+		if !ok {
+			if err := addColumns(ctx, tx, s.t, s.cols[i:i+1]); err != nil {
+				return err
+			}
+			continue
+		}
+		if normalize(cur) == c.typ {
+			s.cols[i].typ = cur
+			continue
+		}
+		e, err := isEmpty()
+		if err != nil {
+			return err
+		}
+		to := c.typ
+		if !e {
+			var change bool
+			if to, change = widen(cur, c.typ); !change {
+				s.cols[i].typ = cur // wide enough already
+				continue
+			}
+		}
+		col := pgx.Identifier{c.name}.Sanitize()
+		using := col + "::" + to
+		if to == typeJSONB {
+			using = "to_jsonb(" + col + ")"
+		}
+		if _, err := tx.Exec(ctx, "ALTER TABLE "+s.t.ident()+" ALTER COLUMN "+col+" TYPE "+to+" USING "+using); err != nil {
+			return explain(err)
+		}
+		s.cols[i].typ = to
+	}
+	return nil
+}
+
+// addColumns adds the columns a table lacks.
+func addColumns(ctx context.Context, tx pgx.Tx, t tableName, cols []column) error {
+	for _, c := range cols {
+		if _, err := tx.Exec(ctx, "ALTER TABLE "+t.ident()+" ADD COLUMN IF NOT EXISTS "+pgx.Identifier{c.name}.Sanitize()+" "+c.typ); err != nil {
+			return explain(err)
+		}
+	}
+	return nil
+}
+
+// ensureKeyIndex checks a dedup stream's unique index; a new (empty) table
+// gets it built on the spot, any other must have it from
+// add_primary_key_indexes.
+func (im *Importer) ensureKeyIndex(ctx context.Context, tx pgx.Tx, s *stream) error {
+	st, err := readIndexState(ctx, tx, s.t)
+	if err != nil {
+		return err
+	}
+	def := indexDef(s.key)
+	if st.found && st.def == def {
+		if !st.valid {
+			return badRequest("IndexBackfillingError", "Index %s.%s is still being built; wait until primary_key_indexes_ready says so", s.t.api, indexName(s.t))
+		}
+		return nil
+	}
+	var empty bool
+	if err := tx.QueryRow(ctx, "SELECT NOT EXISTS (SELECT 1 FROM "+s.t.ident()+")").Scan(&empty); err != nil {
+		return err
+	}
+	if !empty {
+		return badRequest("MissingIndex", "Table %s has no unique index on its primary key %s: call add_primary_key_indexes first", s.t.api, keyList(s.key))
+	}
+	if st.found {
+		if _, err := tx.Exec(ctx, "DROP INDEX "+pgx.Identifier{s.t.schema, indexName(s.t)}.Sanitize()); err != nil {
+			return explain(err)
+		}
+	}
+	if _, err := tx.Exec(ctx, "CREATE UNIQUE INDEX "+pgx.Identifier{indexName(s.t)}.Sanitize()+" ON "+s.t.ident()+" ("+def+")"); err != nil {
+		return explain(err)
+	}
+	return commentIndex(ctx, tx.Exec, s.t, def)
+}
+
+func keyList(key []keyPath) string {
+	parts := make([]string, len(key))
+	for i, p := range key {
+		parts[i] = p.String()
+	}
+	return "(" + strings.Join(parts, ", ") + ")"
+}
+
+// Import parses, validates and loads one import_airbyte_records body.
+func (im *Importer) Import(ctx context.Context, body io.Reader, idemKey string) (records int, duplicate bool, err error) {
+	req, err := parseRequest(body)
+	if err != nil {
+		return 0, false, err
+	}
+	defer req.close()
+	duplicate, err = im.load(ctx, req, idemKey)
+	return req.n, duplicate, err
+}

@@ -1,0 +1,208 @@
+// Package importer lands Airbyte records in typed PostgreSQL tables: it
+// creates and evolves tables from the streams' JSON Schemas, builds the
+// unique primary-key indexes deduplication relies on, and loads each request
+// in one transaction through COPY into a staging table and one set-based
+// merge.
+package importer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/shapelog/shapelog/engine/catalog"
+)
+
+// Error is a problem with the request, reported to the client as
+// {"code", "message"} with Status.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+func badRequest(code, format string, args ...any) *Error {
+	return &Error{Status: http.StatusBadRequest, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Importer writes imported records into the database.
+type Importer struct {
+	pool *pgxpool.Pool
+	log  zerolog.Logger
+
+	metaOnce sync.Mutex
+	metaDone bool
+
+	buildsMu sync.Mutex
+	builds   map[string]*indexBuild // by qualified table name
+}
+
+// New creates an importer writing through pool.
+func New(pool *pgxpool.Pool, log zerolog.Logger) *Importer {
+	return &Importer{pool: pool, log: log.With().Str("component", "import").Logger(), builds: map[string]*indexBuild{}}
+}
+
+// tableName is a table named on the API.
+type tableName struct {
+	api, schema, name string
+}
+
+func (t tableName) ident() string { return pgx.Identifier{t.schema, t.name}.Sanitize() }
+
+// parseTableName resolves an API table name (`t` in public, `s.t`).
+func parseTableName(api string) (tableName, error) {
+	schema, name, err := catalog.ParseAPIName(api)
+	if err != nil {
+		return tableName{}, badRequest("InvalidTableName", "Invalid table name %q: %v", api, err)
+	}
+	for _, part := range []string{schema, name} {
+		if len(part) > 63 {
+			return tableName{}, badRequest("InvalidTableName", "Invalid table name %q: %q is longer than PostgreSQL's 63-byte identifier limit", api, part)
+		}
+	}
+	return tableName{api: api, schema: schema, name: name}, nil
+}
+
+// lockKey serialises imports and DDL on one table.
+func lockKey(t tableName) int64 {
+	h := fnv.New64a()
+	h.Write([]byte("shapelog import " + t.ident()))
+	return int64(h.Sum64())
+}
+
+// metaSchema holds the importer's own bookkeeping (idempotency keys).
+const metaSchema = "shapelog"
+
+func (im *Importer) ensureMeta(ctx context.Context) error {
+	im.metaOnce.Lock()
+	defer im.metaOnce.Unlock()
+	if im.metaDone {
+		return nil
+	}
+	tx, err := im.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(8412607733)`); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+metaSchema+`;
+		CREATE TABLE IF NOT EXISTS `+metaSchema+`.import_keys (key text PRIMARY KEY, imported_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		return explain(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return err
+	}
+	im.metaDone = true
+	return nil
+}
+
+// PruneKeys forgets idempotency keys older than age (a client retries
+// within minutes; keys are kept for days).
+func (im *Importer) PruneKeys(ctx context.Context, age string) error {
+	if err := im.ensureMeta(ctx); err != nil {
+		return err
+	}
+	_, err := im.pool.Exec(ctx, `DELETE FROM `+metaSchema+`.import_keys WHERE imported_at < now() - $1::interval`, age)
+	return err
+}
+
+// explain turns PostgreSQL errors caused by the request into 400s.
+func explain(err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return err
+	}
+	switch {
+	case pgErr.Code == "42501":
+		return &Error{Status: http.StatusForbidden, Code: "PermissionDenied", Message: "the engine's database role may not do this: " + pgErr.Message}
+	case strings.HasPrefix(pgErr.Code, "22"), strings.HasPrefix(pgErr.Code, "23"):
+		msg := pgErr.Message
+		if pgErr.Detail != "" {
+			msg += " (" + pgErr.Detail + ")"
+		}
+		if pgErr.Where != "" {
+			msg += "; " + pgErr.Where
+		}
+		return badRequest("InvalidValue", "%s", msg)
+	}
+	return err
+}
+
+// ClearTables empties tables (creating missing ones), in one transaction.
+func (im *Importer) ClearTables(ctx context.Context, names []string) error {
+	tables, err := parseNames(names)
+	if err != nil {
+		return err
+	}
+	tx, err := im.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.Background())
+	for _, t := range tables {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockKey(t)); err != nil {
+			return err
+		}
+		if err := createSchemaTable(ctx, tx, t, nil); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "TRUNCATE "+t.ident()); err != nil {
+			return explain(err)
+		}
+	}
+	return tx.Commit(ctx)
+}
+
+func parseNames(names []string) ([]tableName, error) {
+	seen := map[string]bool{}
+	var out []tableName
+	for _, n := range names {
+		t, err := parseTableName(n)
+		if err != nil {
+			return nil, err
+		}
+		if !seen[t.ident()] {
+			seen[t.ident()] = true
+			out = append(out, t)
+		}
+	}
+	// A fixed order keeps concurrent requests from deadlocking.
+	sort.Slice(out, func(i, j int) bool { return out[i].ident() < out[j].ident() })
+	return out, nil
+}
+
+// createSchemaTable creates t (and its schema) when missing, with cols.
+func createSchemaTable(ctx context.Context, tx pgx.Tx, t tableName, cols []column) error {
+	var exists bool
+	if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, t.ident()).Scan(&exists); err != nil {
+		return err
+	}
+	if exists {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{t.schema}.Sanitize()); err != nil {
+		return explain(err)
+	}
+	defs := make([]string, len(cols))
+	for i, c := range cols {
+		defs[i] = pgx.Identifier{c.name}.Sanitize() + " " + c.typ
+	}
+	if _, err := tx.Exec(ctx, "CREATE TABLE "+t.ident()+" ("+strings.Join(defs, ", ")+")"); err != nil {
+		return explain(err)
+	}
+	return nil
+}

@@ -1,0 +1,152 @@
+package importer
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"os"
+)
+
+// JSON kinds of spooled values.
+const (
+	kindNull   = 'z'
+	kindString = 's' // the decoded string
+	kindNumber = 'n' // the number's JSON text
+	kindBool   = 'b' // 't' or 'f'
+	kindJSON   = 'j' // an object or array's JSON text
+)
+
+// spool holds one table's validated records between parsing the request
+// and loading them, in memory up to spoolMemory bytes and in a temporary
+// file beyond, so a request's size never shows in the engine's memory.
+//
+// Record: uvarint(field count), deleted byte, then per field
+// uvarint(column index), kind byte, uvarint(len), bytes.
+type spool struct {
+	mem  bytes.Buffer
+	file *os.File
+	w    *bufio.Writer
+	n    int
+	tmp  []byte
+}
+
+const spoolMemory = 1 << 20
+
+type field struct {
+	col   int
+	kind  byte
+	value []byte
+}
+
+func (s *spool) add(deleted bool, fields []field) error {
+	b := s.tmp[:0]
+	b = binary.AppendUvarint(b, uint64(len(fields)))
+	if deleted {
+		b = append(b, 1)
+	} else {
+		b = append(b, 0)
+	}
+	for _, f := range fields {
+		b = binary.AppendUvarint(b, uint64(f.col))
+		b = append(b, f.kind)
+		b = binary.AppendUvarint(b, uint64(len(f.value)))
+		b = append(b, f.value...)
+	}
+	s.tmp = b
+	s.n++
+	if s.w == nil && s.mem.Len()+len(b) > spoolMemory {
+		f, err := os.CreateTemp("", "shapelog-import-")
+		if err != nil {
+			return err
+		}
+		_ = os.Remove(f.Name()) // unlinked: it disappears with the handle
+		s.file, s.w = f, bufio.NewWriterSize(f, 256<<10)
+		if _, err := s.w.Write(s.mem.Bytes()); err != nil {
+			return err
+		}
+		s.mem = bytes.Buffer{}
+	}
+	if s.w != nil {
+		_, err := s.w.Write(b)
+		return err
+	}
+	s.mem.Write(b)
+	return nil
+}
+
+// reader replays the records.
+func (s *spool) reader() (*bufio.Reader, error) {
+	if s.w == nil {
+		return bufio.NewReader(bytes.NewReader(s.mem.Bytes())), nil
+	}
+	if err := s.w.Flush(); err != nil {
+		return nil, err
+	}
+	if _, err := s.file.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	return bufio.NewReaderSize(s.file, 256<<10), nil
+}
+
+func (s *spool) close() {
+	if s.file != nil {
+		s.file.Close()
+	}
+}
+
+// record is one replayed record; fields alias a reused buffer.
+type record struct {
+	deleted bool
+	fields  []field
+	buf     []byte
+}
+
+func readRecord(r *bufio.Reader, rec *record) error {
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		return err
+	}
+	d, err := r.ReadByte()
+	if err != nil {
+		return err
+	}
+	rec.deleted = d == 1
+	rec.fields = rec.fields[:0]
+	rec.buf = rec.buf[:0]
+	type span struct{ col, start, end int }
+	var spans [64]span
+	sp := spans[:0]
+	kinds := make([]byte, 0, n)
+	for i := uint64(0); i < n; i++ {
+		col, err := binary.ReadUvarint(r)
+		if err != nil {
+			return err
+		}
+		kind, err := r.ReadByte()
+		if err != nil {
+			return err
+		}
+		l, err := binary.ReadUvarint(r)
+		if err != nil {
+			return err
+		}
+		start := len(rec.buf)
+		if cap(rec.buf)-len(rec.buf) < int(l) {
+			nb := make([]byte, len(rec.buf), 2*cap(rec.buf)+int(l))
+			copy(nb, rec.buf)
+			rec.buf = nb
+		}
+		rec.buf = rec.buf[:start+int(l)]
+		if _, err := io.ReadFull(r, rec.buf[start:]); err != nil {
+			return fmt.Errorf("spool truncated: %w", err)
+		}
+		sp = append(sp, span{int(col), start, start + int(l)})
+		kinds = append(kinds, kind)
+	}
+	for i, s := range sp {
+		rec.fields = append(rec.fields, field{col: s.col, kind: kinds[i], value: rec.buf[s.start:s.end]})
+	}
+	return nil
+}

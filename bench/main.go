@@ -26,6 +26,9 @@ func main() {
 	changes := flag.Int("changes", 200_000, "changes for the replication throughput test")
 	rssRows := flag.Int("rss-rows", 0, "also snapshot a table this large to show engine RSS (0 = skip)")
 	latencySamples := flag.Int("latency-samples", 300, "commits timed for commit-to-visible latency")
+	importRows := flag.Int("import-rows", 1_000_000, "records for the import benchmark (at most -rows)")
+	importBatch := flag.Int("import-batch", 10_000, "records per import request")
+	only := flag.String("only", "", "run one part: snapshot, changes, latency, import, rss (default all)")
 	bin := flag.String("engine", "bin/shapelog", "engine binary")
 	flag.Parse()
 	// The client side is tuned like the engine: few GCs, bounded memory.
@@ -47,16 +50,27 @@ func main() {
 	add("| measurement | shapelog | PostgreSQL baseline | ratio |")
 	add("|---|---|---|---|")
 
+	want := func(part string) bool { return *only == "" || *only == part }
+	// Every part needs the snapshot table and a running engine.
 	if err := h.snapshotBench(ctx, *rows, add); err != nil {
 		fail(err)
 	}
-	if err := h.changesBench(ctx, *changes, add); err != nil {
-		fail(err)
+	if want("changes") {
+		if err := h.changesBench(ctx, *changes, add); err != nil {
+			fail(err)
+		}
 	}
-	if err := h.latencyBench(ctx, *latencySamples, add); err != nil {
-		fail(err)
+	if want("latency") {
+		if err := h.latencyBench(ctx, *latencySamples, add); err != nil {
+			fail(err)
+		}
 	}
-	if *rssRows > 0 {
+	if want("import") {
+		if err := h.importBench(ctx, min(*importRows, *rows), *importBatch, add); err != nil {
+			fail(err)
+		}
+	}
+	if *rssRows > 0 && want("rss") {
 		if err := h.rssBench(ctx, *rssRows, add); err != nil {
 			fail(err)
 		}

@@ -397,3 +397,73 @@ type discardWriter struct {
 func (d *discardWriter) Header() http.Header         { return d.header }
 func (d *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (d *discardWriter) WriteHeader(s int)           { d.status = s }
+
+// TestIndexBuildOnExistingData: a key index over existing rows is built
+// concurrently; duplicate keys make the build fail, reported by readiness.
+func TestIndexBuildOnExistingData(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	conn := connect(t, dbURL)
+	e := startEngine(t, dbURL)
+	c := apiClient(t, e.URL())
+	ctx := context.Background()
+	mustExec(t, conn, `CREATE TABLE existing (id bigint, v text); INSERT INTO existing SELECT g, 'v' FROM generate_series(1, 20000) g`)
+	mustExec(t, conn, `CREATE TABLE dupes (id bigint); INSERT INTO dupes VALUES (1), (1)`)
+	if err := c.AddPrimaryKeyIndexes(ctx, map[string][][]string{"existing": {{"id"}}, "dupes": {{"id"}}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ready, err := c.PrimaryKeyIndexesReady(ctx, []string{"existing"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ready {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("index never became ready")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Adding the same key again is a no-op; dedup now works on the old rows.
+	if err := c.AddPrimaryKeyIndexes(ctx, map[string][][]string{"existing": {{"id"}}}); err != nil {
+		t.Fatal(err)
+	}
+	spec := client.TableSpec{PrimaryKey: [][]string{{"id"}}, JSONSchema: json.RawMessage(`{"type":"object","properties":{"id":{"type":"integer"},"v":{"type":"string"}}}`)}
+	if err := c.ImportAirbyteRecords(ctx, client.ImportRequest{Tables: map[string]client.TableSpec{"existing": spec}, Messages: msgs("existing", `{"id":5,"v":"new"}`)}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := rowsOf(t, conn, `SELECT count(*), max(v) FROM existing`); got[0] != "20000|v" && got[0] != "20000|new" {
+		t.Fatalf("existing: %v", got)
+	}
+	if got := rowsOf(t, conn, `SELECT v FROM existing WHERE id = 5`); len(got) != 1 || got[0] != "new" {
+		t.Fatalf("upsert on existing rows: %v", got)
+	}
+	for {
+		_, err := c.PrimaryKeyIndexesReady(ctx, []string{"dupes"})
+		if err != nil {
+			wantCode(t, err, 400, "IndexBuildFailed")
+			if !strings.Contains(err.Error(), "duplicate") && !strings.Contains(err.Error(), "could not create unique index") {
+				t.Fatalf("failure does not explain duplicates: %v", err)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("duplicate keys never reported")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestImportEmptyRecords(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	conn := connect(t, dbURL)
+	e := startEngine(t, dbURL)
+	c := apiClient(t, e.URL())
+	if err := c.ImportAirbyteRecords(context.Background(), client.ImportRequest{Tables: map[string]client.TableSpec{"bare": {}}, Messages: msgs("bare", `{}`, `{}`)}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := rowsOf(t, conn, `SELECT count(*) FROM bare`); got[0] != "2" {
+		t.Fatalf("%s rows, want 2", got[0])
+	}
+}

@@ -88,6 +88,9 @@ func retryPolicy(ctx context.Context, resp *http.Response, err error) (bool, err
 	return resp.StatusCode == http.StatusTooManyRequests || (resp.StatusCode >= 500 && resp.StatusCode != http.StatusNotImplemented), nil
 }
 
+// rawBody is a request body that is already JSON.
+type rawBody []byte
+
 // Error is an error response from the engine.
 type Error struct {
 	Status  int
@@ -121,12 +124,16 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		u.RawQuery = query.Encode()
 	}
 	var raw any
-	if body != nil {
-		b, err := json.Marshal(body)
+	switch b := body.(type) {
+	case nil:
+	case rawBody:
+		raw = []byte(b)
+	default:
+		enc, err := json.Marshal(body)
 		if err != nil {
 			return err
 		}
-		raw = b
+		raw = enc
 	}
 	req, err := retryablehttp.NewRequestWithContext(ctx, method, u.String(), raw)
 	if err != nil {

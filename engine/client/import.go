@@ -41,11 +41,50 @@ func (c *Client) ImportAirbyteRecords(ctx context.Context, req ImportRequest, id
 	if idempotencyKey == "" {
 		idempotencyKey = NewIdempotencyKey()
 	}
-	if req.Messages == nil {
-		req.Messages = []Message{}
+	body, err := req.MarshalJSON()
+	if err != nil {
+		return err
 	}
 	h := http.Header{"Idempotency-Key": {idempotencyKey}}
-	return c.do(ctx, http.MethodPost, "/api/streaming_import/import_airbyte_records", nil, req, h, nil)
+	return c.do(ctx, http.MethodPost, "/api/streaming_import/import_airbyte_records", nil, rawBody(body), h, nil)
+}
+
+// MarshalJSON writes the request with the records' JSON as it is: records
+// are trusted to be valid JSON (the engine validates them anyway), which
+// saves re-encoding every record on the client.
+func (r ImportRequest) MarshalJSON() ([]byte, error) {
+	tables := r.Tables
+	if tables == nil {
+		tables = map[string]TableSpec{}
+	}
+	t, err := json.Marshal(tables)
+	if err != nil {
+		return nil, err
+	}
+	size := len(t) + 32
+	for _, m := range r.Messages {
+		size += len(m.TableName) + len(m.Data) + 32
+	}
+	b := make([]byte, 0, size)
+	b = append(b, `{"tables":`...)
+	b = append(b, t...)
+	b = append(b, `,"messages":[`...)
+	for i, m := range r.Messages {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		name, _ := json.Marshal(m.TableName)
+		b = append(b, `{"tableName":`...)
+		b = append(b, name...)
+		b = append(b, `,"data":`...)
+		if len(m.Data) == 0 {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, m.Data...)
+		}
+		b = append(b, '}')
+	}
+	return append(b, "]}"...), nil
 }
 
 // AddPrimaryKeyIndexes starts building the unique indexes dedup relies on,

@@ -11,10 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/santhosh-tekuri/jsonschema/v5"
@@ -111,18 +112,108 @@ func newStream(api string, d streamDecl) (*stream, error) {
 
 // airbyteFormats check date and time formats the way Airbyte uses them:
 // timestamps and times with or without an offset (airbyte_type says which),
-// BC dates, five-digit years; anything PostgreSQL's input functions take.
+// BC dates, years past 9999; anything PostgreSQL's input functions take.
+// They are hand-written scanners: they run for every date in every record.
 var airbyteFormats = map[string]func(any) bool{
-	"date-time": matchString(regexp.MustCompile(`^\d{4,}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}(:?\d{2})?)?( BC)?$`)),
-	"date":      matchString(regexp.MustCompile(`^\d{4,}-\d{2}-\d{2}( BC)?$`)),
-	"time":      matchString(regexp.MustCompile(`^\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}(:?\d{2})?)?$`)),
+	"date":      stringFormat(func(s string) bool { rest, ok := scanDate(s); return ok && (rest == "" || rest == " BC") }),
+	"time":      stringFormat(func(s string) bool { rest, ok := scanTime(s); return ok && scanOffset(rest) == "" }),
+	"date-time": stringFormat(isDateTime),
 }
 
-func matchString(re *regexp.Regexp) func(any) bool {
+func stringFormat(check func(string) bool) func(any) bool {
 	return func(v any) bool {
 		s, ok := v.(string)
-		return !ok || re.MatchString(s)
+		return !ok || check(s)
 	}
+}
+
+func digits(s string, n int) (string, bool) {
+	if len(s) < n {
+		return s, false
+	}
+	for i := 0; i < n; i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return s, false
+		}
+	}
+	return s[n:], true
+}
+
+// scanDate accepts YYYY[Y…]-MM-DD and returns what follows.
+func scanDate(s string) (string, bool) {
+	rest, ok := digits(s, 4)
+	for ok && rest != "" && rest[0] >= '0' && rest[0] <= '9' {
+		rest = rest[1:]
+	}
+	if !ok || rest == "" || rest[0] != '-' {
+		return s, false
+	}
+	if rest, ok = digits(rest[1:], 2); !ok || rest == "" || rest[0] != '-' {
+		return s, false
+	}
+	return digits(rest[1:], 2)
+}
+
+// scanTime accepts HH:MM[:SS[.fff]] and returns what follows.
+func scanTime(s string) (string, bool) {
+	rest, ok := digits(s, 2)
+	if !ok || rest == "" || rest[0] != ':' {
+		return s, false
+	}
+	if rest, ok = digits(rest[1:], 2); !ok {
+		return s, false
+	}
+	if rest != "" && rest[0] == ':' {
+		if rest, ok = digits(rest[1:], 2); !ok {
+			return s, false
+		}
+		if rest != "" && rest[0] == '.' {
+			if rest, ok = digits(rest[1:], 1); !ok {
+				return s, false
+			}
+			for rest != "" && rest[0] >= '0' && rest[0] <= '9' {
+				rest = rest[1:]
+			}
+		}
+	}
+	return rest, true
+}
+
+// scanOffset skips an optional Z or ±HH[[:]MM] and returns what follows
+// (unchanged when what is there is not an offset).
+func scanOffset(s string) string {
+	if s == "" {
+		return s
+	}
+	if s[0] == 'Z' || s[0] == 'z' {
+		return s[1:]
+	}
+	if s[0] != '+' && s[0] != '-' {
+		return s
+	}
+	rest, ok := digits(s[1:], 2)
+	if !ok {
+		return s
+	}
+	if rest != "" && rest[0] == ':' {
+		rest = rest[1:]
+	}
+	if r, ok := digits(rest, 2); ok {
+		rest = r
+	}
+	return rest
+}
+
+func isDateTime(s string) bool {
+	rest, ok := scanDate(s)
+	if !ok || rest == "" || (rest[0] != 'T' && rest[0] != 't' && rest[0] != ' ') {
+		return false
+	}
+	if rest, ok = scanTime(rest[1:]); !ok {
+		return false
+	}
+	rest = scanOffset(rest)
+	return rest == "" || rest == " BC"
 }
 
 //go:embed wellknown.json
@@ -198,6 +289,7 @@ func parseRequest(body io.Reader) (*request, error) {
 			if err := expectDelim(dec, '['); err != nil {
 				return fail(err)
 			}
+			var batch []message
 			for dec.More() {
 				var m struct {
 					TableName *string         `json:"tableName"`
@@ -221,10 +313,17 @@ func parseRequest(body io.Reader) (*request, error) {
 					req.n++
 					continue
 				}
-				if err := req.add(req.n, *m.TableName, m.Data); err != nil {
-					return fail(err)
-				}
+				batch = append(batch, message{idx: req.n, table: *m.TableName, data: m.Data})
 				req.n++
+				if len(batch) == checkBatch {
+					if err := req.addBatch(batch); err != nil {
+						return fail(err)
+					}
+					batch = batch[:0]
+				}
+			}
+			if err := req.addBatch(batch); err != nil {
+				return fail(err)
 			}
 			if err := expectDelim(dec, ']'); err != nil {
 				return fail(err)
@@ -241,6 +340,9 @@ func parseRequest(body io.Reader) (*request, error) {
 	}
 	return req, nil
 }
+
+// checkBatch is how many messages are checked in parallel at a time.
+const checkBatch = 512
 
 // replay adds messages spooled before the table declarations arrived.
 func (r *request) replay(early *spool) error {
@@ -260,7 +362,7 @@ func (r *request) replay(early *spool) error {
 		if err := json.Unmarshal(rec.fields[0].value, &m); err != nil {
 			return err
 		}
-		if err := r.add(i, m.TableName, m.Data); err != nil {
+		if err := r.addBatch([]message{{idx: i, table: m.TableName, data: m.Data}}); err != nil {
 			return err
 		}
 	}
@@ -291,51 +393,114 @@ func bodyError(err error) error {
 	return badRequest("BadJsonBody", "Failed to parse the JSON body: %v", err)
 }
 
-// add validates one message and spools it.
-func (r *request) add(idx int, tableName string, data json.RawMessage) error {
-	s := r.streams[tableName]
-	if s == nil {
-		return badRequest("MissingStream", "Missing stream for table %s (message %d): declare it in `tables`", tableName, idx)
+// message is one decoded-but-unchecked message of a request.
+type message struct {
+	idx   int
+	table string
+	data  json.RawMessage
+}
+
+// prepared is a checked message, ready to spool.
+type prepared struct {
+	s       *stream
+	deleted bool
+	fields  []namedField
+	err     error
+}
+
+type namedField struct {
+	name  string
+	kind  byte
+	value []byte
+}
+
+// addBatch checks messages in parallel (decoding and schema validation are
+// most of an import's CPU) and spools them in order. The first invalid
+// message, by index, fails the request.
+func (r *request) addBatch(batch []message) error {
+	out := make([]prepared, len(batch))
+	workers := min(runtime.GOMAXPROCS(0), (len(batch)+63)/64)
+	if workers <= 1 {
+		for i := range batch {
+			out[i] = r.prepare(batch[i])
+		}
+	} else {
+		var wg sync.WaitGroup
+		chunk := (len(batch) + workers - 1) / workers
+		for w := 0; w < workers; w++ {
+			lo, hi := w*chunk, min((w+1)*chunk, len(batch))
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := lo; i < hi; i++ {
+					out[i] = r.prepare(batch[i])
+				}
+			}()
+		}
+		wg.Wait()
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
+	var fields []field
+	for i := range out {
+		p := &out[i]
+		if p.err != nil {
+			return p.err
+		}
+		fields = fields[:0]
+		for _, f := range p.fields {
+			fields = append(fields, field{col: p.s.column(f.name, f.kind), kind: f.kind, value: f.value})
+		}
+		if err := p.s.spool.add(p.deleted, fields); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// prepare decodes, validates and encodes one message; it only reads the
+// request, so messages are prepared concurrently.
+func (r *request) prepare(m message) prepared {
+	s := r.streams[m.table]
+	if s == nil {
+		return prepared{err: badRequest("MissingStream", "Missing stream for table %s (message %d): declare it in `tables`", m.table, m.idx)}
+	}
+	dec := json.NewDecoder(bytes.NewReader(m.data))
 	dec.UseNumber()
 	var v any
 	if err := dec.Decode(&v); err != nil {
-		return badRequest("InvalidRecord", "message %d (table %s): data is not valid JSON: %v", idx, tableName, err)
+		return prepared{err: badRequest("InvalidRecord", "message %d (table %s): data is not valid JSON: %v", m.idx, m.table, err)}
 	}
 	obj, ok := v.(map[string]any)
 	if !ok {
-		return badRequest("InvalidRecord", "message %d (table %s): data must be a JSON object", idx, tableName)
+		return prepared{err: badRequest("InvalidRecord", "message %d (table %s): data must be a JSON object", m.idx, m.table)}
 	}
 	if s.schema != nil {
 		if err := s.schema.Validate(v); err != nil {
-			return badRequest("InvalidRecord", "message %d (table %s) does not match its jsonSchema: %s", idx, tableName, describe(err))
+			return prepared{err: badRequest("InvalidRecord", "message %d (table %s) does not match its jsonSchema: %s", m.idx, m.table, describe(err))}
 		}
 	}
-	deleted := false
+	p := prepared{s: s, fields: make([]namedField, 0, len(obj))}
 	if d, ok := obj[cdcPrefix+"deleted_at"]; ok && d != nil {
-		deleted = true
+		p.deleted = true
 	}
-	for _, p := range s.key {
-		if keyValue(obj, p) == nil {
-			return badRequest("MissingPrimaryKeyValue", "message %d (table %s): missing value for primary key field: %s", idx, tableName, p)
+	for _, k := range s.key {
+		if keyValue(obj, k) == nil {
+			return prepared{err: badRequest("MissingPrimaryKeyValue", "message %d (table %s): missing value for primary key field: %s", m.idx, m.table, k)}
 		}
 	}
-	fields := make([]field, 0, len(obj))
 	for name, val := range obj {
 		if strings.HasPrefix(name, cdcPrefix) {
 			continue
 		}
 		if name == "" || len(name) > 63 {
-			return badRequest("InvalidFieldName", "message %d (table %s): field name %q must be 1 to 63 bytes (a PostgreSQL column name)", idx, tableName, name)
+			return prepared{err: badRequest("InvalidFieldName", "message %d (table %s): field name %q must be 1 to 63 bytes (a PostgreSQL column name)", m.idx, m.table, name)}
 		}
 		kind, text, err := encodeValue(val)
 		if err != nil {
-			return err
+			return prepared{err: err}
 		}
-		fields = append(fields, field{col: s.column(name, kind), kind: kind, value: text})
+		p.fields = append(p.fields, namedField{name: name, kind: kind, value: text})
 	}
-	return s.spool.add(deleted, fields)
+	return p
 }
 
 // keyValue is the value at a key path, or nil.
@@ -426,9 +591,9 @@ func copyText(dst []byte, f field, typ string) ([]byte, error) {
 	return dst, nil
 }
 
-// copySource streams a stream's spooled records as COPY text rows:
-// sequence, deleted flag, then every column.
-func copySource(s *stream, w *io.PipeWriter) {
+// copySource streams a stream's spooled records as COPY text rows: every
+// column, preceded by the sequence and deleted flag when staged.
+func copySource(s *stream, w *io.PipeWriter, staged bool) {
 	rd, err := s.spool.reader()
 	if err != nil {
 		w.CloseWithError(err)
@@ -449,14 +614,19 @@ func copySource(s *stream, w *io.PipeWriter) {
 		for i := range rec.fields {
 			vals[rec.fields[i].col] = &rec.fields[i]
 		}
-		line = strconv.AppendInt(line[:0], int64(seq), 10)
-		if rec.deleted {
-			line = append(line, "\tt"...)
-		} else {
-			line = append(line, "\tf"...)
+		line = line[:0]
+		if staged {
+			line = strconv.AppendInt(line, int64(seq), 10)
+			if rec.deleted {
+				line = append(line, "\tt\t"...)
+			} else {
+				line = append(line, "\tf\t"...)
+			}
 		}
 		for i, f := range vals {
-			line = append(line, '\t')
+			if i > 0 {
+				line = append(line, '\t')
+			}
 			if f == nil {
 				line = append(line, `\N`...)
 				continue
@@ -532,20 +702,41 @@ func (im *Importer) loadStream(ctx context.Context, tx pgx.Tx, s *stream) error 
 	if s.spool.n == 0 {
 		return nil
 	}
-	defs := []string{"_shapelog_seq bigint", "_shapelog_deleted boolean"}
-	names := []string{"_shapelog_seq", "_shapelog_deleted"}
 	cols := make([]string, len(s.cols))
 	for i, c := range s.cols {
 		cols[i] = pgx.Identifier{c.name}.Sanitize()
+	}
+	list := strings.Join(cols, ", ")
+	if len(cols) == 0 { // records without a single field: rows of defaults
+		_, err := tx.Exec(ctx, "INSERT INTO "+s.t.ident()+" SELECT FROM generate_series(1, $1)", s.spool.n)
+		return explain(err)
+	}
+	if s.key == nil {
+		// Append: straight into the table, inside the request's transaction.
+		return copyRows(ctx, tx, s, "COPY "+s.t.ident()+" ("+list+") FROM STDIN", false)
+	}
+	defs := []string{"_shapelog_seq bigint", "_shapelog_deleted boolean"}
+	for i, c := range s.cols {
 		defs = append(defs, cols[i]+" "+c.typ)
-		names = append(names, cols[i])
 	}
 	if _, err := tx.Exec(ctx, "CREATE TEMP TABLE _shapelog_stage ("+strings.Join(defs, ", ")+") ON COMMIT DROP"); err != nil {
 		return err
 	}
+	if err := copyRows(ctx, tx, s, "COPY _shapelog_stage (_shapelog_seq, _shapelog_deleted, "+list+") FROM STDIN", true); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, mergeSQL(s, cols)); err != nil {
+		return explain(err)
+	}
+	_, err := tx.Exec(ctx, "DROP TABLE _shapelog_stage")
+	return err
+}
+
+// copyRows streams the stream's records through one COPY.
+func copyRows(ctx context.Context, tx pgx.Tx, s *stream, sql string, staged bool) error {
 	pr, pw := io.Pipe()
-	go copySource(s, pw)
-	_, err := tx.Conn().PgConn().CopyFrom(ctx, pr, "COPY _shapelog_stage ("+strings.Join(names, ", ")+") FROM STDIN")
+	go copySource(s, pw, staged)
+	_, err := tx.Conn().PgConn().CopyFrom(ctx, pr, sql)
 	pr.Close()
 	if err != nil {
 		var ie *Error
@@ -554,17 +745,7 @@ func (im *Importer) loadStream(ctx context.Context, tx pgx.Tx, s *stream) error 
 		}
 		return explain(err)
 	}
-	list := strings.Join(cols, ", ")
-	if s.key == nil {
-		_, err = tx.Exec(ctx, "INSERT INTO "+s.t.ident()+" ("+list+") SELECT "+list+" FROM _shapelog_stage ORDER BY _shapelog_seq")
-	} else {
-		_, err = tx.Exec(ctx, mergeSQL(s, cols))
-	}
-	if err != nil {
-		return explain(err)
-	}
-	_, err = tx.Exec(ctx, "DROP TABLE _shapelog_stage")
-	return err
+	return nil
 }
 
 // mergeSQL upserts the newest record per key and deletes the keys whose

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/shapelog/shapelog/engine/client"
+)
+
+// importSchema is the Airbyte JSON Schema of firenibble records.
+const importSchema = `{"type":"object","properties":{
+	"f0":{"type":"integer"},"f1":{"type":"integer"},"f2":{"type":"integer"},"f3":{"type":"integer"},
+	"f4":{"type":"number"},"f5":{"type":"number"},"f6":{"type":"number"},"f7":{"type":"number"},
+	"f8":{"type":"string"},"f9":{"type":"string"},"f10":{"type":"string"},"f11":{"type":"string"},"f12":{"type":"string"},
+	"f13":{"type":"string","format":"date"},"f14":{"type":"string","format":"date"},"f15":{"type":"string","format":"date"}}}`
+
+// importBench loads n firenibble-shaped records through
+// import_airbyte_records (append, then dedup) and times COPY FROM STDIN of
+// the same rows into the same kind of table.
+func (h *harness) importBench(ctx context.Context, n, batch int, add func(string, ...any)) error {
+	// The records, as a source would send them: taken from the table.
+	fmt.Fprintf(os.Stderr, "preparing %d records…\n", n)
+	var copyText bytes.Buffer
+	if _, err := h.conn.PgConn().CopyTo(ctx, &copyText, fmt.Sprintf("COPY (SELECT * FROM firenibble WHERE f0 <= %d) TO STDOUT", n)); err != nil {
+		return err
+	}
+	rows, err := h.conn.Query(ctx, fmt.Sprintf(`SELECT json_build_object('f0',f0,'f1',f1,'f2',f2,'f3',f3,'f4',f4,'f5',f5,'f6',f6,'f7',f7,
+		'f8',f8,'f9',f9,'f10',f10,'f11',f11,'f12',f12,'f13',f13,'f14',f14,'f15',f15)::text FROM firenibble WHERE f0 <= %d ORDER BY f0`, n))
+	if err != nil {
+		return err
+	}
+	records := make([]json.RawMessage, 0, n)
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return err
+		}
+		records = append(records, json.RawMessage(s))
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+
+	if _, err := h.conn.Exec(ctx, `CREATE TABLE copy_target (LIKE firenibble INCLUDING ALL)`); err != nil {
+		return err
+	}
+	start := time.Now()
+	if _, err := h.conn.PgConn().CopyFrom(ctx, bytes.NewReader(copyText.Bytes()), "COPY copy_target FROM STDIN"); err != nil {
+		return err
+	}
+	copyTook := time.Since(start)
+
+	run := func(table string, key [][]string) (time.Duration, error) {
+		spec := client.TableSpec{PrimaryKey: key, JSONSchema: json.RawMessage(importSchema)}
+		if key != nil {
+			if err := h.api.AddPrimaryKeyIndexes(ctx, map[string][][]string{table: key}); err != nil {
+				return 0, err
+			}
+			for {
+				ready, err := h.api.PrimaryKeyIndexesReady(ctx, []string{table})
+				if err != nil {
+					return 0, err
+				}
+				if ready {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		start := time.Now()
+		for i := 0; i < len(records); i += batch {
+			msgs := make([]client.Message, 0, batch)
+			for _, r := range records[i:min(i+batch, len(records))] {
+				msgs = append(msgs, client.Message{TableName: table, Data: r})
+			}
+			if err := h.api.ImportAirbyteRecords(ctx, client.ImportRequest{Tables: map[string]client.TableSpec{table: spec}, Messages: msgs}, ""); err != nil {
+				return 0, err
+			}
+		}
+		return time.Since(start), nil
+	}
+	appendTook, err := run("import_append", nil)
+	if err != nil {
+		return err
+	}
+	rss := h.peakRSS()
+	dedupTook, err := run("import_dedup", [][]string{{"f0"}})
+	if err != nil {
+		return err
+	}
+	var count int
+	if err := h.conn.QueryRow(ctx, "SELECT count(*) FROM import_dedup").Scan(&count); err != nil || count != n {
+		return fmt.Errorf("import_dedup has %d rows (%v), want %d", count, err, n)
+	}
+	copyRate := float64(n) / copyTook.Seconds()
+	add("| import %d rows × 16 cols, append, batches of %d: rows/s | %s (import_airbyte_records) | %s (COPY FROM STDIN, with PK) | %.0f%% |", n, batch, rate(n, appendTook), rate(n, copyTook), 100*float64(n)/appendTook.Seconds()/copyRate)
+	add("| import, dedup on the primary key: rows/s | %s | %s | %.0f%% |", rate(n, dedupTook), rate(n, copyTook), 100*float64(n)/dedupTook.Seconds()/copyRate)
+	add("| engine peak RSS after append import / after dedup | %.0f MiB / %.0f MiB | | |", rss, h.peakRSS())
+	return nil
+}

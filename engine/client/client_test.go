@@ -1,0 +1,64 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestRetries: 429 and 5xx are retried (honouring Retry-After), 4xx never,
+// and the server's code and message survive.
+func TestRetries(t *testing.T) {
+	var calls atomic.Int64
+	var keys []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := calls.Add(1)
+		keys = append(keys, r.Header.Get("Idempotency-Key"))
+		if r.Header.Get("Authorization") != "Convex k" || r.Header.Get("Convex-Client") != "test-client-1.0.0" {
+			t.Errorf("headers: %v", r.Header)
+		}
+		switch r.URL.Path {
+		case "/api/streaming_import/import_airbyte_records":
+			switch n {
+			case 1:
+				w.Header().Set("Retry-After", "0")
+				w.WriteHeader(http.StatusTooManyRequests)
+			case 2:
+				w.WriteHeader(http.StatusServiceUnavailable)
+			default:
+				w.WriteHeader(http.StatusOK)
+			}
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = w.Write([]byte(`{"code":"MissingIndex","message":"Missing index: t"}`))
+		}
+	}))
+	defer srv.Close()
+	c, err := New(srv.URL, "k", Options{ClientName: "test-client-1.0.0", RetryWaitMin: time.Millisecond, RetryWaitMax: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ImportAirbyteRecords(context.Background(), ImportRequest{}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if calls.Load() != 3 || keys[0] == "" || keys[0] != keys[1] || keys[1] != keys[2] {
+		t.Fatalf("%d calls, idempotency keys %q: want 3 calls with one key", calls.Load(), keys)
+	}
+	calls.Store(0)
+	_, err = c.PrimaryKeyIndexesReady(context.Background(), []string{"t"})
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Code != "MissingIndex" || ce.Status != 400 || ce.Retryable() {
+		t.Fatalf("error %v", err)
+	}
+	if calls.Load() != 1 {
+		t.Fatalf("a 400 was retried: %d calls", calls.Load())
+	}
+	if _, err := New("ftp://x", "k", Options{}); err == nil {
+		t.Fatal("a non-HTTP URL was accepted")
+	}
+}

@@ -35,6 +35,7 @@ type harness struct {
 	port    int
 	engine  *exec.Cmd
 	api     *client.Client
+	closed  bool
 }
 
 func newHarness(ctx context.Context, bin string) (*harness, error) {
@@ -65,6 +66,10 @@ func newHarness(ctx context.Context, bin string) (*harness, error) {
 }
 
 func (h *harness) Close() {
+	if h.closed {
+		return
+	}
+	h.closed = true
 	h.stopEngine()
 	h.conn.Close(context.Background())
 	h.cluster.Stop()

@@ -16,6 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -35,9 +36,15 @@ func main() {
 	debug.SetGCPercent(400)
 	debug.SetMemoryLimit(192 << 20)
 
-	ctx := context.Background()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
 	h, err := newHarness(ctx, *bin)
 	if err != nil {
+		fail(err)
+	}
+	// Failures still stop the engine and remove the cluster.
+	fail := func(err error) {
+		h.Close()
 		fail(err)
 	}
 	defer h.Close()

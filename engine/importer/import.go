@@ -32,6 +32,7 @@ type stream struct {
 	t        tableName
 	key      []keyPath // nil: append
 	schema   *jsonschema.Schema
+	fast     *fastSchema       // the schema, when the one-pass checker handles it
 	declared map[string]string // column types from the JSON Schema
 	cols     []column
 	colIndex map[string]int
@@ -72,13 +73,14 @@ func newStream(api string, d streamDecl) (*stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &stream{t: t, declared: map[string]string{}, colIndex: map[string]int{}}
+	s := &stream{t: t, declared: map[string]string{}, colIndex: map[string]int{}, fast: &fastSchema{additional: true}}
 	if d.PrimaryKey != nil {
 		if s.key, err = validKey(t, *d.PrimaryKey); err != nil {
 			return nil, err
 		}
 	}
 	if d.JSONSchema != nil && string(*d.JSONSchema) != "null" {
+		s.fast = nil
 		c := jsonschema.NewCompiler()
 		c.Draft = jsonschema.Draft7
 		c.LoadURL = loadSchemaURL
@@ -93,6 +95,7 @@ func newStream(api string, d streamDecl) (*stream, error) {
 		}
 		var doc map[string]any
 		if err := json.Unmarshal(*d.JSONSchema, &doc); err == nil {
+			s.fast = compileFast(doc)
 			props, _ := doc["properties"].(map[string]any)
 			names := make([]string, 0, len(props))
 			for name := range props {
@@ -463,6 +466,9 @@ func (r *request) prepare(m message) prepared {
 	if s == nil {
 		return prepared{err: badRequest("MissingStream", "Missing stream for table %s (message %d): declare it in `tables`", m.table, m.idx)}
 	}
+	if p, ok := r.prepareFast(s, m); ok {
+		return p
+	}
 	dec := json.NewDecoder(bytes.NewReader(m.data))
 	dec.UseNumber()
 	var v any
@@ -501,6 +507,46 @@ func (r *request) prepare(m message) prepared {
 		p.fields = append(p.fields, namedField{name: name, kind: kind, value: text})
 	}
 	return p
+}
+
+// prepareFast is prepare for records the one-pass checker accepts; ok is
+// false when the record must go the reference way (invalid, a nested key).
+func (r *request) prepareFast(s *stream, m message) (prepared, bool) {
+	if s.fast == nil {
+		return prepared{}, false
+	}
+	for _, k := range s.key {
+		if len(k) > 1 {
+			return prepared{}, false
+		}
+	}
+	fields, err := scanRecord(m.data, s.fast, make([]namedField, 0, 16))
+	if err != nil {
+		return prepared{}, false
+	}
+	p := prepared{s: s, fields: fields[:0]}
+	present := map[string]bool{}
+	for _, f := range fields {
+		if strings.HasPrefix(f.name, cdcPrefix) {
+			if f.name == cdcPrefix+"deleted_at" && f.kind != kindNull {
+				p.deleted = true
+			}
+			continue
+		}
+		if f.name == "" || len(f.name) > 63 {
+			return prepared{}, false
+		}
+		if f.kind != kindNull {
+			present[f.name] = true
+		}
+		p.fields = append(p.fields, f)
+	}
+	for _, k := range s.key {
+		if !present[k[0]] {
+			return prepared{}, false
+		}
+	}
+	return p, true
 }
 
 // keyValue is the value at a key path, or nil.

@@ -251,97 +251,126 @@ func (r *request) close() {
 // go to per-table spools, so memory does not grow with the body. Any
 // invalid record fails the whole request before anything is written.
 func parseRequest(body io.Reader) (*request, error) {
-	dec := json.NewDecoder(body)
-	dec.UseNumber()
+	br := newBodyReader(body)
 	req := &request{streams: map[string]*stream{}}
 	fail := func(err error) (*request, error) {
 		req.close()
 		return nil, err
 	}
-	if err := expectDelim(dec, '{'); err != nil {
+	if err := br.expect('{'); err != nil {
 		return fail(err)
 	}
 	var early *spool // messages that came before "tables"
-	sawTables, sawMessages := false, false
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return fail(bodyError(err))
+	defer func() {
+		if early != nil {
+			early.close()
 		}
-		switch tok {
-		case "tables":
-			var decls map[string]streamDecl
-			if err := dec.Decode(&decls); err != nil {
-				return fail(bodyError(err))
+	}()
+	sawTables, sawMessages := false, false
+	if c, err := br.ws(); err != nil {
+		return fail(err)
+	} else if c == '}' {
+		br.pos++
+	} else {
+		for more := true; more; {
+			key, err := br.key()
+			if err != nil {
+				return fail(err)
 			}
-			for api, d := range decls {
-				s, err := newStream(api, d)
+			switch key {
+			case "tables":
+				raw, err := br.value()
 				if err != nil {
 					return fail(err)
 				}
-				req.streams[api] = s
-			}
-			sawTables = true
-			if early != nil {
-				if err := req.replay(early); err != nil {
+				var decls map[string]streamDecl
+				if err := json.Unmarshal(raw, &decls); err != nil {
+					return fail(badRequest("BadJsonBody", "Failed to parse `tables`: %v", err))
+				}
+				for api, d := range decls {
+					s, err := newStream(api, d)
+					if err != nil {
+						return fail(err)
+					}
+					req.streams[api] = s
+				}
+				sawTables = true
+				if early != nil {
+					if err := req.replay(early); err != nil {
+						return fail(err)
+					}
+				}
+			case "messages":
+				sawMessages = true
+				if early, err = req.readMessages(br, sawTables); err != nil {
+					return fail(err)
+				}
+			default:
+				if _, err := br.value(); err != nil {
 					return fail(err)
 				}
 			}
-		case "messages":
-			sawMessages = true
-			if err := expectDelim(dec, '['); err != nil {
+			if more, err = br.next('}'); err != nil {
 				return fail(err)
-			}
-			var batch []message
-			for dec.More() {
-				var m struct {
-					TableName *string         `json:"tableName"`
-					Data      json.RawMessage `json:"data"`
-				}
-				if err := dec.Decode(&m); err != nil {
-					return fail(bodyError(err))
-				}
-				if m.TableName == nil {
-					return fail(badRequest("BadJsonBody", "message %d has no tableName", req.n))
-				}
-				if !sawTables {
-					if early == nil {
-						early = &spool{}
-						defer early.close()
-					}
-					raw, _ := json.Marshal(m)
-					if err := early.add(false, []field{{kind: kindJSON, value: raw}}); err != nil {
-						return fail(err)
-					}
-					req.n++
-					continue
-				}
-				batch = append(batch, message{idx: req.n, table: *m.TableName, data: m.Data})
-				req.n++
-				if len(batch) == checkBatch {
-					if err := req.addBatch(batch); err != nil {
-						return fail(err)
-					}
-					batch = batch[:0]
-				}
-			}
-			if err := req.addBatch(batch); err != nil {
-				return fail(err)
-			}
-			if err := expectDelim(dec, ']'); err != nil {
-				return fail(err)
-			}
-		default:
-			var skip json.RawMessage
-			if err := dec.Decode(&skip); err != nil {
-				return fail(bodyError(err))
 			}
 		}
+	}
+	if c, err := br.ws(); err == nil {
+		return fail(br.syntax(fmt.Sprintf("unexpected %q after the body", c)))
+	} else if br.err != nil && !errors.Is(br.err, io.EOF) {
+		return fail(br.err)
 	}
 	if !sawTables || !sawMessages {
 		return fail(badRequest("BadJsonBody", "The body must have both `tables` and `messages`"))
 	}
 	return req, nil
+}
+
+// readMessages reads the messages array, checking records in parallel
+// batches; before the tables are known it only spools them (returned).
+func (r *request) readMessages(br *bodyReader, haveTables bool) (*spool, error) {
+	if err := br.expect('['); err != nil {
+		return nil, err
+	}
+	var early *spool
+	if !haveTables {
+		early = &spool{}
+	}
+	if c, err := br.ws(); err != nil {
+		return early, err
+	} else if c == ']' {
+		br.pos++
+		return early, nil
+	}
+	var batch []message
+	for more := true; more; {
+		raw, err := br.value()
+		if err != nil {
+			return early, err
+		}
+		if early != nil {
+			if err := early.add(false, []field{{kind: kindJSON, value: raw}}); err != nil {
+				return early, err
+			}
+		} else {
+			table, data, err := splitMessage(raw)
+			if err != nil {
+				return nil, badRequest("BadJsonBody", "message %d: %v", r.n, err)
+			}
+			batch = append(batch, message{idx: r.n, table: table, data: append([]byte(nil), data...)})
+			if len(batch) == checkBatch {
+				if err := r.addBatch(batch); err != nil {
+					return nil, err
+				}
+				batch = batch[:0]
+			}
+		}
+		r.n++
+		if more, err = br.next(']'); err != nil {
+			return early, err
+		}
+	}
+	return early, r.addBatch(batch)
 }
 
 // checkBatch is how many messages are checked in parallel at a time.
@@ -358,42 +387,15 @@ func (r *request) replay(early *spool) error {
 		if err := readRecord(rd, &rec); err != nil {
 			return err
 		}
-		var m struct {
-			TableName string          `json:"tableName"`
-			Data      json.RawMessage `json:"data"`
+		table, data, err := splitMessage(rec.fields[0].value)
+		if err != nil {
+			return badRequest("BadJsonBody", "message %d: %v", i, err)
 		}
-		if err := json.Unmarshal(rec.fields[0].value, &m); err != nil {
-			return err
-		}
-		if err := r.addBatch([]message{{idx: i, table: m.TableName, data: m.Data}}); err != nil {
+		if err := r.addBatch([]message{{idx: i, table: table, data: data}}); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-func expectDelim(dec *json.Decoder, d json.Delim) error {
-	tok, err := dec.Token()
-	if err != nil {
-		return bodyError(err)
-	}
-	if tok != d {
-		return badRequest("BadJsonBody", "Failed to parse the JSON body: expected %q, found %v", string(d), tok)
-	}
-	return nil
-}
-
-// bodyError reports a malformed or oversized body.
-func bodyError(err error) error {
-	var tooBig interface{ Error() string }
-	if errors.As(err, &tooBig) && strings.Contains(err.Error(), "request body too large") {
-		return err
-	}
-	var ie *Error
-	if errors.As(err, &ie) {
-		return err
-	}
-	return badRequest("BadJsonBody", "Failed to parse the JSON body: %v", err)
 }
 
 // message is one decoded-but-unchecked message of a request.

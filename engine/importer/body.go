@@ -1,0 +1,286 @@
+package importer
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// bodyReader walks a request body's JSON top level and splits arrays into
+// their elements by finding boundaries only (strings, escapes, nesting);
+// the elements are validated when they are parsed, in parallel. It keeps
+// one buffer, so memory does not grow with the body.
+type bodyReader struct {
+	r        io.Reader
+	buf      []byte
+	pos, end int
+	err      error // from r, reported once the buffer is drained
+	consumed int64
+}
+
+func newBodyReader(r io.Reader) *bodyReader { return newBodyReaderSize(r, 256<<10) }
+
+func newBodyReaderSize(r io.Reader, size int) *bodyReader {
+	return &bodyReader{r: r, buf: make([]byte, size)}
+}
+
+// fill makes at least n unread bytes available if the body has them.
+func (b *bodyReader) fill(n int) bool {
+	for b.end-b.pos < n && b.err == nil {
+		if b.pos > 0 {
+			copy(b.buf, b.buf[b.pos:b.end])
+			b.end -= b.pos
+			b.consumed += int64(b.pos)
+			b.pos = 0
+		}
+		if b.end == len(b.buf) {
+			nb := make([]byte, 2*len(b.buf))
+			copy(nb, b.buf[:b.end])
+			b.buf = nb
+		}
+		m, err := b.r.Read(b.buf[b.end:])
+		b.end += m
+		if err != nil {
+			b.err = err
+		}
+	}
+	return b.end-b.pos >= n
+}
+
+func (b *bodyReader) failure() error {
+	if b.err != nil && !errors.Is(b.err, io.EOF) {
+		return b.err
+	}
+	return badRequest("BadJsonBody", "Failed to parse the JSON body: unexpected end of input")
+}
+
+func (b *bodyReader) syntax(what string) error {
+	return badRequest("BadJsonBody", "Failed to parse the JSON body: %s at byte %d", what, b.consumed+int64(b.pos))
+}
+
+// ws skips whitespace and returns the next byte without consuming it.
+func (b *bodyReader) ws() (byte, error) {
+	for {
+		if !b.fill(1) {
+			return 0, b.failure()
+		}
+		c := b.buf[b.pos]
+		if c != ' ' && c != '\t' && c != '\n' && c != '\r' {
+			return c, nil
+		}
+		b.pos++
+	}
+}
+
+func (b *bodyReader) expect(c byte) error {
+	got, err := b.ws()
+	if err != nil {
+		return err
+	}
+	if got != c {
+		return b.syntax(fmt.Sprintf("expected %q, found %q", c, got))
+	}
+	b.pos++
+	return nil
+}
+
+// value returns the next JSON value's bytes (valid until the next call).
+// While scanning, b.pos stays at the value's start and off counts from it,
+// so refilling (which may move the buffer) keeps positions right.
+func (b *bodyReader) value() ([]byte, error) {
+	c, err := b.ws()
+	if err != nil {
+		return nil, err
+	}
+	at := func(off int) (byte, bool) {
+		if b.pos+off >= b.end && !b.fill(off+1) {
+			return 0, false
+		}
+		return b.buf[b.pos+off], true
+	}
+	off := 0
+	switch {
+	case c == '"':
+		if off, err = b.stringEnd(0); err != nil {
+			return nil, err
+		}
+	case c == '{' || c == '[':
+		for depth := 0; ; {
+			ch, ok := at(off)
+			if !ok {
+				return nil, b.failure()
+			}
+			switch ch {
+			case '"':
+				if off, err = b.stringEnd(off); err != nil {
+					return nil, err
+				}
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+			}
+			off++
+			if depth == 0 {
+				break
+			}
+		}
+	default:
+		for {
+			ch, ok := at(off)
+			if !ok || ch == ',' || ch == '}' || ch == ']' || ch == ' ' || ch == '\n' || ch == '\t' || ch == '\r' {
+				break
+			}
+			off++
+		}
+		if off == 0 {
+			return nil, b.syntax("expected a value")
+		}
+	}
+	v := b.buf[b.pos : b.pos+off]
+	b.pos += off
+	return v, nil
+}
+
+// stringEnd returns the offset just past the string whose quote is at off.
+func (b *bodyReader) stringEnd(off int) (int, error) {
+	off++
+	for {
+		if b.pos+off >= b.end && !b.fill(off+1) {
+			return 0, b.failure()
+		}
+		k := bytes.IndexAny(b.buf[b.pos+off:b.end], "\"\\")
+		if k < 0 {
+			off = b.end - b.pos
+			continue
+		}
+		off += k
+		if b.buf[b.pos+off] == '"' {
+			return off + 1, nil
+		}
+		off += 2 // a backslash and what it escapes
+	}
+}
+
+// key reads an object member's name and its colon.
+func (b *bodyReader) key() (string, error) {
+	raw, err := b.value()
+	if err != nil {
+		return "", err
+	}
+	var k string
+	if err := json.Unmarshal(raw, &k); err != nil {
+		return "", b.syntax("expected a member name")
+	}
+	return k, b.expect(':')
+}
+
+// next consumes a ',' (true: another element follows) or the closer.
+func (b *bodyReader) next(closer byte) (bool, error) {
+	c, err := b.ws()
+	if err != nil {
+		return false, err
+	}
+	b.pos++
+	switch c {
+	case ',':
+		return true, nil
+	case closer:
+		return false, nil
+	}
+	return false, b.syntax(fmt.Sprintf("expected ',' or %q, found %q", closer, c))
+}
+
+// splitMessage extracts a message's tableName and data.
+func splitMessage(raw []byte) (table string, data []byte, err error) {
+	sc := scanner{b: raw}
+	sc.ws()
+	if !sc.eat('{') {
+		return "", nil, errors.New("a message must be an object")
+	}
+	haveTable := false
+	sc.ws()
+	if sc.eat('}') {
+		return "", nil, errors.New("a message needs tableName and data")
+	}
+	for {
+		sc.ws()
+		name, ok := sc.str()
+		if !ok {
+			return "", nil, errors.New("malformed message")
+		}
+		sc.ws()
+		if !sc.eat(':') {
+			return "", nil, errors.New("malformed message")
+		}
+		sc.ws()
+		start := sc.i
+		switch string(name) {
+		case "tableName":
+			t, ok := sc.str()
+			if !ok {
+				return "", nil, errors.New("tableName must be a string")
+			}
+			table, haveTable = string(t), true
+		default:
+			if !sc.skipValue() {
+				return "", nil, errors.New("malformed message")
+			}
+			if string(name) == "data" {
+				data = raw[start:sc.i]
+			}
+		}
+		sc.ws()
+		if sc.eat('}') {
+			break
+		}
+		if !sc.eat(',') {
+			return "", nil, errors.New("malformed message")
+		}
+	}
+	if !haveTable {
+		return "", nil, errors.New("a message needs a tableName")
+	}
+	if data == nil {
+		data = []byte("null")
+	}
+	return table, data, nil
+}
+
+// skipValue passes over one value by its boundaries; the value itself is
+// validated later, when its record is parsed.
+func (s *scanner) skipValue() bool {
+	if s.i >= len(s.b) {
+		return false
+	}
+	switch s.b[s.i] {
+	case '"':
+		_, ok := s.str()
+		return ok
+	case '{', '[':
+		depth := 0
+		for s.i < len(s.b) {
+			switch s.b[s.i] {
+			case '"':
+				if _, ok := s.str(); !ok {
+					return false
+				}
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+			}
+			s.i++
+			if depth == 0 {
+				return true
+			}
+		}
+		return false
+	}
+	_, _, _, ok := s.value()
+	return ok
+}

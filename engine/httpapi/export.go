@@ -224,8 +224,10 @@ func (s *Server) listSnapshot(w http.ResponseWriter, r *http.Request) {
 		next = &snapshotCursor{Session: sess.ID, Table: cur.Table + 1}
 		if next.Table >= len(sess.Tables) {
 			next = nil
-			// Keep the snapshot briefly so a retried last page still works.
-			time.AfterFunc(time.Minute, sess.Close)
+			// Keep the snapshot a moment so a retried last page still works,
+			// but not longer: an open snapshot holds back vacuum and makes
+			// CREATE INDEX CONCURRENTLY wait.
+			time.AfterFunc(5*time.Second, sess.Close)
 		}
 	}
 	if next == nil {

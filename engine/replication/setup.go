@@ -86,9 +86,12 @@ func (r *Replicator) Reconcile(ctx context.Context) ([]*catalog.Table, error) {
 		return nil, err
 	}
 	defer conn.Release()
+	// Don't queue behind long transactions for ALTER TABLE; reset before
+	// the connection goes back to the pool.
 	if _, err := conn.Exec(ctx, "SET lock_timeout = '10s'"); err != nil {
 		return nil, err
 	}
+	defer func() { _, _ = conn.Exec(context.Background(), "RESET lock_timeout") }()
 	pub := pgx.Identifier{r.cfg.Publication}.Sanitize()
 	var exists bool
 	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", r.cfg.Publication).Scan(&exists); err != nil {

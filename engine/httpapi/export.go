@@ -191,20 +191,19 @@ func (s *Server) listSnapshot(w http.ResponseWriter, r *http.Request) {
 	rend := newRenderer(sess.Tables[cur.Table], args.Format)
 	// Pages are rendered by the snapshot session, the next one in the
 	// background while this one travels.
-	prepared, last, exhausted, err := sess.Read(r.Context(), cur.Table, cur.After, snapshotPageLimit, args.Format.String(), func(rows [][][]byte) (any, error) {
+	prepared, last, exhausted, err := sess.Read(r.Context(), cur.Table, cur.After, snapshotPageLimit, args.Format.String(), func() (func([][]byte) error, func() (any, error)) {
 		buf := (*pageBuffers.Get().(*[]byte))[:0]
 		var key []byte
-		var err error
-		for i, values := range rows {
-			if i > 0 {
+		add := func(values [][]byte) error {
+			if len(buf) > 0 {
 				buf = append(buf, ',')
 			}
 			key = rend.table.AppendKey(key[:0], values)
-			if buf, err = rend.appendDoc(buf, docSnapshot, sess.Ts, key, values); err != nil {
-				return nil, err
-			}
+			var err error
+			buf, err = rend.appendDoc(buf, docSnapshot, sess.Ts, key, values)
+			return err
 		}
-		return buf, nil
+		return add, func() (any, error) { return buf, nil }
 	})
 	if err != nil {
 		if errors.Is(err, snapshot.ErrGone) {

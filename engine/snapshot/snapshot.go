@@ -93,7 +93,7 @@ type Session struct {
 	// the open server-side cursor: table index and last ctid fetched
 	cursorTable int
 	cursorAt    string
-	pending     chan *page // a background fetch of the next page
+	ahead       *readAhead // pages being read ahead, if any
 }
 
 // Begin takes a new snapshot of tables (in the order given).
@@ -260,7 +260,7 @@ func (s *Session) Close() {
 	s.m.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.takePrefetched()
+	s.stopAhead()
 	if !s.closed {
 		s.closed = true
 		s.conn.Close(context.Background())
@@ -268,49 +268,32 @@ func (s *Session) Close() {
 	}
 }
 
-// page is a fetched run of rows of one table.
+// page is a fetched and prepared run of rows of one table.
 type page struct {
-	table int
-	after string     // the rows follow this ctid
-	ctids []string   // ctid of each row
-	rows  [][][]byte // text values per row (nil = NULL)
-	err   error
-
-	key        string // the prepare function's key
-	prepared   any
+	table    int
+	after    string // the rows follow this ctid
+	n        int    // rows
+	last     string // ctid of the last row
+	key      string // the prepare function's key
+	prepared any
+	err      error // reading failed: the snapshot is lost
+	// prepareErr is the caller's: the snapshot is fine
 	prepareErr error
-
-	arenas [][]byte // backing memory of rows, returned to arenaPool after use
 }
 
-const arenaSize = 256 << 10
-
-// arenaPool recycles the memory fetched rows are copied into.
-var arenaPool = sync.Pool{New: func() any { b := make([]byte, 0, arenaSize); return &b }}
-
-// recycle returns the page's memory for reuse; its rows are invalid after.
-func (p *page) recycle() {
-	for _, a := range p.arenas {
-		if cap(a) == arenaSize {
-			a = a[:0]
-			arenaPool.Put(&a)
-		}
-	}
-	p.arenas, p.rows = nil, nil
-}
-
-// Prepare turns a page of rows (text values, nil = NULL) into what the
-// caller serves, e.g. rendered JSON. Rows are only valid during the call.
-type Prepare func(rows [][][]byte) (any, error)
+// Prepare starts preparing one page: add receives each row's text values
+// (nil = NULL; valid only during the call) as PostgreSQL sends them, and
+// done returns the page in the form the caller serves, e.g. rendered JSON.
+type Prepare func() (add func(values [][]byte) error, done func() (any, error))
 
 // Read returns the prepared form of up to limit rows of table ti after the
 // row at ctid after ("" = from the start), the ctid of the last row, and
 // whether the table is exhausted.
 //
-// While the caller serves a page, the next one is fetched and prepared in
-// the background with the same prepare function (reused when the next call
-// passes the same key), so PostgreSQL, the engine and the client all work
-// at once.
+// Rows are prepared as they arrive, and while the caller serves a page the
+// following ones are fetched and prepared in the background with the same
+// prepare function (reused when the next call passes the same key), so
+// PostgreSQL, the engine and the client all work at once.
 func (s *Session) Read(ctx context.Context, ti int, after string, limit int, key string, prepare Prepare) (out any, last string, exhausted bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -322,111 +305,143 @@ func (s *Session) Read(ctx context.Context, ti int, after string, limit int, key
 	if ti < 0 || ti >= len(s.Tables) {
 		return nil, "", false, fmt.Errorf("table index %d out of range", ti)
 	}
-	p := s.takePrefetched()
-	if p != nil && p.err != nil {
-		return nil, "", false, s.broken(p.err)
-	}
-	if p == nil || p.table != ti || p.after != after || p.key != key || len(p.ctids) > limit {
-		// Not what was prefetched (a retry, another table or format):
-		// read it now, repositioning the cursor if needed.
+	p := s.takeAhead(ti, after, key, limit)
+	if p == nil {
+		// Not what was read ahead (a retry, another table or format): read
+		// it now, repositioning the cursor if needed.
 		if s.cursorTable != ti || s.cursorAt != after {
 			if err := s.declare(ctx, ti, after); err != nil {
 				return nil, "", false, s.broken(err)
 			}
 		}
-		if p = s.fetch(ctx, ti, after, limit); p.err != nil {
-			return nil, "", false, s.broken(p.err)
-		}
-		p.prepared, p.prepareErr = prepare(p.rows)
-		p.recycle()
+		p = s.fetch(ctx, ti, after, limit, key, prepare)
+	}
+	if p.err != nil {
+		return nil, "", false, s.broken(p.err)
 	}
 	if p.prepareErr != nil {
+		s.stopAhead()
 		if rerr := s.release(ctx); rerr != nil {
 			return nil, "", false, s.broken(rerr)
 		}
 		return nil, "", false, p.prepareErr
 	}
 	last = after
-	if n := len(p.ctids); n > 0 {
-		last = p.ctids[n-1]
+	if p.n > 0 {
+		last = p.last
 	}
-	if len(p.ctids) < limit {
+	if p.n < limit {
+		s.stopAhead()
 		if err := s.release(ctx); err != nil {
 			return nil, "", false, s.broken(err)
 		}
 		return p.prepared, last, true, nil
 	}
-	s.prefetch(ti, last, limit, key, prepare)
+	if s.ahead == nil {
+		s.startAhead(ti, last, limit, key, prepare)
+	}
 	return p.prepared, last, false, nil
 }
 
-// fetch reads the next rows from the open cursor, copying them.
-func (s *Session) fetch(ctx context.Context, ti int, after string, limit int) *page {
-	p := &page{table: ti, after: after}
+// fetch reads and prepares the next rows from the open cursor.
+func (s *Session) fetch(ctx context.Context, ti int, after string, limit int, key string, prepare Prepare) *page {
+	p := &page{table: ti, after: after, key: key}
+	add, done := prepare()
 	rr := s.conn.PgConn().ExecParams(ctx, fmt.Sprintf("FETCH FORWARD %d FROM shapelog_snapshot", limit), nil, nil, nil, nil)
-	var arena []byte
-	var slots [][]byte // row slices are cut from one allocation
+	var last []byte
 	for rr.NextRow() {
 		vals := rr.Values()
-		size := 0
-		for _, v := range vals {
-			size += len(v)
+		last = append(last[:0], vals[0]...)
+		p.n++
+		if p.prepareErr == nil {
+			p.prepareErr = add(vals[1:])
 		}
-		if cap(arena)-len(arena) < size {
-			if size <= arenaSize {
-				arena = (*arenaPool.Get().(*[]byte))[:0]
-			} else {
-				arena = make([]byte, 0, size)
-			}
-			p.arenas = append(p.arenas, arena)
-		}
-		if len(slots) < len(vals)-1 {
-			slots = make([][]byte, 64*(len(vals)-1))
-		}
-		row := slots[: len(vals)-1 : len(vals)-1]
-		slots = slots[len(vals)-1:]
-		for i, v := range vals[1:] {
-			if v != nil {
-				arena = append(arena, v...)
-				row[i] = arena[len(arena)-len(v) : len(arena) : len(arena)]
-			}
-		}
-		p.ctids = append(p.ctids, string(vals[0]))
-		p.rows = append(p.rows, row)
 	}
 	if _, err := rr.Close(); err != nil {
 		p.err = err
 		return p
 	}
-	if n := len(p.ctids); n > 0 {
-		s.cursorAt = p.ctids[n-1]
+	if p.n > 0 {
+		p.last = string(last)
+		s.cursorAt = p.last
+	}
+	if p.prepareErr == nil {
+		p.prepared, p.prepareErr = done()
 	}
 	return p
 }
 
-// prefetch fetches and prepares the page after last in the background.
-func (s *Session) prefetch(ti int, last string, limit int, key string, prepare Prepare) {
-	ch := make(chan *page, 1)
-	s.pending = ch
-	go func() {
-		p := s.fetch(context.Background(), ti, last, limit)
-		if p.err == nil {
-			p.key = key
-			p.prepared, p.prepareErr = prepare(p.rows)
-			p.recycle()
-		}
-		ch <- p
-	}()
+// readAhead fetches and prepares the pages that follow a served one in the
+// background. It holds the connection until stopped.
+type readAhead struct {
+	ti    int
+	key   string
+	next  string     // the next page delivered follows this ctid
+	ready chan *page // prepared pages, in order
+	stop  chan struct{}
+	done  chan struct{} // closed once the connection is free again
 }
 
-// takePrefetched waits for a background fetch, if one runs, and returns it.
-func (s *Session) takePrefetched() *page {
-	if s.pending == nil {
+func (s *Session) startAhead(ti int, after string, limit int, key string, prepare Prepare) {
+	ra := &readAhead{ti: ti, key: key, next: after, ready: make(chan *page, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(ra.done)
+		defer close(ra.ready)
+		for {
+			select {
+			case <-ra.stop:
+				return
+			default:
+			}
+			p := s.fetch(context.Background(), ti, after, limit, key, prepare)
+			select {
+			case ra.ready <- p:
+			case <-ra.stop:
+				return
+			}
+			if p.err != nil || p.prepareErr != nil || p.n < limit {
+				return
+			}
+			after = p.last
+		}
+	}()
+	s.ahead = ra
+}
+
+// takeAhead returns the next read-ahead page when it is the one asked for
+// (table ti after after, prepared with key); otherwise it stops reading
+// ahead and returns nil. A last page (short, or failed) also ends it.
+func (s *Session) takeAhead(ti int, after, key string, limit int) *page {
+	ra := s.ahead
+	if ra == nil {
 		return nil
 	}
-	p := <-s.pending
-	s.pending = nil
+	if ra.ti != ti || ra.key != key || ra.next != after {
+		s.stopAhead()
+		return nil
+	}
+	p, ok := <-ra.ready
+	if !ok {
+		s.stopAhead()
+		return nil
+	}
+	if p.err != nil || p.prepareErr != nil || p.n < limit {
+		s.stopAhead()
+	} else {
+		ra.next = p.last
+	}
 	return p
+}
+
+// stopAhead ends reading ahead and waits until the connection is free.
+func (s *Session) stopAhead() {
+	ra := s.ahead
+	if ra == nil {
+		return
+	}
+	s.ahead = nil
+	close(ra.stop)
+	<-ra.done
 }
 
 // release ends the reading of the current table and drops its lock.
@@ -470,6 +485,7 @@ func (s *Session) declare(ctx context.Context, ti int, after string) error {
 
 // broken closes a session whose transaction failed: its snapshot is lost.
 func (s *Session) broken(err error) error {
+	s.stopAhead()
 	s.closed = true
 	s.conn.Close(context.Background())
 	go func() {

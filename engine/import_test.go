@@ -31,6 +31,16 @@ func apiClient(t *testing.T, base string) *client.Client {
 	return c
 }
 
+// importSetup gives an import test a database, an engine on it and a
+// client of the engine.
+func importSetup(t *testing.T) (*pgx.Conn, *client.Client, context.Context) {
+	t.Helper()
+	dbURL := pgtest.NewDatabase(t)
+	conn := connect(t, dbURL)
+	e := startEngine(t, dbURL)
+	return conn, apiClient(t, e.URL()), context.Background()
+}
+
 func msgs(table string, docs ...string) []client.Message {
 	out := make([]client.Message, len(docs))
 	for i, d := range docs {
@@ -99,11 +109,7 @@ const typesSchema = `{"type":"object","properties":{
 	"wk":{"$ref":"WellKnownTypes.json#/definitions/TimestampWithTimezone"}}}`
 
 func TestImportTypesAndAppend(t *testing.T) {
-	dbURL := pgtest.NewDatabase(t)
-	conn := connect(t, dbURL)
-	e := startEngine(t, dbURL)
-	c := apiClient(t, e.URL())
-	ctx := context.Background()
+	conn, c, ctx := importSetup(t)
 	req := client.ImportRequest{
 		Tables: map[string]client.TableSpec{"typed": {JSONSchema: json.RawMessage(typesSchema)}},
 		Messages: msgs("typed",
@@ -134,11 +140,7 @@ func TestImportTypesAndAppend(t *testing.T) {
 }
 
 func TestImportSchemaEvolution(t *testing.T) {
-	dbURL := pgtest.NewDatabase(t)
-	conn := connect(t, dbURL)
-	e := startEngine(t, dbURL)
-	c := apiClient(t, e.URL())
-	ctx := context.Background()
+	conn, c, ctx := importSetup(t)
 	v1 := client.TableSpec{JSONSchema: json.RawMessage(`{"type":"object","properties":{"id":{"type":"integer"},"qty":{"type":"integer"}}}`)}
 	if err := c.ImportAirbyteRecords(ctx, client.ImportRequest{Tables: map[string]client.TableSpec{"evo": v1}, Messages: msgs("evo", `{"id":1,"qty":2}`)}, ""); err != nil {
 		t.Fatal(err)
@@ -160,11 +162,7 @@ func TestImportSchemaEvolution(t *testing.T) {
 }
 
 func TestImportDedupAndDeletes(t *testing.T) {
-	dbURL := pgtest.NewDatabase(t)
-	conn := connect(t, dbURL)
-	e := startEngine(t, dbURL)
-	c := apiClient(t, e.URL())
-	ctx := context.Background()
+	conn, c, ctx := importSetup(t)
 	schema := json.RawMessage(`{"type":"object","properties":{"region":{"type":"string"},"id":{"type":"integer"},"v":{"type":"string"},"meta":{"type":"object"},"_ab_cdc_deleted_at":{"type":["null","string"]}}}`)
 	composite := client.TableSpec{PrimaryKey: [][]string{{"region"}, {"id"}}, JSONSchema: schema}
 	nested := client.TableSpec{PrimaryKey: [][]string{{"meta", "ref"}}, JSONSchema: schema}
@@ -209,11 +207,7 @@ func TestImportDedupAndDeletes(t *testing.T) {
 }
 
 func TestImportRejectsWholeBatch(t *testing.T) {
-	dbURL := pgtest.NewDatabase(t)
-	conn := connect(t, dbURL)
-	e := startEngine(t, dbURL)
-	c := apiClient(t, e.URL())
-	ctx := context.Background()
+	conn, c, ctx := importSetup(t)
 	tables := map[string]client.TableSpec{"strict": {JSONSchema: json.RawMessage(`{"type":"object","properties":{"id":{"type":"integer"},"price":{"type":"number"}},"required":["id"]}`)}}
 	if err := c.ImportAirbyteRecords(ctx, client.ImportRequest{Tables: tables, Messages: msgs("strict", `{"id":1,"price":1.5}`)}, ""); err != nil {
 		t.Fatal(err)
@@ -296,11 +290,7 @@ func TestImportEndpointsErrors(t *testing.T) {
 }
 
 func TestImportIdentifiersAndClear(t *testing.T) {
-	dbURL := pgtest.NewDatabase(t)
-	conn := connect(t, dbURL)
-	e := startEngine(t, dbURL)
-	c := apiClient(t, e.URL())
-	ctx := context.Background()
+	conn, c, ctx := importSetup(t)
 	name := `Weird Schema."Ta.ble ""x""; DROP TABLE t; --"`
 	tables := map[string]client.TableSpec{name: {PrimaryKey: [][]string{{"Key Col"}}}}
 	if err := c.ImportAirbyteRecords(ctx, client.ImportRequest{Tables: tables, Messages: msgs(name, `{"Key Col":"k1","ü ber":"v","quote\"d":1}`)}, ""); err != nil {
@@ -401,11 +391,7 @@ func (d *discardWriter) WriteHeader(s int)           { d.status = s }
 // TestIndexBuildOnExistingData: a key index over existing rows is built
 // concurrently; duplicate keys make the build fail, reported by readiness.
 func TestIndexBuildOnExistingData(t *testing.T) {
-	dbURL := pgtest.NewDatabase(t)
-	conn := connect(t, dbURL)
-	e := startEngine(t, dbURL)
-	c := apiClient(t, e.URL())
-	ctx := context.Background()
+	conn, c, ctx := importSetup(t)
 	mustExec(t, conn, `CREATE TABLE existing (id bigint, v text); INSERT INTO existing SELECT g, 'v' FROM generate_series(1, 20000) g`)
 	mustExec(t, conn, `CREATE TABLE dupes (id bigint); INSERT INTO dupes VALUES (1), (1)`)
 	if err := c.AddPrimaryKeyIndexes(ctx, map[string][][]string{"existing": {{"id"}}, "dupes": {{"id"}}}); err != nil {

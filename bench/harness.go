@@ -296,8 +296,16 @@ func (h *harness) changesBench(ctx context.Context, n int, add func(string, ...a
 	if err != nil {
 		return err
 	}
-	if _, err := h.conn.Exec(ctx, `SELECT pg_drop_replication_slot('bench_plain')`); err != nil {
-		return err
+	// The walsender may outlive the client's connection by a moment.
+	for i := 0; ; i++ {
+		_, err := h.conn.Exec(ctx, `SELECT pg_drop_replication_slot('bench_plain')`)
+		if err == nil {
+			break
+		}
+		if i == 100 {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	start = time.Now()
 	if err := h.startEngine(); err != nil {

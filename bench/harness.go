@@ -369,6 +369,11 @@ func (h *harness) rssBench(ctx context.Context, rows int, add func(string, ...an
 	if err := h.createTable(ctx, "big", rows); err != nil {
 		return err
 	}
+	// A fresh engine process, so its peak RSS is this snapshot's alone.
+	h.stopEngine()
+	if err := h.startEngine(); err != nil {
+		return err
+	}
 	docs, bytes, took, err := h.readSnapshot(ctx, "big")
 	if err != nil {
 		return err

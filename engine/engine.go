@@ -69,7 +69,7 @@ func Start(ctx context.Context, c Config, log zerolog.Logger) (*Engine, error) {
 		poolCfg.ConnConfig.RuntimeParams[k] = v
 	}
 	poolCfg.ConnConfig.RuntimeParams["application_name"] = "shapelog"
-	poolCfg.MaxConns = 8
+	poolCfg.MaxConns = 20
 	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		return nil, fmt.Errorf("DATABASE_URL: %w", err)

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand"
 	"net/http"
@@ -264,5 +265,32 @@ func TestExportErrors(t *testing.T) {
 	r := get(t, base, "/api/document_deltas", url.Values{"cursor": {fmt.Sprint(snap)}})
 	if r.Status != http.StatusBadRequest || r.errorCode(t) != "InvalidWindowToReadDocuments" {
 		t.Fatalf("expired cursor: %d %s", r.Status, r.Body)
+	}
+}
+
+func TestUnknownRoutesAndMethods(t *testing.T) {
+	e := startEngine(t, pgtest.NewDatabase(t))
+	for _, c := range []struct {
+		method, path string
+		status       int
+		code         string
+	}{
+		{http.MethodDelete, "/api/list_snapshot", 405, "MethodNotAllowed"},
+		{http.MethodPost, "/api/json_schemas", 405, "MethodNotAllowed"},
+		{http.MethodGet, "/api/streaming_import/clear_tables", 405, "MethodNotAllowed"},
+		{http.MethodGet, "/api/nope", 404, "NotFound"},
+	} {
+		req, _ := http.NewRequest(c.method, e.URL()+c.path, nil)
+		req.Header.Set("Authorization", "Convex "+testKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct{ Code string }
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if resp.StatusCode != c.status || body.Code != c.code {
+			t.Errorf("%s %s: %d %s, want %d %s", c.method, c.path, resp.StatusCode, body.Code, c.status, c.code)
+		}
 	}
 }

@@ -74,6 +74,13 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("PUT /api/streaming_import/clear_tables", s.admin(s.clearTables))
 	mux.Handle("POST /api/streaming_import/replace_tables", s.admin(s.replaceTables))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		// A known path with another method: the routes above are by method.
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut} {
+			if _, pattern := mux.Handler(&http.Request{Method: m, URL: r.URL, Host: r.Host}); pattern != "/api/" {
+				writeError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", r.Method+" is not allowed on "+r.URL.Path)
+				return
+			}
+		}
 		writeError(w, http.StatusNotFound, "NotFound", "No such endpoint: "+r.Method+" "+r.URL.Path)
 	})
 	return s.logRequests(mux)

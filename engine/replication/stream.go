@@ -201,6 +201,9 @@ func (s *streamer) handleRelation(ctx context.Context, m *pglogrepl.RelationMess
 	table := &catalog.Table{OID: m.RelationID, Schema: m.Namespace, Name: m.RelationName, ReplicaIdentity: m.ReplicaIdentity}
 	for _, c := range m.Columns {
 		rel.Columns = append(rel.Columns, shapelog.Column{Name: c.Name, TypeOID: c.DataType, TypeMod: c.TypeModifier})
+		// A RELATION message comes after a schema change (and on every new
+		// session): look user-defined types up afresh (new enum values).
+		s.r.types.Forget(c.DataType)
 		typ, err := s.r.types.Lookup(ctx, s.r.pool, c.DataType)
 		if err != nil {
 			return fmt.Errorf("resolving type of %s.%s.%s: %w", m.Namespace, m.RelationName, c.Name, err)

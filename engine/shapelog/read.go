@@ -2,7 +2,6 @@ package shapelog
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 
 	"github.com/cockroachdb/pebble"
@@ -109,20 +108,6 @@ func (it *Iter) Close() error {
 		return it.err
 	}
 	return err
-}
-
-// CommitAt returns the commit record of the transaction at ts.
-func (s *Store) CommitAt(ts int64) (Commit, bool, error) {
-	v, closer, err := s.db.Get(cKey(ts))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return Commit{}, false, nil
-	}
-	if err != nil {
-		return Commit{}, false, err
-	}
-	defer closer.Close()
-	c, err := decodeCommit(ts, v)
-	return c, err == nil, err
 }
 
 // LastTsBefore returns the ts of the last logged transaction whose commit LSN

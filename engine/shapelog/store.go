@@ -256,23 +256,6 @@ func nextTs(last, t int64) int64 {
 	return t
 }
 
-// Reserve allocates a timestamp at or after now (ns) that no transaction will
-// ever share, durably, and makes it visible. Snapshots use it to name a point
-// between two transactions.
-func (s *Store) Reserve(now int64) (int64, error) {
-	s.wmu.Lock()
-	st := s.written
-	st.Ts = nextTs(st.Ts, now)
-	if err := s.db.Set(stateKey, st.encode(), pebble.Sync); err != nil {
-		s.wmu.Unlock()
-		return 0, err
-	}
-	s.written = st
-	s.wmu.Unlock()
-	s.publish(st)
-	return st.Ts, nil
-}
-
 // Init starts an empty log at the replication slot's consistent point: the
 // log's horizon is a fresh timestamp, and the log begins after lsn.
 func (s *Store) Init(now int64, lsn uint64) error {

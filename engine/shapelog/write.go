@@ -67,16 +67,6 @@ func (s *Store) Relation(oid, version uint32) (*Relation, error) {
 	return vs[version-1], nil
 }
 
-// LatestRelation returns the newest stored version of a table, or nil.
-func (s *Store) LatestRelation(oid uint32) *Relation {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if vs := s.relations[oid]; len(vs) > 0 {
-		return vs[len(vs)-1]
-	}
-	return nil
-}
-
 // batchBytes is how much a transaction buffers before writing a partial
 // batch, so memory stays bounded for transactions of any size.
 const batchBytes = 4 << 20

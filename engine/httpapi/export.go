@@ -159,7 +159,19 @@ type snapshotCursor struct {
 	After   string `json:"after"`
 }
 
-var ctidPattern = regexp.MustCompile(`^\(\d{1,10},\d{1,5}\)$`)
+var ctidPattern = regexp.MustCompile(`^\((\d{1,10}),(\d{1,5})\)$`)
+
+// validCtid accepts a tuple id PostgreSQL will take: block < 2^32,
+// offset < 2^16 (a rejected one would abort the snapshot's transaction).
+func validCtid(s string) bool {
+	m := ctidPattern.FindStringSubmatch(s)
+	if m == nil {
+		return false
+	}
+	block, err1 := strconv.ParseUint(m[1], 10, 32)
+	offset, err2 := strconv.ParseUint(m[2], 10, 16)
+	return err1 == nil && err2 == nil && block <= 1<<32-1 && offset <= 1<<16-1
+}
 
 func parseSnapshotCursor(s string) (*snapshotCursor, *apiError) {
 	var c snapshotCursor
@@ -167,7 +179,7 @@ func parseSnapshotCursor(s string) (*snapshotCursor, *apiError) {
 	if err := json.Unmarshal([]byte(s), &c); err != nil || c.Session == "" || c.Table < 0 {
 		return nil, bad
 	}
-	if c.After != "" && !ctidPattern.MatchString(c.After) {
+	if c.After != "" && !validCtid(c.After) {
 		return nil, bad
 	}
 	return &c, nil

@@ -641,11 +641,11 @@ func copyText(dst []byte, f field, typ string) ([]byte, error) {
 
 // copySource streams a stream's spooled records as COPY text rows: every
 // column, preceded by the sequence and deleted flag when staged.
-func copySource(s *stream, w *io.PipeWriter, staged bool) {
+func copySource(s *stream, w *io.PipeWriter, staged bool) (err error) {
+	defer func() { w.CloseWithError(err) }()
 	rd, err := s.spool.reader()
 	if err != nil {
-		w.CloseWithError(err)
-		return
+		return err
 	}
 	bw := bufio.NewWriterSize(w, 256<<10)
 	var rec record
@@ -653,8 +653,7 @@ func copySource(s *stream, w *io.PipeWriter, staged bool) {
 	vals := make([]*field, len(s.cols))
 	for seq := 0; seq < s.spool.n; seq++ {
 		if err := readRecord(rd, &rec); err != nil {
-			w.CloseWithError(err)
-			return
+			return err
 		}
 		for i := range vals {
 			vals[i] = nil
@@ -680,17 +679,15 @@ func copySource(s *stream, w *io.PipeWriter, staged bool) {
 				continue
 			}
 			if line, err = copyText(line, *f, s.cols[i].typ); err != nil {
-				w.CloseWithError(badRequest("InvalidValue", "table %s, field %s: %v", s.t.api, s.cols[i].name, err))
-				return
+				return badRequest("InvalidValue", "table %s, field %s: %v", s.t.api, s.cols[i].name, err)
 			}
 		}
 		line = append(line, '\n')
 		if _, err := bw.Write(line); err != nil {
-			w.CloseWithError(err)
-			return
+			return err
 		}
 	}
-	w.CloseWithError(bw.Flush())
+	return bw.Flush()
 }
 
 // load writes a parsed request in one transaction. A repeated
@@ -739,7 +736,8 @@ func (im *Importer) loadStream(ctx context.Context, tx pgx.Tx, s *stream) error 
 	if err := createSchemaTable(ctx, tx, s.t, s.cols); err != nil {
 		return err
 	}
-	if err := evolve(ctx, tx, s); err != nil {
+	others, err := evolve(ctx, tx, s)
+	if err != nil {
 		return err
 	}
 	if s.key != nil {
@@ -773,22 +771,25 @@ func (im *Importer) loadStream(ctx context.Context, tx pgx.Tx, s *stream) error 
 	if err := copyRows(ctx, tx, s, "COPY _shapelog_stage (_shapelog_seq, _shapelog_deleted, "+list+") FROM STDIN", true); err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, mergeSQL(s, cols)); err != nil {
+	if _, err := tx.Exec(ctx, mergeSQL(s, cols, others)); err != nil {
 		return explain(err)
 	}
-	_, err := tx.Exec(ctx, "DROP TABLE _shapelog_stage")
+	_, err = tx.Exec(ctx, "DROP TABLE _shapelog_stage")
 	return err
 }
 
 // copyRows streams the stream's records through one COPY.
 func copyRows(ctx context.Context, tx pgx.Tx, s *stream, sql string, staged bool) error {
 	pr, pw := io.Pipe()
-	go copySource(s, pw, staged)
+	srcErr := make(chan error, 1)
+	go func() { srcErr <- copySource(s, pw, staged) }()
 	_, err := tx.Conn().PgConn().CopyFrom(ctx, pr, sql)
 	pr.Close()
 	if err != nil {
+		// A bad value stops the source; the server then only reports the
+		// aborted COPY, so the source's own error is the one to return.
 		var ie *Error
-		if errors.As(err, &ie) {
+		if e := <-srcErr; errors.As(e, &ie) {
 			return ie
 		}
 		return explain(err)
@@ -798,8 +799,9 @@ func copyRows(ctx context.Context, tx pgx.Tx, s *stream, sql string, staged bool
 
 // mergeSQL upserts the newest record per key and deletes the keys whose
 // newest record is a CDC delete, in one statement. A record replaces the
-// row's columns, as the newest version of a document does.
-func mergeSQL(s *stream, cols []string) string {
+// whole row, as the newest version of a document does: the table's columns
+// the records do not carry (others) become NULL.
+func mergeSQL(s *stream, cols, others []string) string {
 	keys := make([]string, len(s.key))
 	match := make([]string, len(s.key))
 	target := make([]string, len(s.key))
@@ -820,6 +822,9 @@ func mergeSQL(s *stream, cols []string) string {
 			sets = append(sets, c+" = EXCLUDED."+c)
 		}
 	}
+	for _, c := range others {
+		sets = append(sets, pgx.Identifier{c}.Sanitize()+" = NULL")
+	}
 	conflict := "DO NOTHING"
 	if len(sets) > 0 {
 		conflict = "DO UPDATE SET " + strings.Join(sets, ", ")
@@ -835,22 +840,22 @@ func mergeSQL(s *stream, cols []string) string {
 // evolve makes the table hold every column of the stream with a type wide
 // enough for its values: missing columns are added, narrower ones widened;
 // while the table is empty its columns simply take the declared types.
-func evolve(ctx context.Context, tx pgx.Tx, s *stream) error {
+func evolve(ctx context.Context, tx pgx.Tx, s *stream) (others []string, err error) {
 	have := map[string]string{}
 	rows, err := tx.Query(ctx, `SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
 		WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`, s.t.ident())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for rows.Next() {
 		var name, typ string
 		if err := rows.Scan(&name, &typ); err != nil {
-			return err
+			return nil, err
 		}
 		have[name] = typ
 	}
 	if err := rows.Err(); err != nil {
-		return err
+		return nil, err
 	}
 	var empty *bool
 	isEmpty := func() (bool, error) {
@@ -867,7 +872,7 @@ func evolve(ctx context.Context, tx pgx.Tx, s *stream) error {
 		cur, ok := have[c.name]
 		if !ok {
 			if err := addColumns(ctx, tx, s.t, s.cols[i:i+1]); err != nil {
-				return err
+				return nil, err
 			}
 			continue
 		}
@@ -877,7 +882,7 @@ func evolve(ctx context.Context, tx pgx.Tx, s *stream) error {
 		}
 		e, err := isEmpty()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		to := c.typ
 		if !e {
@@ -893,11 +898,17 @@ func evolve(ctx context.Context, tx pgx.Tx, s *stream) error {
 			using = "to_jsonb(" + col + ")"
 		}
 		if _, err := tx.Exec(ctx, "ALTER TABLE "+s.t.ident()+" ALTER COLUMN "+col+" TYPE "+to+" USING "+using); err != nil {
-			return explain(err)
+			return nil, explain(err)
 		}
 		s.cols[i].typ = to
 	}
-	return nil
+	for name := range have {
+		if _, ok := s.colIndex[name]; !ok {
+			others = append(others, name)
+		}
+	}
+	sort.Strings(others)
+	return others, nil
 }
 
 // addColumns adds the columns a table lacks.

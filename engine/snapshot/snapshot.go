@@ -300,6 +300,11 @@ func (s *Session) Read(ctx context.Context, ti int, after string, limit int, key
 	if s.closed {
 		return nil, "", false, ErrGone
 	}
+	// A cancelled request must not cancel I/O on the snapshot connection:
+	// pgx closes a connection whose query is cancelled, which would lose the
+	// snapshot the client is about to retry.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
+	defer cancel()
 	s.lastUsed = time.Now()
 	defer func() { s.lastUsed = time.Now() }()
 	if ti < 0 || ti >= len(s.Tables) {

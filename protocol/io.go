@@ -161,6 +161,16 @@ func (w *Writer) WriteLine(line []byte, flush bool) error {
 	return w.err
 }
 
+// WriteLines writes already encoded, newline-terminated messages.
+func (w *Writer) WriteLines(lines []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err == nil {
+		_, w.err = w.w.Write(lines)
+	}
+	return w.err
+}
+
 // Flush writes out buffered messages.
 func (w *Writer) Flush() error {
 	w.mu.Lock()

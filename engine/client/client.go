@@ -208,6 +208,8 @@ type SnapshotRequest struct {
 	Snapshot  *int64 // from the first page, on later pages
 	Cursor    *string
 	Format    string // "json" (default) or "convex_json"
+	// Limit is the page size in rows; 0 = the server's default (1024).
+	Limit int
 }
 
 // SnapshotPage is one list_snapshot page. Values are raw JSON documents.
@@ -232,6 +234,9 @@ func (c *Client) ListSnapshot(ctx context.Context, r SnapshotRequest) (*Snapshot
 	}
 	if r.Format != "" {
 		q.Set("format", r.Format)
+	}
+	if r.Limit > 0 {
+		q.Set("limit", strconv.Itoa(r.Limit))
 	}
 	var page SnapshotPage
 	if err := c.do(ctx, http.MethodGet, "/api/list_snapshot", q, nil, nil, &page); err != nil {

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
+
+	"github.com/shapelog/shapelog/engine/catalog"
 )
 
 // TableSpec declares one table of an import: its primary key (nil = append
@@ -106,3 +108,7 @@ func (c *Client) PrimaryKeyIndexesReady(ctx context.Context, tables []string) (b
 func (c *Client) ClearTables(ctx context.Context, tables []string) error {
 	return c.do(ctx, http.MethodPut, "/api/streaming_import/clear_tables", nil, map[string]any{"tableNames": tables}, nil, nil)
 }
+
+// TableName is the API name of table in schema ("t" in public, "s.t"
+// otherwise, quoting parts that contain '.' or '"').
+func TableName(schema, table string) string { return catalog.APIName(schema, table) }

@@ -17,6 +17,22 @@ var errSyntax = errors.New("malformed JSON in response")
 
 // decodeObject splits a JSON object into its members' raw values.
 func decodeObject(b []byte, fields map[string]*json.RawMessage) error {
+	return ObjectFields(b, func(key, value []byte) error {
+		name, err := FieldName(key)
+		if err != nil {
+			return err
+		}
+		if dst := fields[name]; dst != nil {
+			*dst = value
+		}
+		return nil
+	})
+}
+
+// ObjectFields calls fn with each member of the JSON object b: the key as
+// written (a JSON string, quotes included; see FieldName) and the raw value.
+// Both slices alias b. It checks the structure, not every value's syntax.
+func ObjectFields(b []byte, fn func(key, value []byte) error) error {
 	i := skipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return errSyntax
@@ -29,25 +45,22 @@ func decodeObject(b []byte, fields map[string]*json.RawMessage) error {
 		if i >= len(b) || b[i] != '"' {
 			return errSyntax
 		}
-		end, err := scanValue(b, i)
+		keyEnd, err := scanValue(b, i)
 		if err != nil {
 			return err
 		}
-		var key string
-		if err := json.Unmarshal(b[i:end], &key); err != nil {
-			return err
-		}
-		i = skipSpace(b, end)
+		key := b[i:keyEnd:keyEnd]
+		i = skipSpace(b, keyEnd)
 		if i >= len(b) || b[i] != ':' {
 			return errSyntax
 		}
 		i = skipSpace(b, i+1)
-		end, err = scanValue(b, i)
+		end, err := scanValue(b, i)
 		if err != nil {
 			return err
 		}
-		if dst := fields[key]; dst != nil {
-			*dst = b[i:end:end]
+		if err := fn(key, b[i:end:end]); err != nil {
+			return err
 		}
 		i = skipSpace(b, end)
 		if i >= len(b) {
@@ -61,6 +74,16 @@ func decodeObject(b []byte, fields map[string]*json.RawMessage) error {
 		}
 		i = skipSpace(b, i+1)
 	}
+}
+
+// FieldName decodes a key ObjectFields returned.
+func FieldName(key []byte) (string, error) {
+	if bytes.IndexByte(key, '\\') < 0 {
+		return string(key[1 : len(key)-1]), nil
+	}
+	var name string
+	err := json.Unmarshal(key, &name)
+	return name, err
 }
 
 // splitArray returns the raw elements of a JSON array.

@@ -149,7 +149,11 @@ func tableOf(ctx context.Context, s *Server, rel *shapelog.Relation) (*catalog.T
 	return t, nil
 }
 
-// tableSchema is the JSON Schema of a table's exported documents.
+// tableSchema is the JSON Schema of a table's exported documents. Besides
+// Convex's keywords it carries ours, which validators ignore: $schemaName
+// and $tableName (the PostgreSQL names, so clients need not parse the API
+// name), $primaryKey (the primary key's fields, absent without one) and,
+// on each column, $pgType (its type as format_type prints it).
 func tableSchema(t *catalog.Table, f catalog.Format, delta bool) map[string]any {
 	props := map[string]any{
 		fieldID:    map[string]any{"type": "string", "$description": "document id: the row's key, " + `"schema"."table"/"key value"/…`},
@@ -166,6 +170,9 @@ func tableSchema(t *catalog.Table, f catalog.Format, delta bool) map[string]any 
 		if !c.NotNull {
 			s = nullable(s)
 		}
+		if c.Type != nil {
+			s["$pgType"] = c.Type.Name
+		}
 		name := fieldName(c.Name)
 		props[name] = s
 		// Tombstones carry only key columns, so with deltas only those are
@@ -179,13 +186,23 @@ func tableSchema(t *catalog.Table, f catalog.Format, delta bool) map[string]any 
 		props[fieldTruncated] = map[string]any{"type": "boolean", "$description": "present (true) on the tombstone a TRUNCATE leaves: every row of the table is deleted"}
 	}
 	sort.Strings(required)
-	return map[string]any{
+	out := map[string]any{
 		"$schema":              "http://json-schema.org/draft-07/schema#",
 		"type":                 "object",
 		"properties":           props,
 		"required":             required,
 		"additionalProperties": false,
+		"$schemaName":          t.Schema,
+		"$tableName":           t.Name,
 	}
+	if len(t.Key) > 0 {
+		key := make([]string, len(t.Key))
+		for i, k := range t.Key {
+			key[i] = fieldName(t.Columns[k].Name)
+		}
+		out["$primaryKey"] = key
+	}
+	return out
 }
 
 // nullable allows null besides what s allows.

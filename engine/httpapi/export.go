@@ -1,6 +1,8 @@
 package httpapi
 
 import (
+	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,9 +19,9 @@ import (
 )
 
 const (
-	snapshotPageLimit = 1024
-	deltasPageDefault = 128
-	deltasPageMax     = 100_000
+	snapshotPageDefault = 1024
+	deltasPageDefault   = 128
+	deltasPageMax       = 100_000
 )
 
 // exportArgs are list_snapshot's and document_deltas' arguments, from the
@@ -145,11 +147,46 @@ func (s *Server) jsonSchemas(w http.ResponseWriter, r *http.Request) {
 		s.writeFailure(w, err)
 		return
 	}
+	estimates, err := s.rowEstimates(r.Context(), tables)
+	if err != nil {
+		s.writeFailure(w, err)
+		return
+	}
 	out := map[string]any{}
 	for _, t := range tables {
-		out[catalog.APIName(t.Schema, t.Name)] = tableSchema(t, format, delta)
+		schema := tableSchema(t, format, delta)
+		schema["$rowEstimate"] = estimates[t.OID]
+		out[catalog.APIName(t.Schema, t.Name)] = schema
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// rowEstimates returns the planner's row count estimate of each table (the
+// sum over its leaf partitions; 0 for a table never analyzed).
+func (s *Server) rowEstimates(ctx context.Context, tables []*catalog.Table) (map[uint32]int64, error) {
+	oids := make([]uint32, len(tables))
+	for i, t := range tables {
+		oids[i] = t.OID
+	}
+	rows, err := s.pool.Query(ctx, `
+		SELECT t.oid, coalesce(sum(greatest(c.reltuples, 0)), 0)::int8
+		FROM unnest($1::oid[]) AS t(oid), pg_partition_tree(t.oid) AS p
+		JOIN pg_class c ON c.oid = p.relid
+		WHERE p.isleaf
+		GROUP BY t.oid`, oids)
+	if err != nil {
+		return nil, err
+	}
+	out := map[uint32]int64{}
+	for rows.Next() {
+		var oid uint32
+		var n int64
+		if err := rows.Scan(&oid, &n); err != nil {
+			return nil, err
+		}
+		out[oid] = n
+	}
+	return out, rows.Err()
 }
 
 // snapshotCursor is list_snapshot's opaque cursor.
@@ -203,7 +240,7 @@ func (s *Server) listSnapshot(w http.ResponseWriter, r *http.Request) {
 	rend := newRenderer(sess.Tables[cur.Table], args.Format)
 	// Pages are rendered by the snapshot session, the next one in the
 	// background while this one travels.
-	prepared, last, exhausted, err := sess.Read(r.Context(), cur.Table, cur.After, snapshotPageLimit, args.Format.String(), func() (func([][]byte) error, func() (any, error)) {
+	prepared, last, exhausted, err := sess.Read(r.Context(), cur.Table, cur.After, cmp.Or(args.Limit, snapshotPageDefault), args.Format.String(), func() (func([][]byte) error, func() (any, error)) {
 		buf := (*pageBuffers.Get().(*[]byte))[:0]
 		var key []byte
 		add := func(values [][]byte) error {

@@ -1,0 +1,278 @@
+// Package connectortest runs the connectors the way Airbyte does in tests:
+// it builds the binaries, starts engines against throwaway databases,
+// writes config/catalog/state files, runs commands and checks that every
+// line on stdout is a valid Airbyte message.
+package connectortest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
+
+	"github.com/shapelog/shapelog/engine"
+	"github.com/shapelog/shapelog/protocol"
+)
+
+// AccessKey is the key of engines started by StartEngine.
+const AccessKey = "connector-test-key"
+
+// StartEngine runs an engine in-process against dbURL with its own slot
+// and publication, and stops it when the test ends.
+func StartEngine(t testing.TB, dbURL string, mods ...func(*engine.Config)) *engine.Engine {
+	t.Helper()
+	cfg := engine.Config{
+		DatabaseURL: dbURL, AccessKey: AccessKey, Listen: "127.0.0.1:0", StorageDir: t.TempDir(),
+		Slot: "shapelog_test", Publication: "shapelog_test", Version: "test",
+	}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel).With().Timestamp().Logger()
+	e, err := engine.Start(context.Background(), cfg, log)
+	if err != nil {
+		t.Fatalf("engine start: %v", err)
+	}
+	t.Cleanup(func() { e.Close(5 * time.Second) })
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(e.URL() + "/v1/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return e
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("engine at %s never became active", e.URL())
+	return nil
+}
+
+// Connect opens a connection closed when the test ends.
+func Connect(t testing.TB, dbURL string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// Exec runs SQL statements, failing the test on error.
+func Exec(t testing.TB, conn *pgx.Conn, sql string, args ...any) {
+	t.Helper()
+	if _, err := conn.Exec(context.Background(), sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+var (
+	buildMu  sync.Mutex
+	builtDir string
+	built    = map[string]string{}
+)
+
+// Binary builds the command in the repository directory dir (e.g.
+// "source") once per test process and returns its path.
+func Binary(t testing.TB, dir string) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if p, ok := built[dir]; ok {
+		return p
+	}
+	if builtDir == "" {
+		d, err := os.MkdirTemp("", "shapelog-bin-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		builtDir = d
+	}
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	out := filepath.Join(builtDir, filepath.Base(dir))
+	cmd := exec.Command("go", "build", "-o", out, "./"+dir)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./%s: %v\n%s", dir, err, b)
+	}
+	built[dir] = out
+	return out
+}
+
+// WriteJSON writes v as JSON into a file in a fresh directory and returns
+// its path.
+func WriteJSON(t testing.TB, name string, v any) string {
+	t.Helper()
+	var b []byte
+	switch v := v.(type) {
+	case string:
+		b = []byte(v)
+	case []byte:
+		b = v
+	default:
+		var err error
+		if b, err = json.Marshal(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Output is what one command printed.
+type Output struct {
+	Code     int
+	Lines    [][]byte
+	Messages []protocol.Message
+	Stderr   string
+}
+
+var (
+	validatorOnce sync.Once
+	validator     *protocol.Validator
+	validatorErr  error
+)
+
+// Run runs bin with args and stdin, and checks that stdout holds only
+// valid Airbyte messages.
+func Run(t testing.TB, bin string, stdin io.Reader, args ...string) *Output {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Stdin = stdin
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	out := &Output{Stderr: stderr.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		out.Code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("running %s %v: %v", bin, args, err)
+	}
+	out.parse(t, stdout.Bytes())
+	return out
+}
+
+func (o *Output) parse(t testing.TB, stdout []byte) {
+	t.Helper()
+	validatorOnce.Do(func() { validator, validatorErr = protocol.NewValidator() })
+	if validatorErr != nil {
+		t.Fatal(validatorErr)
+	}
+	for _, line := range bytes.Split(stdout, []byte{'\n'}) {
+		if len(line) == 0 {
+			continue
+		}
+		if err := validator.Validate(line); err != nil {
+			t.Fatalf("stdout line is not a valid Airbyte message: %v\n%s", err, line)
+		}
+		var m protocol.Message
+		if err := json.Unmarshal(line, &m); err != nil {
+			t.Fatalf("decoding %s: %v", line, err)
+		}
+		o.Lines = append(o.Lines, line)
+		o.Messages = append(o.Messages, m)
+	}
+}
+
+// OfType returns the messages of one type.
+func (o *Output) OfType(typ string) []protocol.Message {
+	var out []protocol.Message
+	for _, m := range o.Messages {
+		if m.Type == typ {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// Records returns each record's data decoded (numbers as json.Number).
+func (o *Output) Records(t testing.TB) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, m := range o.OfType(protocol.TypeRecord) {
+		dec := json.NewDecoder(bytes.NewReader(m.Record.Data))
+		dec.UseNumber()
+		var d map[string]any
+		if err := dec.Decode(&d); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// Errors returns the ERROR traces.
+func (o *Output) Errors() []*protocol.ErrorTrace {
+	var out []*protocol.ErrorTrace
+	for _, m := range o.OfType(protocol.TypeTrace) {
+		if m.Trace.Error != nil {
+			out = append(out, m.Trace.Error)
+		}
+	}
+	return out
+}
+
+// String summarises the output for failure messages.
+func (o *Output) String() string {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "exit %d\n", o.Code)
+	for i, l := range o.Lines {
+		if i == 40 {
+			fmt.Fprintf(&b, "... %d more lines\n", len(o.Lines)-40)
+			break
+		}
+		if len(l) > 400 {
+			l = append(l[:400:400], "..."...)
+		}
+		b.Write(l)
+		b.WriteByte('\n')
+	}
+	if o.Stderr != "" {
+		fmt.Fprintf(&b, "stderr: %s\n", o.Stderr)
+	}
+	return b.String()
+}
+
+// CatchUp waits until every transaction committed on dbURL so far is
+// durable in the engine's log, so a read sees it.
+func CatchUp(t testing.TB, e *engine.Engine, conn *pgx.Conn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var lsn pglogrepl.LSN
+	if err := conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Repl.WaitProcessed(ctx, uint64(lsn)); err != nil {
+		t.Fatal(err)
+	}
+	written := e.Store.Written().Ts
+	for e.Store.Durable().Ts < written {
+		select {
+		case <-e.Store.Advanced():
+		case <-ctx.Done():
+			t.Fatal("the engine's log never became durable")
+		}
+	}
+}

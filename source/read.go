@@ -1,0 +1,306 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/shapelog/shapelog/engine/client"
+	"github.com/shapelog/shapelog/protocol"
+)
+
+// job is one configured stream to read.
+type job struct {
+	s     *stream
+	mode  string
+	state *streamState
+}
+
+// reader runs the read command.
+type reader struct {
+	env *protocol.Env
+	cfg *config
+	c   *client.Client
+}
+
+// read answers the read command: for each configured stream, its snapshot
+// (full refresh, or a first incremental sync), then its changes
+// (incremental), with a STATE after every page.
+func read(ctx context.Context, env *protocol.Env) error {
+	cfg, c, err := loadConfig(env, 0)
+	if err != nil {
+		return err
+	}
+	cat, err := protocol.LoadCatalog(env.Args.Catalog)
+	if err != nil {
+		return err
+	}
+	states, err := loadStates(env.Args.State)
+	if err != nil {
+		return err
+	}
+	streams, err := loadStreams(ctx, c, cfg)
+	if err != nil {
+		return err
+	}
+	jobs, err := planJobs(cat, streams, states)
+	if err != nil {
+		return err
+	}
+	r := &reader{env: env, cfg: cfg, c: c}
+	var failed []string
+	var first error
+	for _, j := range jobs {
+		if err := r.readStream(ctx, j); err != nil {
+			var pe *protocol.Error
+			if !errors.As(err, &pe) {
+				pe = engineError(err, "reading stream "+j.s.desc.String())
+			}
+			d := j.s.desc
+			pe.Stream = &d
+			_ = env.Out.Write(protocol.StreamStatusMessage(d, protocol.StreamIncomplete))
+			_ = env.Out.Write(protocol.ErrorMessage(pe))
+			failed = append(failed, d.String())
+			if first == nil {
+				first = pe
+			}
+			if ctx.Err() != nil {
+				break
+			}
+		}
+	}
+	if first != nil {
+		var pe *protocol.Error
+		errors.As(first, &pe)
+		return &protocol.Error{FailureType: pe.FailureType, Message: fmt.Sprintf("%d of %d streams failed (%v); the first failure: %s", len(failed), len(jobs), failed, pe.Message), Err: pe.Err}
+	}
+	return env.Out.Flush()
+}
+
+// planJobs matches the configured streams to the engine's tables and their
+// saved states. An unknown stream or sync mode is a config error naming it.
+func planJobs(cat *protocol.ConfiguredCatalog, streams []*stream, states *inputStates) ([]job, error) {
+	var jobs []job
+	for _, cs := range cat.Streams {
+		d := cs.Stream.Descriptor()
+		var s *stream
+		for _, cand := range streams {
+			if cand.desc.Name == d.Name && (cand.desc.NamespaceOrEmpty() == d.NamespaceOrEmpty() || d.Namespace == nil) {
+				if s != nil && d.Namespace == nil {
+					return nil, protocol.ConfigError(nil, "Catalog stream %q has no namespace and several schemas have a table of that name: run discover again", d.Name)
+				}
+				s = cand
+			}
+		}
+		if s == nil {
+			e := protocol.ConfigError(nil, "Catalog stream %s is not a table the engine publishes (dropped, renamed or excluded by setting `tables`/`exclude_tables`?): refresh the source schema", d)
+			e.Stream = &d
+			return nil, e
+		}
+		switch cs.SyncMode {
+		case protocol.SyncFullRefresh, protocol.SyncIncremental:
+		default:
+			e := protocol.ConfigError(nil, "Catalog stream %s has sync_mode %q: expected full_refresh or incremental", d, cs.SyncMode)
+			e.Stream = &d
+			return nil, e
+		}
+		st, err := states.forStream(s)
+		if err != nil {
+			return nil, err
+		}
+		jobs = append(jobs, job{s: s, mode: cs.SyncMode, state: st})
+	}
+	return jobs, nil
+}
+
+// maxRestarts bounds how often one stream starts its snapshot over in one
+// run because the engine no longer has the snapshot or the changes after
+// the cursor.
+const maxRestarts = 3
+
+func (r *reader) readStream(ctx context.Context, j job) error {
+	out, s := r.env.Out, j.s
+	log := r.env.Log.With().Str("stream", s.desc.String()).Str("mode", j.mode).Logger()
+	if err := out.Write(protocol.StreamStatusMessage(s.desc, protocol.StreamStarted)); err != nil {
+		return err
+	}
+	if err := out.Write(protocol.StreamStatusMessage(s.desc, protocol.StreamRunning)); err != nil {
+		return err
+	}
+	st := j.state
+	if st == nil || (j.mode == protocol.SyncFullRefresh && !st.SnapshotHasMore) {
+		st = freshState(s)
+	}
+	if st.SnapshotHasMore && st.SnapshotCursor == nil && s.rowEstimate > 0 {
+		_ = out.Write(protocol.EstimateMessage(s.desc, s.rowEstimate))
+	}
+	sr := &streamReader{reader: r, s: s, w: newRecordWriter(s), state: st}
+	start := time.Now()
+	for restarts := 0; ; restarts++ {
+		err := sr.run(ctx, j.mode)
+		if code := errorCode(err); (code == "SnapshotTooOld" || code == "InvalidListSnapshotCursor" || code == "InvalidWindowToReadDocuments") && restarts < maxRestarts {
+			log.Warn().Str("code", code).Err(err).Msg("the engine no longer has this stream's snapshot or changes; starting a new snapshot (rows are sent again)")
+			sr.state = freshState(s)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		break
+	}
+	if !sr.emitted {
+		if err := sr.emitState(); err != nil {
+			return err
+		}
+	}
+	elapsed := time.Since(start)
+	log.Info().Int64("records", sr.total).Dur("elapsed", elapsed).
+		Int64("records_per_second", int64(float64(sr.total)/max(elapsed.Seconds(), 1e-3))).Msg("stream complete")
+	return out.Write(protocol.StreamStatusMessage(s.desc, protocol.StreamComplete))
+}
+
+// streamReader reads one stream, keeping its state.
+type streamReader struct {
+	*reader
+	s       *stream
+	w       *recordWriter
+	state   *streamState
+	count   int64 // records since the last STATE
+	total   int64
+	emitted bool // a STATE was written in this run
+	buf     []byte
+}
+
+// page is one fetched page and the state after it.
+type page struct {
+	values []json.RawMessage
+	state  streamState
+	err    error
+}
+
+// run emits the snapshot (if unfinished) and, in incremental mode, the
+// changes after it.
+func (sr *streamReader) run(ctx context.Context, mode string) error {
+	if sr.state.SnapshotHasMore {
+		err := sr.consume(ctx, func(ctx context.Context, st *streamState) (bool, []json.RawMessage, error) {
+			req := client.SnapshotRequest{TableName: sr.s.apiName, Format: "json", Limit: sr.cfg.PageSize}
+			if st.SnapshotCursor != nil {
+				req.Snapshot, req.Cursor = st.DeltaCursor, st.SnapshotCursor
+			}
+			p, err := sr.c.ListSnapshot(ctx, req)
+			if err != nil {
+				return false, nil, err
+			}
+			st.SnapshotCursor, st.DeltaCursor, st.SnapshotHasMore = p.Cursor, &p.Snapshot, p.HasMore
+			return p.HasMore, p.Values, nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if mode != protocol.SyncIncremental {
+		return nil
+	}
+	err := sr.consume(ctx, func(ctx context.Context, st *streamState) (bool, []json.RawMessage, error) {
+		p, err := sr.c.DocumentDeltas(ctx, client.DeltasRequest{Cursor: *st.DeltaCursor, TableName: sr.s.apiName, Format: "json", Limit: sr.cfg.PageSize})
+		if err != nil {
+			return false, nil, err
+		}
+		st.DeltaCursor = &p.Cursor
+		return p.HasMore, p.Values, nil
+	})
+	if errorCode(err) == "CursorTooNew" {
+		sr.env.Log.Warn().Str("stream", sr.s.desc.String()).Int64("cursor", *sr.state.DeltaCursor).
+			Msg("the saved cursor is ahead of the engine's log (a state from another engine, or clock skew); no changes are read until the engine's log passes it")
+		return nil
+	}
+	return err
+}
+
+// consume fetches pages with fetch (one page ahead of the one being
+// written) and emits each page's records and then its STATE.
+func (sr *streamReader) consume(ctx context.Context, fetch func(ctx context.Context, st *streamState) (more bool, values []json.RawMessage, err error)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pages := make(chan page, 1)
+	go func() {
+		defer close(pages)
+		st := *sr.state
+		for {
+			more, values, err := fetch(ctx, &st)
+			select {
+			case pages <- page{values: values, state: st, err: err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil || !more {
+				return
+			}
+		}
+	}()
+	for p := range pages {
+		if p.err != nil {
+			return p.err
+		}
+		if err := sr.emitPage(p); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+func (sr *streamReader) emitPage(p page) error {
+	emittedAt := protocol.NowMillis()
+	buf := sr.buf[:0]
+	var err error
+	for _, doc := range p.values {
+		if buf, err = sr.w.appendRecord(buf, doc, emittedAt); err != nil {
+			return protocol.SystemError(err, "The engine sent a malformed document for stream %s", sr.s.desc)
+		}
+	}
+	sr.buf = buf
+	if err := sr.env.Out.WriteLines(buf); err != nil {
+		return err
+	}
+	sr.count += int64(len(p.values))
+	sr.total += int64(len(p.values))
+	changed := !sameState(sr.state, &p.state)
+	*sr.state = p.state
+	if len(p.values) > 0 || changed {
+		return sr.emitState()
+	}
+	return nil
+}
+
+func sameState(a, b *streamState) bool {
+	eq := func(x, y *int64) bool { return (x == nil) == (y == nil) && (x == nil || *x == *y) }
+	eqs := func(x, y *string) bool { return (x == nil) == (y == nil) && (x == nil || *x == *y) }
+	return a.SnapshotHasMore == b.SnapshotHasMore && eq(a.DeltaCursor, b.DeltaCursor) && eqs(a.SnapshotCursor, b.SnapshotCursor)
+}
+
+// emitState writes the stream's STATE with the records since the last one.
+func (sr *streamReader) emitState() error {
+	blob, err := json.Marshal(sr.state)
+	if err != nil {
+		return err
+	}
+	m := &protocol.Message{Type: protocol.TypeState, State: &protocol.State{
+		Type:        protocol.StateStream,
+		Stream:      &protocol.StreamState{StreamDescriptor: sr.s.desc, StreamState: blob},
+		SourceStats: &protocol.StateStats{RecordCount: protocol.Count(sr.count)},
+	}}
+	sr.count = 0
+	sr.emitted = true
+	return sr.env.Out.Write(m)
+}
+
+// errorCode is the engine's error code in err, "" if none.
+func errorCode(err error) string {
+	var ce *client.Error
+	if errors.As(err, &ce) {
+		return ce.Code
+	}
+	return ""
+}

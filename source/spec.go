@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"strings"
+
+	"github.com/shapelog/shapelog/engine/client"
+	"github.com/shapelog/shapelog/protocol"
+)
+
+// clientName is sent as Convex-Client on every engine call.
+const clientName = "airbyte-source-shapelog-" + version
+
+// version is the connector's version (the image tag).
+const version = "0.1.0"
+
+var spec = &protocol.Spec{
+	DocumentationURL:    "https://github.com/shapelog/shapelog/blob/main/source/README.md",
+	SupportsIncremental: true,
+	ProtocolVersion:     "0.2.0",
+	ConnectionSpecification: json.RawMessage(`{
+  "$schema": "http://json-schema.org/draft-07/schema#",
+  "title": "shapelog Source Spec",
+  "type": "object",
+  "required": ["deployment_url", "access_key"],
+  "additionalProperties": true,
+  "properties": {
+    "deployment_url": {
+      "type": "string",
+      "title": "Deployment URL",
+      "description": "URL of the shapelog engine that serves your PostgreSQL database, e.g. http://shapelog:3000.",
+      "format": "uri",
+      "pattern": "^https?://",
+      "examples": ["http://shapelog:3000", "https://sync.example.com"],
+      "order": 0
+    },
+    "access_key": {
+      "type": "string",
+      "title": "Access Key",
+      "description": "The engine's access key (SHAPELOG_ACCESS_KEY on the engine).",
+      "airbyte_secret": true,
+      "order": 1
+    },
+    "tables": {
+      "type": "array",
+      "title": "Tables",
+      "description": "Only sync these tables, as schema.table (or table for schema public). Empty: every table the engine publishes.",
+      "items": {"type": "string"},
+      "examples": ["public.users", "sales.orders"],
+      "order": 2
+    },
+    "exclude_tables": {
+      "type": "array",
+      "title": "Excluded Tables",
+      "description": "Never sync these tables, as schema.table (or table for schema public).",
+      "items": {"type": "string"},
+      "order": 3
+    },
+    "page_size": {
+      "type": "integer",
+      "title": "Page Size",
+      "description": "Rows per request to the engine, and records between checkpoints. Larger pages are faster; smaller ones checkpoint more often.",
+      "default": 5000,
+      "minimum": 1,
+      "maximum": 100000,
+      "order": 4
+    }
+  }
+}`),
+}
+
+// config is the source's configuration.
+type config struct {
+	DeploymentURL string   `json:"deployment_url"`
+	AccessKey     string   `json:"access_key"`
+	Tables        []string `json:"tables"`
+	ExcludeTables []string `json:"exclude_tables"`
+	PageSize      int      `json:"page_size"`
+}
+
+// loadConfig reads and validates --config and returns it with a client.
+// check passes retries = 1 so a wrong address fails fast.
+func loadConfig(env *protocol.Env, retries int) (*config, *client.Client, error) {
+	var cfg config
+	if err := protocol.LoadConfig(env.Args.Config, spec, &cfg); err != nil {
+		return nil, nil, err
+	}
+	if cfg.PageSize == 0 {
+		cfg.PageSize = 5000
+	}
+	c, err := client.New(cfg.DeploymentURL, cfg.AccessKey, client.Options{ClientName: clientName, RetryMax: retries})
+	if err != nil {
+		return nil, nil, protocol.ConfigError(err, "Setting `deployment_url` is invalid")
+	}
+	return &cfg, c, nil
+}
+
+// engineError classifies a failed engine call: a wrong key or a rejected
+// request is the user's to fix, an unreachable or failing engine may pass.
+func engineError(err error, what string) *protocol.Error {
+	var ce *client.Error
+	switch {
+	case errors.Is(err, context.Canceled):
+		return protocol.TransientError(err, "Interrupted while %s", what)
+	case errors.As(err, &ce) && ce.Auth():
+		return protocol.ConfigError(err, "The engine refused the access key while %s: check setting `access_key`", what)
+	case errors.As(err, &ce) && ce.Status == 404:
+		return protocol.ConfigError(err, "The engine has no API at this address while %s: check setting `deployment_url` (it should point at the shapelog engine)", what)
+	case errors.As(err, &ce) && ce.Retryable():
+		return protocol.TransientError(err, "The engine failed while %s; the sync can be retried", what)
+	case errors.As(err, &ce):
+		return protocol.SystemError(err, "The engine rejected a request while %s", what)
+	case isNetError(err):
+		return protocol.TransientError(err, "Cannot reach the engine while %s: check setting `deployment_url` and that the engine is running", what)
+	}
+	return protocol.SystemError(err, "Failed while %s", what)
+}
+
+func isNetError(err error) bool {
+	var ne net.Error
+	var oe *net.OpError
+	var de *net.DNSError
+	return errors.As(err, &ne) || errors.As(err, &oe) || errors.As(err, &de) ||
+		strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "giving up after")
+}

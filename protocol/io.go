@@ -67,6 +67,7 @@ type InputRecord struct {
 	Namespace *string         `json:"namespace"`
 	Data      json.RawMessage `json:"data"`
 	EmittedAt int64           `json:"emitted_at"`
+	Meta      *RecordMeta     `json:"meta"`
 }
 
 // Descriptor returns the record's stream descriptor.

@@ -11,6 +11,7 @@ package main
 import (
 	"context"
 
+	"github.com/shapelog/shapelog/internal/connector"
 	"github.com/shapelog/shapelog/protocol"
 )
 
@@ -30,7 +31,7 @@ func main() {
 func readCommand(ctx context.Context, env *protocol.Env) error {
 	err := read(ctx, env)
 	if _, ok := err.(*protocol.Error); err != nil && !ok {
-		return engineError(err, "reading")
+		return connector.EngineError(err, "reading")
 	}
 	return err
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/shapelog/shapelog/engine/client"
+	"github.com/shapelog/shapelog/internal/connector"
 	"github.com/shapelog/shapelog/protocol"
 )
 
@@ -56,7 +57,7 @@ func read(ctx context.Context, env *protocol.Env) error {
 		if err := r.readStream(ctx, j); err != nil {
 			var pe *protocol.Error
 			if !errors.As(err, &pe) {
-				pe = engineError(err, "reading stream "+j.s.desc.String())
+				pe = connector.EngineError(err, "reading stream "+j.s.desc.String())
 			}
 			d := j.s.desc
 			pe.Stream = &d

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/shapelog/shapelog/engine/client"
+	"github.com/shapelog/shapelog/internal/connector"
 	"github.com/shapelog/shapelog/protocol"
 )
 
@@ -72,7 +73,7 @@ type engineTableSchema struct {
 func loadStreams(ctx context.Context, c *client.Client, cfg *config) ([]*stream, error) {
 	schemas, err := c.JSONSchemas(ctx, true, "json")
 	if err != nil {
-		return nil, engineError(err, "listing the tables (json_schemas)")
+		return nil, connector.EngineError(err, "listing the tables (json_schemas)")
 	}
 	include, exclude := tableSet(cfg.Tables), tableSet(cfg.ExcludeTables)
 	var out []*stream
@@ -310,12 +311,8 @@ func check(ctx context.Context, env *protocol.Env) error {
 		return err
 	}
 	streams, err := loadStreams(ctx, c, cfg)
-	if pe, ok := err.(*protocol.Error); ok && pe.FailureType == protocol.FailureSystem {
-		// Whatever went wrong, check reports it as a failed connection.
-		return &protocol.Error{FailureType: protocol.FailureConfig, Message: pe.Message, Err: pe.Err}
-	}
 	if err != nil {
-		return err
+		return connector.CheckFailure(err)
 	}
 	env.Log.Info().Int("tables", len(streams)).Msg("connection checked")
 	return nil

@@ -1,11 +1,7 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
-	"net"
-	"strings"
 
 	"github.com/shapelog/shapelog/engine/client"
 	"github.com/shapelog/shapelog/protocol"
@@ -96,33 +92,4 @@ func loadConfig(env *protocol.Env, retries int) (*config, *client.Client, error)
 		return nil, nil, protocol.ConfigError(err, "Setting `deployment_url` is invalid")
 	}
 	return &cfg, c, nil
-}
-
-// engineError classifies a failed engine call: a wrong key or a rejected
-// request is the user's to fix, an unreachable or failing engine may pass.
-func engineError(err error, what string) *protocol.Error {
-	var ce *client.Error
-	switch {
-	case errors.Is(err, context.Canceled):
-		return protocol.TransientError(err, "Interrupted while %s", what)
-	case errors.As(err, &ce) && ce.Auth():
-		return protocol.ConfigError(err, "The engine refused the access key while %s: check setting `access_key`", what)
-	case errors.As(err, &ce) && ce.Status == 404:
-		return protocol.ConfigError(err, "The engine has no API at this address while %s: check setting `deployment_url` (it should point at the shapelog engine)", what)
-	case errors.As(err, &ce) && ce.Retryable():
-		return protocol.TransientError(err, "The engine failed while %s; the sync can be retried", what)
-	case errors.As(err, &ce):
-		return protocol.SystemError(err, "The engine rejected a request while %s", what)
-	case isNetError(err):
-		return protocol.TransientError(err, "Cannot reach the engine while %s: check setting `deployment_url` and that the engine is running", what)
-	}
-	return protocol.SystemError(err, "Failed while %s", what)
-}
-
-func isNetError(err error) bool {
-	var ne net.Error
-	var oe *net.OpError
-	var de *net.DNSError
-	return errors.As(err, &ne) || errors.As(err, &oe) || errors.As(err, &de) ||
-		strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "giving up after")
 }

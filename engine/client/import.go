@@ -109,6 +109,17 @@ func (c *Client) ClearTables(ctx context.Context, tables []string) error {
 	return c.do(ctx, http.MethodPut, "/api/streaming_import/clear_tables", nil, map[string]any{"tableNames": tables}, nil, nil)
 }
 
+// DeleteOtherGenerations ends overwrite syncs: it deletes, in one
+// transaction, each table's rows whose _airbyte_generation_id is not the
+// given generation, and returns how many rows went per table.
+func (c *Client) DeleteOtherGenerations(ctx context.Context, keep map[string]int64) (map[string]int64, error) {
+	var out struct {
+		Deleted map[string]int64 `json:"deleted"`
+	}
+	err := c.do(ctx, http.MethodPut, "/api/streaming_import/delete_other_generations", nil, map[string]any{"tables": keep}, nil, &out)
+	return out.Deleted, err
+}
+
 // TableName is the API name of table in schema ("t" in public, "s.t"
 // otherwise, quoting parts that contain '.' or '"').
 func TableName(schema, table string) string { return catalog.APIName(schema, table) }

@@ -73,6 +73,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/streaming_import/primary_key_indexes_ready", s.admin(s.primaryKeyIndexesReady))
 	mux.Handle("PUT /api/streaming_import/clear_tables", s.admin(s.clearTables))
 	mux.Handle("POST /api/streaming_import/replace_tables", s.admin(s.replaceTables))
+	mux.Handle("PUT /api/streaming_import/delete_other_generations", s.admin(s.deleteOtherGenerations))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		// A known path with another method: the routes above are by method.
 		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut} {

@@ -49,7 +49,7 @@ var typeBits = map[string]uint8{"null": jtNull, "boolean": jtBool, "integer": jt
 // annotations are keywords that never affect validity.
 var annotations = map[string]bool{"$schema": true, "$comment": true, "title": true, "description": true, "default": true,
 	"examples": true, "airbyte_type": true, "contentEncoding": true, "contentMediaType": true, "readOnly": true,
-	"writeOnly": true, "$description": true, "order": true, "airbyte_secret": true}
+	"writeOnly": true, "$description": true, "order": true, "airbyte_secret": true, pgTypeKeyword: true}
 
 // compileFast compiles a schema document into the fast subset, or nil.
 func compileFast(doc map[string]any) *fastSchema {

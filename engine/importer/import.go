@@ -105,7 +105,7 @@ func newStream(api string, d streamDecl) (*stream, error) {
 			}
 			sort.Strings(names)
 			for _, name := range names {
-				s.declared[name] = columnType(props[name])
+				s.declared[name] = declaredType(props[name])
 				s.column(name, kindNull)
 			}
 		}

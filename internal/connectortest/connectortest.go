@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"net/http"
 	"os"
@@ -30,13 +31,17 @@ import (
 // AccessKey is the key of engines started by StartEngine.
 const AccessKey = "connector-test-key"
 
-// StartEngine runs an engine in-process against dbURL with its own slot
-// and publication, and stops it when the test ends.
+// StartEngine runs an engine in-process against dbURL and stops it when
+// the test ends. Its slot is named after the database (slot names are
+// cluster-wide), so an engine restarted on the same database finds it.
 func StartEngine(t testing.TB, dbURL string, mods ...func(*engine.Config)) *engine.Engine {
 	t.Helper()
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(dbURL))
+	slot := fmt.Sprintf("shapelog_test_%x", h.Sum64())
 	cfg := engine.Config{
 		DatabaseURL: dbURL, AccessKey: AccessKey, Listen: "127.0.0.1:0", StorageDir: t.TempDir(),
-		Slot: "shapelog_test", Publication: "shapelog_test", Version: "test",
+		Slot: slot, Publication: "shapelog_test", Version: "test",
 	}
 	for _, m := range mods {
 		m(&cfg)

@@ -7,6 +7,8 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/shapelog ./engine/cmd/shapelog
+	$(GO) build -trimpath -ldflags "-s -w" -o bin/source-shapelog ./source
+	$(GO) build -trimpath -ldflags "-s -w" -o bin/destination-shapelog ./destination
 
 # The whole suite against throwaway PostgreSQL clusters (or $$DATABASE_URL).
 test: build

@@ -94,25 +94,32 @@ func (h *harness) machine() string {
 }
 
 func (h *harness) startEngine() error {
-	cmd := exec.Command(h.bin, "serve", "--port", strconv.Itoa(h.port), "--storage-dir", h.storage, "--log-level", "warn", "--slot", "bench", "--publication", "bench")
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+h.dbURL, "SHAPELOG_ACCESS_KEY="+benchKey)
+	cmd, err := startEngineProcess(h.bin, h.dbURL, h.port, h.storage, "bench")
+	h.engine = cmd
+	return err
+}
+
+// startEngineProcess runs the engine binary on dbURL and waits until it
+// is active.
+func startEngineProcess(bin, dbURL string, port int, storage, slot string) (*exec.Cmd, error) {
+	cmd := exec.Command(bin, "serve", "--port", strconv.Itoa(port), "--storage-dir", storage, "--log-level", "warn", "--slot", slot, "--publication", slot)
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "SHAPELOG_ACCESS_KEY="+benchKey)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
-		return err
+		return nil, err
 	}
-	h.engine = cmd
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/v1/health", h.port))
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/v1/health", port))
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return nil
+				return cmd, nil
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return fmt.Errorf("engine did not become active")
+	return cmd, fmt.Errorf("engine on %s did not become active", dbURL)
 }
 
 func (h *harness) stopEngine() {

@@ -6,6 +6,10 @@
 //   - changes: M committed changes drained through document_deltas vs a plain
 //     logical-replication client (pglogrepl, pgoutput) draining the same WAL;
 //   - latency: commit to visible in document_deltas, p50/p99;
+//   - import: import_airbyte_records (append, dedup) vs COPY FROM STDIN;
+//   - connectors: source read to stdout vs COPY TO STDOUT, the end-to-end
+//     full load source | destination vs pg_dump --data-only | psql, and an
+//     incremental sync of changes;
 //   - engine RSS (peak) after each phase, at N rows and optionally more.
 //
 // Usage: go run ./bench [-rows 1000000] [-changes 200000] [-rss-rows 5000000]
@@ -29,7 +33,8 @@ func main() {
 	latencySamples := flag.Int("latency-samples", 300, "commits timed for commit-to-visible latency")
 	importRows := flag.Int("import-rows", 1_000_000, "records for the import benchmark (at most -rows)")
 	importBatch := flag.Int("import-batch", 10_000, "records per import request")
-	only := flag.String("only", "", "run one part: snapshot, changes, latency, import, rss (default all)")
+	syncChanges := flag.Int("sync-changes", 100_000, "changes for the incremental end-to-end sync")
+	only := flag.String("only", "", "run one part: snapshot, changes, latency, import, connectors, rss (default all)")
 	bin := flag.String("engine", "bin/shapelog", "engine binary")
 	flag.Parse()
 	// The client side is tuned like the engine: few GCs, bounded memory.
@@ -74,6 +79,11 @@ func main() {
 	}
 	if want("import") {
 		if err := h.importBench(ctx, min(*importRows, *rows), *importBatch, add); err != nil {
+			fail(err)
+		}
+	}
+	if want("connectors") {
+		if err := h.connectorsBench(ctx, *rows, min(*syncChanges, *rows), add); err != nil {
 			fail(err)
 		}
 	}

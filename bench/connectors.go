@@ -1,0 +1,335 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/shapelog/shapelog/internal/pgtest"
+	"github.com/shapelog/shapelog/protocol"
+)
+
+// connectorRun is what one connector process cost.
+type connectorRun struct {
+	took   time.Duration
+	maxRSS float64 // MiB
+}
+
+func rssOf(cmd *exec.Cmd) float64 {
+	if cmd.ProcessState == nil {
+		return 0
+	}
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		return float64(ru.Maxrss) / 1024
+	}
+	return 0
+}
+
+// connectorsBench measures the connectors on the firenibble table:
+//   - source: rows/s from `source read` to its stdout vs COPY TO STDOUT;
+//   - end to end: source | destination into a second database through a
+//     second engine vs pg_dump --data-only | psql between the same two;
+//   - incremental: n changes synced end to end.
+func (h *harness) connectorsBench(ctx context.Context, rows, changes int, add func(string, ...any)) error {
+	dir, err := os.MkdirTemp("", "shapelog-bench-connectors-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	file := func(name string, v any) (string, error) {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return "", err
+		}
+		p := filepath.Join(dir, name)
+		return p, os.WriteFile(p, b, 0o600)
+	}
+	engineA := fmt.Sprintf("http://127.0.0.1:%d", h.port)
+	sourceConfig, err := file("source.json", map[string]any{"deployment_url": engineA, "access_key": benchKey, "page_size": 10000, "tables": []string{"firenibble"}})
+	if err != nil {
+		return err
+	}
+	stream := func(mode, dest string) protocol.ConfiguredStream {
+		return protocol.ConfiguredStream{
+			Stream:   protocol.Stream{Name: "firenibble", Namespace: "public", JSONSchema: h.discoverSchema(ctx, sourceConfig), SupportedSyncModes: []string{"full_refresh", "incremental"}},
+			SyncMode: mode, DestinationSyncMode: dest, PrimaryKey: [][]string{{"f0"}},
+		}
+	}
+	fullCatalog, err := file("full.json", protocol.ConfiguredCatalog{Streams: []protocol.ConfiguredStream{stream("full_refresh", "append")}})
+	if err != nil {
+		return err
+	}
+
+	// Source alone, to stdout.
+	fmt.Fprintln(os.Stderr, "source read → stdout…")
+	src := exec.CommandContext(ctx, "bin/source-shapelog", "read", "--config", sourceConfig, "--catalog", fullCatalog)
+	src.Stderr = os.Stderr
+	stdout, err := src.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := src.Start(); err != nil {
+		return err
+	}
+	records, err := countRecords(stdout)
+	if err := errors.Join(err, src.Wait()); err != nil {
+		return fmt.Errorf("source read: %w", err)
+	}
+	sourceTook := time.Since(start)
+	if records != rows {
+		return fmt.Errorf("source sent %d records, want %d", records, rows)
+	}
+	copyTook, _, err := h.copyBaseline(ctx, "firenibble")
+	if err != nil {
+		return err
+	}
+	add("| source: %d rows to stdout (RECORD lines), rows/s | %s | %s (COPY TO STDOUT) | %.0f%% |", rows, rate(rows, sourceTook), rate(rows, copyTook), 100*copyTook.Seconds()/sourceTook.Seconds())
+	add("| source peak RSS | %.0f MiB | | |", rssOf(src))
+
+	// End to end into database B through engine B.
+	for _, db := range []string{"bench_b", "bench_dump"} {
+		if _, err := h.conn.Exec(ctx, "CREATE DATABASE "+db); err != nil {
+			return err
+		}
+	}
+	urlB := pgtest.WithDatabase(h.dbURL, "bench_b")
+	storageB := filepath.Join(dir, "engine-b")
+	portB, err := freePort()
+	if err != nil {
+		return err
+	}
+	engineB, err := startEngineProcess(h.bin, urlB, portB, storageB, "bench_b")
+	if engineB != nil {
+		defer func() { _ = engineB.Process.Signal(os.Interrupt); _ = engineB.Wait() }()
+	}
+	if err != nil {
+		return err
+	}
+	destConfig, err := file("destination.json", map[string]any{"deployment_url": fmt.Sprintf("http://127.0.0.1:%d", portB), "access_key": benchKey})
+	if err != nil {
+		return err
+	}
+	syncCatalog, err := file("sync.json", protocol.ConfiguredCatalog{Streams: []protocol.ConfiguredStream{stream("incremental", "append_dedup")}})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "end-to-end full load…")
+	full, err := runPipeline(ctx, sourceConfig, syncCatalog, destConfig, nil)
+	if err != nil {
+		return err
+	}
+	connB, err := pgx.Connect(ctx, urlB)
+	if err != nil {
+		return err
+	}
+	defer connB.Close(ctx)
+	var n int
+	if err := connB.QueryRow(ctx, "SELECT count(*) FROM firenibble").Scan(&n); err != nil || n != rows {
+		return fmt.Errorf("database B has %d rows (%v), want %d", n, err, rows)
+	}
+
+	fmt.Fprintln(os.Stderr, "pg_dump | psql…")
+	dumpTook, err := h.dumpRestore(ctx, "firenibble", pgtest.WithDatabase(h.dbURL, "bench_dump"))
+	if err != nil {
+		return err
+	}
+	add("| end to end: %d rows source → engine → destination → engine → PostgreSQL (append_dedup), rows/s | %s | %s (pg_dump --data-only \\| psql) | %.2f× |",
+		rows, rate(rows, full.took), rate(rows, dumpTook), dumpTook.Seconds()/full.took.Seconds())
+	add("| connector peak RSS, source / destination | %.0f MiB / %.0f MiB | | |", full.sourceRSS, full.destRSS)
+
+	// Incremental: changes committed in A, synced from the saved states.
+	if _, err := h.conn.Exec(ctx, fmt.Sprintf(`UPDATE firenibble SET f1 = f1 + 1 WHERE f0 <= %d`, changes)); err != nil {
+		return err
+	}
+	if err := h.waitEngineCaughtUp(ctx, "bench"); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "incremental sync of %d changes…\n", changes)
+	inc, err := runPipeline(ctx, sourceConfig, syncCatalog, destConfig, full.states)
+	if err != nil {
+		return err
+	}
+	var sumA, sumB int64
+	if err := h.conn.QueryRow(ctx, "SELECT sum(f1) FROM firenibble").Scan(&sumA); err != nil {
+		return err
+	}
+	if err := connB.QueryRow(ctx, "SELECT sum(f1) FROM firenibble").Scan(&sumB); err != nil || sumA != sumB {
+		return fmt.Errorf("after the incremental sync sum(f1) is %d in B (%v), %d in A", sumB, err, sumA)
+	}
+	add("| incremental sync of %d updates, end to end (commit → database B), rows/s | %s | | |", changes, rate(changes, inc.took))
+	return nil
+}
+
+// waitEngineCaughtUp waits until the engine has confirmed (made durable)
+// everything committed so far on its slot.
+func (h *harness) waitEngineCaughtUp(ctx context.Context, slot string) error {
+	var target string
+	if err := h.conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&target); err != nil {
+		return err
+	}
+	for {
+		var done bool
+		err := h.conn.QueryRow(ctx, "SELECT confirmed_flush_lsn >= $1::pg_lsn FROM pg_replication_slots WHERE slot_name = $2", target, slot).Scan(&done)
+		if err != nil || done {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// discoverSchema returns firenibble's stream schema from `source discover`.
+func (h *harness) discoverSchema(ctx context.Context, config string) json.RawMessage {
+	out, err := exec.CommandContext(ctx, "bin/source-shapelog", "discover", "--config", config).Output()
+	if err != nil {
+		return json.RawMessage(`{}`)
+	}
+	for _, line := range bytes.Split(out, []byte("\n")) {
+		var m protocol.Message
+		if json.Unmarshal(line, &m) == nil && m.Catalog != nil {
+			for _, s := range m.Catalog.Streams {
+				if s.Name == "firenibble" {
+					return s.JSONSchema
+				}
+			}
+		}
+	}
+	return json.RawMessage(`{}`)
+}
+
+// pipelineRun is one source | destination run.
+type pipelineRun struct {
+	took               time.Duration
+	sourceRSS, destRSS float64
+	states             []json.RawMessage
+}
+
+// runPipeline runs source read | destination write and collects the
+// states the destination echoes.
+func runPipeline(ctx context.Context, sourceConfig, catalog, destConfig string, states []json.RawMessage) (*pipelineRun, error) {
+	args := []string{"read", "--config", sourceConfig, "--catalog", catalog}
+	if states != nil {
+		b, _ := json.Marshal(states)
+		p := filepath.Join(filepath.Dir(catalog), "state.json")
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			return nil, err
+		}
+		args = append(args, "--state", p)
+	}
+	src := exec.CommandContext(ctx, "bin/source-shapelog", args...)
+	dst := exec.CommandContext(ctx, "bin/destination-shapelog", "write", "--config", destConfig, "--catalog", catalog)
+	pipe, err := src.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	dst.Stdin = pipe
+	src.Stderr, dst.Stderr = os.Stderr, os.Stderr
+	out, err := dst.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	if err := src.Start(); err != nil {
+		return nil, err
+	}
+	if err := dst.Start(); err != nil {
+		return nil, err
+	}
+	run := &pipelineRun{}
+	last := map[string]json.RawMessage{}
+	sc := bufio.NewScanner(out)
+	sc.Buffer(nil, 16<<20)
+	for sc.Scan() {
+		var m struct {
+			Type  string          `json:"type"`
+			State *protocol.State `json:"state"`
+			Trace *protocol.Trace `json:"trace"`
+		}
+		if json.Unmarshal(sc.Bytes(), &m) != nil {
+			continue
+		}
+		if m.Trace != nil && m.Trace.Error != nil {
+			return nil, fmt.Errorf("destination: %s (%s)", m.Trace.Error.Message, m.Trace.Error.InternalMessage)
+		}
+		if m.State != nil && m.State.Stream != nil {
+			m.State.DestinationStats = nil
+			b, _ := json.Marshal(m.State)
+			last[m.State.Stream.StreamDescriptor.String()] = b
+		}
+	}
+	_, _ = io.Copy(io.Discard, out)
+	if err := src.Wait(); err != nil {
+		return nil, fmt.Errorf("source: %w", err)
+	}
+	if err := dst.Wait(); err != nil {
+		return nil, fmt.Errorf("destination: %w", err)
+	}
+	run.took = time.Since(start)
+	run.sourceRSS, run.destRSS = rssOf(src), rssOf(dst)
+	for _, s := range last {
+		run.states = append(run.states, s)
+	}
+	return run, nil
+}
+
+// dumpRestore times pg_dump --data-only -t table | psql into target (the
+// table's definition is restored first, untimed).
+func (h *harness) dumpRestore(ctx context.Context, table, target string) (time.Duration, error) {
+	bin := h.cluster.BinDir
+	schema := exec.CommandContext(ctx, "sh", "-c", fmt.Sprintf("%q --schema-only -t %s %q | %q -q -v ON_ERROR_STOP=1 %q",
+		filepath.Join(bin, "pg_dump"), table, h.dbURL, filepath.Join(bin, "psql"), target))
+	if out, err := schema.CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("pg_dump --schema-only: %v: %s", err, out)
+	}
+	data := exec.CommandContext(ctx, "sh", "-c", fmt.Sprintf("%q --data-only -t %s %q | %q -q -v ON_ERROR_STOP=1 %q",
+		filepath.Join(bin, "pg_dump"), table, h.dbURL, filepath.Join(bin, "psql"), target))
+	start := time.Now()
+	if out, err := data.CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("pg_dump --data-only | psql: %v: %s", err, out)
+	}
+	return time.Since(start), nil
+}
+
+// countRecords counts the RECORD lines of a connector's output.
+func countRecords(r io.Reader) (int, error) {
+	br := bufio.NewReaderSize(r, 1<<20)
+	n, lineStart := 0, true
+	for {
+		line, err := br.ReadSlice('\n')
+		if lineStart && bytes.HasPrefix(line, []byte(`{"type":"RECORD"`)) {
+			n++
+		}
+		lineStart = err == nil
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil && err != bufio.ErrBufferFull {
+			return n, err
+		}
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

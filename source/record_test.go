@@ -1,0 +1,63 @@
+package main
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+// benchDoc is a firenibble-shaped engine document (16 mixed columns).
+const benchDoc = `{"_table":"firenibble","_ts":1795358120602309683,"_id":"\"public\".\"firenibble\"/\"123456\"","f0":"123456","f1":"9876543210","f2":"42","f3":7,"f4":0.123456789,"f5":12345.678,"f6":-1.5e-7,"f7":3.14159,"f8":"abcdefghijklmnop","f9":"qrstuvwxyz012345","f10":"ABCDEFGHIJKLMNOP","f11":"QRSTUVWXYZ678901","f12":"some text here!!","f13":"2024-01-02","f14":"2023-12-31","f15":"1999-09-09"}`
+
+func benchStream() *stream {
+	props := map[string]map[string]any{}
+	for _, f := range []string{"f0", "f1", "f2"} {
+		props[f] = map[string]any{"type": "string", "$description": descInt64}
+	}
+	props["f3"] = map[string]any{"type": "integer"}
+	for _, f := range []string{"f4", "f5", "f6", "f7"} {
+		props[f] = map[string]any{"$description": descFloat, "anyOf": []any{map[string]any{"type": "number"}, map[string]any{"type": "string"}}}
+	}
+	for _, f := range []string{"f8", "f9", "f10", "f11", "f12"} {
+		props[f] = map[string]any{"type": "string"}
+	}
+	for _, f := range []string{"f13", "f14", "f15"} {
+		props[f] = map[string]any{"type": "string", "format": "date"}
+	}
+	return newStream("firenibble", &engineTableSchema{Properties: props, SchemaName: "public", TableName: "firenibble", PrimaryKey: []string{"f0"}})
+}
+
+func TestAppendRecordConvertsAndAddsCDCFields(t *testing.T) {
+	w := newRecordWriter(benchStream())
+	line, err := w.appendRecord(nil, []byte(benchDoc), 1700000000000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m struct {
+		Record struct {
+			Data map[string]json.RawMessage `json:"data"`
+		} `json:"record"`
+	}
+	if err := json.Unmarshal(line, &m); err != nil {
+		t.Fatalf("%s: %v", line, err)
+	}
+	for field, want := range map[string]string{
+		"f0": "123456", "f1": "9876543210", "f3": "7", "f4": "0.123456789", "f13": `"2024-01-02"`,
+		"_ab_cdc_lsn": "1795358120602309683", "_ab_cdc_updated_at": `"2026-11-22T14:35:20.602309683Z"`, "_ab_cdc_deleted_at": "null",
+	} {
+		if got := string(m.Record.Data[field]); got != want {
+			t.Errorf("%s = %s, want %s", field, got, want)
+		}
+	}
+	if _, ok := m.Record.Data["_id"]; ok {
+		t.Error("engine system fields must not reach records")
+	}
+}
+
+func BenchmarkAppendRecord(b *testing.B) {
+	w := newRecordWriter(benchStream())
+	var buf []byte
+	b.SetBytes(int64(len(benchDoc)))
+	for b.Loop() {
+		buf, _ = w.appendRecord(buf[:0], []byte(benchDoc), 1700000000000)
+	}
+}

@@ -21,12 +21,7 @@ import (
 	"github.com/shapelog/shapelog/protocol"
 )
 
-// connectorRun is what one connector process cost.
-type connectorRun struct {
-	took   time.Duration
-	maxRSS float64 // MiB
-}
-
+// rssOf is a finished process's peak resident set size in MiB.
 func rssOf(cmd *exec.Cmd) float64 {
 	if cmd.ProcessState == nil {
 		return 0

@@ -36,12 +36,10 @@ type streamPlan struct {
 	spec  client.TableSpec
 	// generation is written into every row; overwrite streams delete the
 	// other generations once this one is complete.
-	generation     int64
-	hasGeneration  bool
-	truncateAtEnd  bool
-	syncID         *int64
-	complete       bool // STREAM_STATUS COMPLETE received
-	statusReceived bool
+	generation    int64
+	hasGeneration bool
+	truncateAtEnd bool
+	syncID        *int64
 }
 
 // planStreams maps the configured catalog to tables: namespace (or the

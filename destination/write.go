@@ -351,7 +351,6 @@ func (w *writer) streamStatus(st *protocol.StreamStatus, send func() error) erro
 	if p == nil || st.Status != protocol.StreamComplete {
 		return nil
 	}
-	p.complete = true
 	if !p.truncateAtEnd {
 		return nil
 	}

@@ -18,19 +18,9 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/shapelog/shapelog/internal/pgtest"
+	"github.com/shapelog/shapelog/internal/pipeline"
 	"github.com/shapelog/shapelog/protocol"
 )
-
-// rssOf is a finished process's peak resident set size in MiB.
-func rssOf(cmd *exec.Cmd) float64 {
-	if cmd.ProcessState == nil {
-		return 0
-	}
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		return float64(ru.Maxrss) / 1024
-	}
-	return 0
-}
 
 // connectorsBench measures the connectors on the firenibble table:
 //   - source: rows/s from `source read` to its stdout vs COPY TO STDOUT;
@@ -92,7 +82,7 @@ func (h *harness) connectorsBench(ctx context.Context, rows, changes int, add fu
 		return err
 	}
 	add("| source: %d rows to stdout (RECORD lines), rows/s | %s | %s (COPY TO STDOUT) | %.0f%% |", rows, rate(rows, sourceTook), rate(rows, copyTook), 100*copyTook.Seconds()/sourceTook.Seconds())
-	add("| source peak RSS | %.0f MiB | | |", rssOf(src))
+	add("| source peak RSS | %.0f MiB | | |", float64(src.ProcessState.SysUsage().(*syscall.Rusage).Maxrss)/1024)
 
 	// End to end into database B through engine B.
 	for _, db := range []string{"bench_b", "bench_dump"} {
@@ -122,7 +112,9 @@ func (h *harness) connectorsBench(ctx context.Context, rows, changes int, add fu
 		return err
 	}
 	fmt.Fprintln(os.Stderr, "end-to-end full load…")
-	full, err := runPipeline(ctx, sourceConfig, syncCatalog, destConfig, nil)
+	sync := pipeline.Sync{SourceBin: "bin/source-shapelog", DestinationBin: "bin/destination-shapelog",
+		SourceConfig: sourceConfig, DestinationConfig: destConfig, Catalog: syncCatalog, Stderr: os.Stderr}
+	full, err := sync.Run(ctx)
 	if err != nil {
 		return err
 	}
@@ -142,8 +134,8 @@ func (h *harness) connectorsBench(ctx context.Context, rows, changes int, add fu
 		return err
 	}
 	add("| end to end: %d rows source → engine → destination → engine → PostgreSQL (append_dedup), rows/s | %s | %s (pg_dump --data-only \\| psql) | %.2f× |",
-		rows, rate(rows, full.took), rate(rows, dumpTook), dumpTook.Seconds()/full.took.Seconds())
-	add("| connector peak RSS, source / destination | %.0f MiB / %.0f MiB | | |", full.sourceRSS, full.destRSS)
+		rows, rate(rows, full.Took), rate(rows, dumpTook), dumpTook.Seconds()/full.Took.Seconds())
+	add("| connector peak RSS, source / destination | %.0f MiB / %.0f MiB | | |", full.SourceRSS, full.DestinationRSS)
 
 	// Incremental: changes committed in A, synced from the saved states.
 	if _, err := h.conn.Exec(ctx, fmt.Sprintf(`UPDATE firenibble SET f1 = f1 + 1 WHERE f0 <= %d`, changes)); err != nil {
@@ -153,7 +145,8 @@ func (h *harness) connectorsBench(ctx context.Context, rows, changes int, add fu
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "incremental sync of %d changes…\n", changes)
-	inc, err := runPipeline(ctx, sourceConfig, syncCatalog, destConfig, full.states)
+	sync.States = full.States
+	inc, err := sync.Run(ctx)
 	if err != nil {
 		return err
 	}
@@ -164,7 +157,7 @@ func (h *harness) connectorsBench(ctx context.Context, rows, changes int, add fu
 	if err := connB.QueryRow(ctx, "SELECT sum(f1) FROM firenibble").Scan(&sumB); err != nil || sumA != sumB {
 		return fmt.Errorf("after the incremental sync sum(f1) is %d in B (%v), %d in A", sumB, err, sumA)
 	}
-	add("| incremental sync of %d updates, end to end (commit → database B), rows/s | %s | | |", changes, rate(changes, inc.took))
+	add("| incremental sync of %d updates, end to end (commit → database B), rows/s | %s | | |", changes, rate(changes, inc.Took))
 	return nil
 }
 
@@ -206,81 +199,6 @@ func (h *harness) discoverSchema(ctx context.Context, config string) json.RawMes
 		}
 	}
 	return json.RawMessage(`{}`)
-}
-
-// pipelineRun is one source | destination run.
-type pipelineRun struct {
-	took               time.Duration
-	sourceRSS, destRSS float64
-	states             []json.RawMessage
-}
-
-// runPipeline runs source read | destination write and collects the
-// states the destination echoes.
-func runPipeline(ctx context.Context, sourceConfig, catalog, destConfig string, states []json.RawMessage) (*pipelineRun, error) {
-	args := []string{"read", "--config", sourceConfig, "--catalog", catalog}
-	if states != nil {
-		b, _ := json.Marshal(states)
-		p := filepath.Join(filepath.Dir(catalog), "state.json")
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			return nil, err
-		}
-		args = append(args, "--state", p)
-	}
-	src := exec.CommandContext(ctx, "bin/source-shapelog", args...)
-	dst := exec.CommandContext(ctx, "bin/destination-shapelog", "write", "--config", destConfig, "--catalog", catalog)
-	pipe, err := src.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	dst.Stdin = pipe
-	src.Stderr, dst.Stderr = os.Stderr, os.Stderr
-	out, err := dst.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	start := time.Now()
-	if err := src.Start(); err != nil {
-		return nil, err
-	}
-	if err := dst.Start(); err != nil {
-		return nil, err
-	}
-	run := &pipelineRun{}
-	last := map[string]json.RawMessage{}
-	sc := bufio.NewScanner(out)
-	sc.Buffer(nil, 16<<20)
-	for sc.Scan() {
-		var m struct {
-			Type  string          `json:"type"`
-			State *protocol.State `json:"state"`
-			Trace *protocol.Trace `json:"trace"`
-		}
-		if json.Unmarshal(sc.Bytes(), &m) != nil {
-			continue
-		}
-		if m.Trace != nil && m.Trace.Error != nil {
-			return nil, fmt.Errorf("destination: %s (%s)", m.Trace.Error.Message, m.Trace.Error.InternalMessage)
-		}
-		if m.State != nil && m.State.Stream != nil {
-			m.State.DestinationStats = nil
-			b, _ := json.Marshal(m.State)
-			last[m.State.Stream.StreamDescriptor.String()] = b
-		}
-	}
-	_, _ = io.Copy(io.Discard, out)
-	if err := src.Wait(); err != nil {
-		return nil, fmt.Errorf("source: %w", err)
-	}
-	if err := dst.Wait(); err != nil {
-		return nil, fmt.Errorf("destination: %w", err)
-	}
-	run.took = time.Since(start)
-	run.sourceRSS, run.destRSS = rssOf(src), rssOf(dst)
-	for _, s := range last {
-		run.states = append(run.states, s)
-	}
-	return run, nil
 }
 
 // dumpRestore times pg_dump --data-only -t table | psql into target (the

@@ -139,6 +139,23 @@ func (e *Engine) URL() string {
 	return "http://127.0.0.1:" + port
 }
 
+// WaitReadable blocks until every transaction committed before lsn is
+// durable in the log, so that exports see it.
+func (e *Engine) WaitReadable(ctx context.Context, lsn uint64) error {
+	if err := e.Repl.WaitProcessed(ctx, lsn); err != nil {
+		return err
+	}
+	written := e.Store.Written().Ts
+	for e.Store.Durable().Ts < written {
+		select {
+		case <-e.Store.Advanced():
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the log to become durable: %w", ctx.Err())
+		}
+	}
+	return nil
+}
+
 // Close stops serving (letting requests finish for up to timeout), stops
 // replication and closes the store.
 func (e *Engine) Close(timeout time.Duration) {

@@ -1,12 +1,11 @@
 package integration_tests
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"os/exec"
+	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	"github.com/shapelog/shapelog/engine"
 	"github.com/shapelog/shapelog/internal/connectortest"
 	"github.com/shapelog/shapelog/internal/pgtest"
+	"github.com/shapelog/shapelog/internal/pipeline"
 	"github.com/shapelog/shapelog/protocol"
 )
 
@@ -31,14 +31,15 @@ type pair struct {
 	sourceConfig     string
 	destConfig       string
 	catalog          string
-	states           map[string]json.RawMessage // last echoed state per stream
+	states           []json.RawMessage // the last echoed state of each stream
+	stderr           strings.Builder
 }
 
 func newPair(t *testing.T, schema string, pageSize, batchSize int) *pair {
 	t.Helper()
 	urlA, urlB := pgtest.NewDatabase(t), pgtest.NewDatabase(t)
 	p := &pair{t: t, a: connectortest.Connect(t, urlA), b: connectortest.Connect(t, urlB),
-		source: connectortest.Binary(t, "source"), dest: connectortest.Binary(t, "destination"), states: map[string]json.RawMessage{}}
+		source: connectortest.Binary(t, "source"), dest: connectortest.Binary(t, "destination")}
 	connectortest.Exec(t, p.a, schema)
 	p.engineA = connectortest.StartEngine(t, urlA)
 	p.engineB = connectortest.StartEngine(t, urlB)
@@ -76,75 +77,56 @@ func (p *pair) sync(kill string, after int) {
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	args := []string{"read", "--config", p.sourceConfig, "--catalog", p.catalog}
-	if len(p.states) > 0 {
-		var list []json.RawMessage
-		for _, s := range p.states {
-			list = append(list, s)
-		}
-		b, _ := json.Marshal(list)
-		args = append(args, "--state", connectortest.WriteJSON(p.t, "state.json", b))
+	killed := false
+	s := pipeline.Sync{
+		SourceBin: p.source, DestinationBin: p.dest, SourceConfig: p.sourceConfig, DestinationConfig: p.destConfig,
+		Catalog: p.catalog, States: p.states, Stderr: &p.stderr,
 	}
-	src := exec.CommandContext(ctx, p.source, args...)
-	dst := exec.CommandContext(ctx, p.dest, "write", "--config", p.destConfig, "--catalog", p.catalog)
-	pipe, err := src.StdoutPipe()
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	dst.Stdin = pipe
-	var srcErr, dstErr strings.Builder
-	src.Stderr, dst.Stderr = &srcErr, &dstErr
-	out, err := dst.StdoutPipe()
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	if err := src.Start(); err != nil {
-		p.t.Fatal(err)
-	}
-	if err := dst.Start(); err != nil {
-		p.t.Fatal(err)
-	}
-	echoed, killed := 0, false
-	sc := bufio.NewScanner(out)
-	sc.Buffer(nil, 64<<20)
-	for sc.Scan() {
-		var m struct {
-			Type  string          `json:"type"`
-			State json.RawMessage `json:"state"`
-			Trace *protocol.Trace `json:"trace"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			p.t.Fatalf("destination wrote a non-message line: %s", sc.Bytes())
-		}
-		if m.Type == protocol.TypeTrace && m.Trace.Error != nil && kill == "" {
-			p.t.Errorf("destination error: %+v", m.Trace.Error)
-		}
-		if m.Type != protocol.TypeState {
-			continue
-		}
-		var st protocol.State
-		_ = json.Unmarshal(m.State, &st)
-		st.DestinationStats = nil
-		b, _ := json.Marshal(st)
-		p.states[st.Stream.StreamDescriptor.String()] = b
-		echoed++
-		if kill != "" && !killed && echoed >= after {
-			killed = true
-			proc := src.Process
-			if kill == "destination" {
-				proc = dst.Process
+	if kill != "" {
+		s.OnState = func(echoed int, source, destination *os.Process) {
+			if !killed && echoed >= after {
+				killed = true
+				victim := source
+				if kill == "destination" {
+					victim = destination
+				}
+				_ = victim.Signal(syscall.SIGKILL)
 			}
-			_ = proc.Signal(syscall.SIGKILL)
 		}
 	}
-	_, _ = io.Copy(io.Discard, out)
-	srcWait, dstWait := src.Wait(), dst.Wait()
-	if kill == "" && (srcWait != nil || dstWait != nil) {
-		p.t.Fatalf("sync failed: source %v, destination %v\nsource stderr: %s\ndestination stderr: %s", srcWait, dstWait, srcErr.String(), dstErr.String())
+	res, err := s.Run(ctx)
+	if res != nil && len(res.States) > 0 {
+		p.states = mergeStates(p.states, res.States)
+	}
+	if kill == "" && err != nil {
+		p.t.Fatalf("sync failed: %v\n%s", err, p.stderr.String())
 	}
 	if kill != "" && !killed {
-		p.t.Fatalf("the sync ended after %d states, before the %s could be killed", echoed, kill)
+		p.t.Fatalf("the sync ended before the %s could be killed", kill)
 	}
+}
+
+// mergeStates replaces the states of the streams in newer.
+func mergeStates(older, newer []json.RawMessage) []json.RawMessage {
+	stream := func(raw json.RawMessage) string {
+		var st protocol.State
+		_ = json.Unmarshal(raw, &st)
+		return st.Stream.StreamDescriptor.String()
+	}
+	byStream := map[string]json.RawMessage{}
+	var order []string
+	for _, s := range append(slices.Clone(older), newer...) {
+		k := stream(s)
+		if _, ok := byStream[k]; !ok {
+			order = append(order, k)
+		}
+		byStream[k] = s
+	}
+	out := make([]json.RawMessage, 0, len(order))
+	for _, k := range order {
+		out = append(out, byStream[k])
+	}
+	return out
 }
 
 // assertEqual compares every table of A with its copy in B: same columns
@@ -225,7 +207,8 @@ const e2eSchema = `
 CREATE TABLE accounts (
 	id bigint PRIMARY KEY, email text NOT NULL, balance numeric, score double precision, visits integer,
 	small smallint, active boolean, born date, seen timestamptz, local_ts timestamp, wake time,
-	uid uuid, tags jsonb, doc json, photo bytea, notes text, "Mixed Case" text, spent interval);
+	uid uuid, tags jsonb, doc json, photo bytea, notes text, "Mixed Case" text, spent interval,
+	labels text[], grid int[]);
 CREATE TABLE "order lines" (order_id int, line int, qty int NOT NULL, sku text, PRIMARY KEY (order_id, line));
 INSERT INTO accounts
 SELECT g, 'user' || g || '@example.com', g * 1.25, g / 3.0, g % 100, (g % 7)::smallint, g % 2 = 0,
@@ -233,7 +216,8 @@ SELECT g, 'user' || g || '@example.com', g * 1.25, g / 3.0, g % 100, (g % 7)::sm
 	TIMESTAMP '2024-01-01 00:00:00' + g * interval '1 second', TIME '00:00' + g * interval '1 second',
 	md5(g::text)::uuid, jsonb_build_object('n', g, 'tags', jsonb_build_array('a', g)), '{"raw": true}',
 	decode(md5(g::text), 'hex'), CASE WHEN g % 10 = 0 THEN NULL ELSE 'note ' || g || ' ''quoted'' ✓' END,
-	'mixed ' || g, make_interval(hours => g)
+	'mixed ' || g, make_interval(hours => g),
+	ARRAY['l' || g, NULL, 'quote " comma , brace }'], ARRAY[[g, 2], [3, NULL]]
 FROM generate_series(1, 3000) g;
 INSERT INTO "order lines" SELECT g / 3, g % 3, g, 'sku-' || g FROM generate_series(1, 900) g;`
 

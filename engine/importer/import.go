@@ -617,6 +617,11 @@ func copyText(dst []byte, f field, typ string) ([]byte, error) {
 			}
 		}
 		v = append([]byte(`\x`), hex.EncodeToString(raw)...)
+	case f.kind == kindJSON && strings.HasSuffix(typ, "[]"):
+		var err error
+		if v, err = appendArrayLiteral(nil, f.value); err != nil {
+			return nil, err
+		}
 	case f.kind == kindBool && typ != typeBoolean:
 		v = []byte(strconv.FormatBool(f.value[0] == 't'))
 	default:

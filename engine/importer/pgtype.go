@@ -1,5 +1,14 @@
 package importer
 
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
 // pgTypeKeyword is the JSON Schema annotation naming a field's original
 // PostgreSQL type (format_type output). shapelog's source connector passes
 // on what the engine's json_schemas says, so a PostgreSQL → PostgreSQL
@@ -34,6 +43,8 @@ func declaredType(schema any) string {
 		return mapped
 	case pg == "json" || pg == "jsonb":
 		return pg
+	case strings.HasSuffix(pg, "[]") && slices.Equal(jsonTypes(s), []string{"array"}) && arrayElementOK(strings.TrimSuffix(pg, "[]")):
+		return pg
 	}
 	for _, t := range jsonTypes(s) {
 		if faithfulTypes[t][pg] {
@@ -41,6 +52,79 @@ func declaredType(schema any) string {
 		}
 	}
 	return mapped
+}
+
+// arrayElementOK reports whether arrays of elem can be written from JSON
+// arrays (see appendArrayLiteral).
+func arrayElementOK(elem string) bool {
+	if elem == "json" || elem == "jsonb" {
+		return true
+	}
+	for _, types := range faithfulTypes {
+		if types[elem] {
+			return true
+		}
+	}
+	return false
+}
+
+// appendArrayLiteral writes the JSON array value as a PostgreSQL array
+// literal ({1,NULL,"a \"b\""}, nested for several dimensions): strings
+// and objects quoted, numbers and booleans as they are, null as NULL.
+func appendArrayLiteral(dst, value []byte) ([]byte, error) {
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(value))
+	dec.UseNumber()
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	arr, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("not an array")
+	}
+	return appendArray(dst, arr)
+}
+
+func appendArray(dst []byte, arr []any) ([]byte, error) {
+	dst = append(dst, '{')
+	for i, e := range arr {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		switch e := e.(type) {
+		case nil:
+			dst = append(dst, "NULL"...)
+		case json.Number:
+			dst = append(dst, e...)
+		case bool:
+			dst = strconv.AppendBool(dst, e)
+		case []any:
+			var err error
+			if dst, err = appendArray(dst, e); err != nil {
+				return nil, err
+			}
+		case string:
+			dst = appendQuotedElement(dst, e)
+		default:
+			b, err := json.Marshal(e)
+			if err != nil {
+				return nil, err
+			}
+			dst = appendQuotedElement(dst, string(b))
+		}
+	}
+	return append(dst, '}'), nil
+}
+
+func appendQuotedElement(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	for i := 0; i < len(s); i++ {
+		if s[i] == '"' || s[i] == '\\' {
+			dst = append(dst, '\\')
+		}
+		dst = append(dst, s[i])
+	}
+	return append(dst, '"')
 }
 
 // jsonTypes lists the non-null JSON types a schema allows at its top level.

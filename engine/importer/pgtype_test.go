@@ -15,7 +15,9 @@ func TestDeclaredTypeHonoursCompatiblePgTypes(t *testing.T) {
 		`{"type":"string","$pgType":"interval"}`:                         "interval",
 		`{"type":"string","$pgType":"character"}`:                        typeText, // char(1) would truncate
 		`{"type":"string","$pgType":"mood"}`:                             typeText, // an enum B may not have
-		`{"type":"array","$pgType":"integer[]"}`:                         typeJSONB,
+		`{"type":"array","$pgType":"integer[]"}`:                         "integer[]",
+		`{"type":["array","null"],"$pgType":"text[]"}`:                   "text[]",
+		`{"type":"array","$pgType":"mood[]"}`:                            typeJSONB,
 		`{"$pgType":"json"}`:                                             "json",
 		`{"type":"string","format":"date","$pgType":"date"}`:             typeDate,
 		`{"type":["string","integer"],"$pgType":"text"}`:                 typeJSONB,
@@ -29,6 +31,22 @@ func TestDeclaredTypeHonoursCompatiblePgTypes(t *testing.T) {
 		}
 		if got := declaredType(s); got != want {
 			t.Errorf("%s -> %s, want %s", schema, got, want)
+		}
+	}
+}
+
+func TestArrayLiteral(t *testing.T) {
+	for in, want := range map[string]string{
+		`[1,null,3]`:                   `{1,NULL,3}`,
+		`[[1,2],[3,4]]`:                `{{1,2},{3,4}}`,
+		`["a","b \"q\" \\ ,{}", null]`: `{"a","b \"q\" \\ ,{}",NULL}`,
+		`[true,false]`:                 `{true,false}`,
+		`[{"k":[1]}]`:                  `{"{\"k\":[1]}"}`,
+		`[]`:                           `{}`,
+	} {
+		got, err := appendArrayLiteral(nil, []byte(in))
+		if err != nil || string(got) != want {
+			t.Errorf("%s -> %s (%v), want %s", in, got, err, want)
 		}
 	}
 }

@@ -269,15 +269,7 @@ func CatchUp(t testing.TB, e *engine.Engine, conn *pgx.Conn) {
 	if err := conn.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.Repl.WaitProcessed(ctx, uint64(lsn)); err != nil {
+	if err := e.WaitReadable(ctx, uint64(lsn)); err != nil {
 		t.Fatal(err)
-	}
-	written := e.Store.Written().Ts
-	for e.Store.Durable().Ts < written {
-		select {
-		case <-e.Store.Advanced():
-		case <-ctx.Done():
-			t.Fatal("the engine's log never became durable")
-		}
 	}
 }

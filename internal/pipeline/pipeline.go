@@ -1,0 +1,158 @@
+// Package pipeline runs `source read | destination write` the way the
+// Airbyte platform does, for the demo, the end-to-end tests and the
+// benchmarks: it passes the saved states to the source and collects the
+// states the destination echoes.
+package pipeline
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"time"
+
+	"github.com/shapelog/shapelog/protocol"
+)
+
+// Sync is one sync between a source and a destination binary.
+type Sync struct {
+	SourceBin, DestinationBin string
+	// SourceConfig, DestinationConfig and Catalog are file paths.
+	SourceConfig, DestinationConfig, Catalog string
+	// States are the source's input states (nil: none).
+	States []json.RawMessage
+	// OnState, if set, is called after each STATE the destination echoes,
+	// with the processes (tests use it to kill one mid-sync).
+	OnState func(echoed int, source, destination *os.Process)
+	// Stderr receives both processes' stderr (default: discarded).
+	Stderr io.Writer
+}
+
+// Result is what a sync did.
+type Result struct {
+	Took time.Duration
+	// States are the last echoed state of each stream, without
+	// destinationStats: the next sync's input.
+	States []json.RawMessage
+	// Records is the sum of the echoed destinationStats.
+	Records int64
+	// SourceRSS and DestinationRSS are the processes' peaks in MiB.
+	SourceRSS, DestinationRSS float64
+}
+
+// Run runs the sync and waits for both processes. It fails if either
+// exits non-zero or the destination reports an error; the Result then
+// still holds the states echoed before.
+func (s Sync) Run(ctx context.Context) (*Result, error) {
+	args := []string{"read", "--config", s.SourceConfig, "--catalog", s.Catalog}
+	if s.States != nil {
+		f, err := os.CreateTemp(filepath.Dir(s.Catalog), "state-*.json")
+		if err != nil {
+			return nil, err
+		}
+		defer os.Remove(f.Name())
+		b, _ := json.Marshal(s.States)
+		if _, err := f.Write(b); err != nil {
+			return nil, err
+		}
+		if err := f.Close(); err != nil {
+			return nil, err
+		}
+		args = append(args, "--state", f.Name())
+	}
+	src := exec.CommandContext(ctx, s.SourceBin, args...)
+	dst := exec.CommandContext(ctx, s.DestinationBin, "write", "--config", s.DestinationConfig, "--catalog", s.Catalog)
+	pipe, err := src.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	dst.Stdin = pipe
+	src.Stderr, dst.Stderr = s.Stderr, s.Stderr
+	out, err := dst.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	if err := src.Start(); err != nil {
+		return nil, err
+	}
+	if err := dst.Start(); err != nil {
+		_ = src.Process.Kill()
+		_ = src.Wait()
+		return nil, err
+	}
+	res := &Result{}
+	last := map[string]json.RawMessage{}
+	var destErr error
+	echoed := 0
+	sc := bufio.NewScanner(out)
+	sc.Buffer(nil, 64<<20)
+	for sc.Scan() {
+		var m struct {
+			Type  string          `json:"type"`
+			State *protocol.State `json:"state"`
+			Trace *protocol.Trace `json:"trace"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			destErr = fmt.Errorf("the destination wrote a line that is not a message: %.200s", sc.Bytes())
+			continue
+		}
+		if m.Trace != nil && m.Trace.Error != nil && destErr == nil {
+			destErr = fmt.Errorf("destination: %s (%s)", m.Trace.Error.Message, m.Trace.Error.InternalMessage)
+		}
+		if m.State == nil {
+			continue
+		}
+		if m.State.DestinationStats != nil {
+			res.Records += int64(m.State.DestinationStats.RecordCount)
+		}
+		m.State.DestinationStats = nil
+		b, _ := json.Marshal(m.State)
+		key := "global"
+		if m.State.Stream != nil {
+			key = m.State.Stream.StreamDescriptor.String()
+		}
+		last[key] = b
+		echoed++
+		if s.OnState != nil {
+			s.OnState(echoed, src.Process, dst.Process)
+		}
+	}
+	_, _ = io.Copy(io.Discard, out)
+	srcErr, dstErr := src.Wait(), dst.Wait()
+	res.Took = time.Since(start)
+	res.SourceRSS, res.DestinationRSS = maxRSS(src), maxRSS(dst)
+	keys := make([]string, 0, len(last))
+	for k := range last {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		res.States = append(res.States, last[k])
+	}
+	if srcErr != nil {
+		srcErr = fmt.Errorf("source: %w", srcErr)
+	}
+	if dstErr != nil {
+		dstErr = fmt.Errorf("destination: %w", dstErr)
+	}
+	return res, errors.Join(destErr, srcErr, dstErr)
+}
+
+// maxRSS is a finished process's peak resident set size in MiB.
+func maxRSS(cmd *exec.Cmd) float64 {
+	if cmd.ProcessState == nil {
+		return 0
+	}
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		return float64(ru.Maxrss) / 1024
+	}
+	return 0
+}

@@ -88,3 +88,11 @@ func TestStartupWaitsForUnreachableDatabase(t *testing.T) {
 	}
 	waitActive(t, e.URL())
 }
+
+func TestStartupRefusesSlotOfAnotherDatabase(t *testing.T) {
+	startEngine(t, pgtest.NewDatabase(t))
+	err := startErr(t, pgtest.NewDatabase(t))
+	if err == nil || !strings.Contains(err.Error(), "already belongs to database") || !strings.Contains(err.Error(), "--slot") {
+		t.Fatalf("want an error naming the slot's database and --slot, got %v", err)
+	}
+}

@@ -109,7 +109,7 @@ func (r *Replicator) Check(ctx context.Context) error {
 		return err
 	}
 	defer conn.Release()
-	if err := checkServer(ctx, conn.Conn()); err != nil {
+	if err := checkServer(ctx, conn.Conn(), r.cfg.Slot); err != nil {
 		return err
 	}
 	// Fail fast if another engine runs on this slot; Run takes the lock for
@@ -176,7 +176,7 @@ func (r *Replicator) session(ctx context.Context) error {
 	// The lock lives as long as this connection; hijack it from the pool.
 	lock := lockConn.Hijack()
 	defer lock.Close(context.Background())
-	if err := checkServer(ctx, lock); err != nil {
+	if err := checkServer(ctx, lock, r.cfg.Slot); err != nil {
 		return err
 	}
 	if err := acquireSlotLock(ctx, lock, r.cfg.Slot); err != nil {

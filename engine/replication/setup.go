@@ -20,7 +20,7 @@ type ConfigError struct{ Msg string }
 func (e *ConfigError) Error() string { return e.Msg }
 
 // checkServer verifies the server can do logical replication for us.
-func checkServer(ctx context.Context, conn *pgx.Conn) error {
+func checkServer(ctx context.Context, conn *pgx.Conn, slot string) error {
 	var walLevel string
 	if err := conn.QueryRow(ctx, "SHOW wal_level").Scan(&walLevel); err != nil {
 		return err
@@ -42,6 +42,16 @@ func checkServer(ctx context.Context, conn *pgx.Conn) error {
 	}
 	if slots == 0 {
 		return &ConfigError{"max_replication_slots is 0: set it to at least 4 (one for the engine plus one per concurrent snapshot) and restart PostgreSQL"}
+	}
+	// Slot names are per cluster: a slot of this name on another database
+	// would make creating ours fail for ever.
+	var otherDB string
+	err := conn.QueryRow(ctx, "SELECT database FROM pg_replication_slots WHERE slot_name = $1 AND database IS DISTINCT FROM current_database()", slot).Scan(&otherDB)
+	if err == nil {
+		return &ConfigError{fmt.Sprintf("replication slot %q already belongs to database %q (slot names are per cluster): give this engine its own --slot and --publication", slot, otherDB)}
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return err
 	}
 	return nil
 }

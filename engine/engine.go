@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/shapelog/shapelog/engine/catalog"
+	"github.com/shapelog/shapelog/engine/functions"
 	"github.com/shapelog/shapelog/engine/httpapi"
 	"github.com/shapelog/shapelog/engine/importer"
 	"github.com/shapelog/shapelog/engine/replication"
@@ -40,6 +41,9 @@ type Config struct {
 	Version      string
 	// MaxImportBytes bounds an import request body (default 64 MiB).
 	MaxImportBytes int64
+	// Functions configures /api/query, /api/mutation, /api/action and
+	// /api/run; with no schemas exposed they answer "not found".
+	Functions functions.Config
 }
 
 // Engine is a running engine.
@@ -48,13 +52,14 @@ type Engine struct {
 	Repl     *replication.Replicator
 	Importer *importer.Importer
 
-	log    zerolog.Logger
-	ln     net.Listener
-	srv    *http.Server
-	pool   *pgxpool.Pool
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	once   sync.Once
+	log       zerolog.Logger
+	ln        net.Listener
+	srv       *http.Server
+	pool      *pgxpool.Pool
+	functions *functions.Service
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	once      sync.Once
 }
 
 // Start opens the store, checks the database and starts serving. A
@@ -102,7 +107,10 @@ func Start(ctx context.Context, c Config, log zerolog.Logger) (*Engine, error) {
 	}
 	snaps := snapshot.NewManager(snapshot.Config{DatabaseURL: c.DatabaseURL, MaxSessions: c.MaxSnapshots, IdleTimeout: c.SnapshotIdle}, e.Store, e.Repl, log)
 	e.Importer = importer.New(pool, log)
-	api := httpapi.New(httpapi.Config{AccessKey: c.AccessKey, Insecure: c.Insecure, Version: c.Version, MaxImportBytes: c.MaxImportBytes},
+	if e.functions, err = functions.New(ctx, c.DatabaseURL, c.Functions, types, log); err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	api := httpapi.New(httpapi.Config{AccessKey: c.AccessKey, Insecure: c.Insecure, Version: c.Version, MaxImportBytes: c.MaxImportBytes, Functions: e.functions},
 		e.Store, e.Repl, snaps, e.Importer, pool, types, log)
 	if e.ln, err = net.Listen("tcp", c.Listen); err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", c.Listen, err)
@@ -173,6 +181,9 @@ func (e *Engine) Close(timeout time.Duration) {
 func (e *Engine) closeResources() {
 	if e.Store != nil {
 		_ = e.Store.Close()
+	}
+	if e.functions != nil {
+		e.functions.Close()
 	}
 	e.pool.Close()
 }

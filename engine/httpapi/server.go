@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/shapelog/shapelog/engine/catalog"
+	"github.com/shapelog/shapelog/engine/functions"
 	"github.com/shapelog/shapelog/engine/importer"
 	"github.com/shapelog/shapelog/engine/replication"
 	"github.com/shapelog/shapelog/engine/shapelog"
@@ -30,6 +31,9 @@ type Config struct {
 	Version string
 	// MaxImportBytes bounds an import request's body (413 beyond).
 	MaxImportBytes int64
+	// Functions serves /api/query, /api/mutation, /api/action and
+	// /api/run; nil leaves them unserved.
+	Functions *functions.Service
 }
 
 // Server holds what the handlers need.
@@ -74,6 +78,12 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("PUT /api/streaming_import/clear_tables", s.admin(s.clearTables))
 	mux.Handle("POST /api/streaming_import/replace_tables", s.admin(s.replaceTables))
 	mux.Handle("PUT /api/streaming_import/delete_other_generations", s.admin(s.deleteOtherGenerations))
+	if s.cfg.Functions != nil {
+		mux.HandleFunc("POST /api/query", s.callFunction(functions.Query))
+		mux.HandleFunc("POST /api/mutation", s.callFunction(functions.Mutation))
+		mux.HandleFunc("POST /api/action", s.callFunction(functions.Action))
+		mux.HandleFunc("POST /api/run/{path...}", s.callFunction(functions.Run))
+	}
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		// A known path with another method: the routes above are by method.
 		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut} {

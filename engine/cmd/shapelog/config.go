@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shapelog/shapelog/engine/catalog"
+	"github.com/shapelog/shapelog/engine/functions"
 )
 
 // config is the engine's configuration: flags, defaulting to environment
@@ -28,6 +29,10 @@ type config struct {
 	SnapshotIdle    time.Duration
 	MaxSnapshots    int
 	MaxImportBytes  int64
+	FunctionSchemas string
+	FunctionTokens  string
+	FunctionPublic  string
+	FunctionTimeout time.Duration
 	LogLevel        string
 	LogFormat       string
 	ShutdownTimeout time.Duration
@@ -62,7 +67,25 @@ func bindFlags(fs *flag.FlagSet, c *config) {
 	fs.DurationVar(&c.SnapshotIdle, "snapshot-idle-timeout", c.SnapshotIdle, "close snapshots nobody reads for this long (env SHAPELOG_SNAPSHOT_IDLE_TIMEOUT)")
 	c.MaxImportBytes = int64(envInt("SHAPELOG_MAX_IMPORT_BYTES", 64<<20))
 	fs.Int64Var(&c.MaxImportBytes, "max-import-bytes", c.MaxImportBytes, "largest import request body; bigger ones get 413 (env SHAPELOG_MAX_IMPORT_BYTES)")
+	fs.StringVar(&c.FunctionSchemas, "function-schemas", env("SHAPELOG_FUNCTION_SCHEMAS", ""), "comma-separated schemas whose functions /api/query, /api/mutation, /api/action and /api/run may call (env SHAPELOG_FUNCTION_SCHEMAS; default none)")
+	fs.StringVar(&c.FunctionTokens, "function-tokens", env("SHAPELOG_FUNCTION_TOKENS", ""), "comma-separated token=role pairs: `Authorization: Bearer <token>` calls run as that role (env SHAPELOG_FUNCTION_TOKENS)")
+	fs.StringVar(&c.FunctionPublic, "function-public-role", env("SHAPELOG_FUNCTION_PUBLIC_ROLE", ""), "role for function calls without a token; empty refuses them (env SHAPELOG_FUNCTION_PUBLIC_ROLE)")
+	c.FunctionTimeout = envDuration("SHAPELOG_FUNCTION_TIMEOUT", 10*time.Second)
+	fs.DurationVar(&c.FunctionTimeout, "function-timeout", c.FunctionTimeout, "statement timeout of each function call (env SHAPELOG_FUNCTION_TIMEOUT)")
 	c.ShutdownTimeout = 10 * time.Second
+}
+
+// functions is the functions API's configuration.
+func (c *config) functions() (functions.Config, error) {
+	f := functions.Config{Schemas: splitList(c.FunctionSchemas), PublicRole: c.FunctionPublic, Timeout: c.FunctionTimeout, Tokens: map[string]string{}}
+	for _, pair := range splitList(c.FunctionTokens) {
+		token, role, ok := strings.Cut(pair, "=")
+		if !ok || token == "" || role == "" {
+			return f, fmt.Errorf("SHAPELOG_FUNCTION_TOKENS: %q is not token=role", pair)
+		}
+		f.Tokens[token] = role
+	}
+	return f, nil
 }
 
 var envErrs []error
@@ -113,6 +136,12 @@ func (c *config) validate() error {
 	}
 	if c.MaxSnapshots < 1 {
 		errs = append(errs, fmt.Errorf("max-snapshots must be at least 1"))
+	}
+	if _, err := c.functions(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.FunctionTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("function-timeout must be positive"))
 	}
 	if c.LogFormat != "json" && c.LogFormat != "console" {
 		errs = append(errs, fmt.Errorf("log format %q: use json or console", c.LogFormat))

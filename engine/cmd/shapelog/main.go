@@ -116,8 +116,12 @@ func serve(ctx context.Context, c *config, ready func(addr string)) error {
 	if err != nil {
 		return err
 	}
+	fns, err := c.functions()
+	if err != nil {
+		return err
+	}
 	e, err := engine.Start(ctx, engine.Config{
-		DatabaseURL: c.DatabaseURL, AccessKey: c.AccessKey, Insecure: c.Insecure,
+		Functions: fns, DatabaseURL: c.DatabaseURL, AccessKey: c.AccessKey, Insecure: c.Insecure,
 		Listen: net.JoinHostPort("", strconv.Itoa(c.Port)), StorageDir: c.StorageDir, Filter: c.filter(),
 		Publication: c.Publication, Slot: c.Slot, Retention: c.Retention, SnapshotIdle: c.SnapshotIdle,
 		MaxSnapshots: c.MaxSnapshots, Version: version, MaxImportBytes: c.MaxImportBytes,

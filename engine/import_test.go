@@ -453,3 +453,232 @@ func TestImportEmptyRecords(t *testing.T) {
 		t.Fatalf("%s rows, want 2", got[0])
 	}
 }
+
+// TestImportUserTablesKeepTheirTypes: a table the importer did not create
+// keeps its column types, empty or not, whatever the schema says; values
+// are cast by PostgreSQL, and one it rejects fails the request with a 400
+// naming the message and the field.
+func TestImportUserTablesKeepTheirTypes(t *testing.T) {
+	conn, c, ctx := importSetup(t)
+	mustExec(t, conn, `CREATE TABLE ut (id bigint, b bytea, d date, ts timestamptz, u uuid, n numeric(10,2), j jsonb, k integer)`)
+	before := columnTypes(t, conn, "ut")
+	loose := client.TableSpec{JSONSchema: json.RawMessage(`{"type":"object","properties":{
+		"id":{"type":"integer"},"b":{"type":["string","null"]},"d":{"type":"string"},"ts":{"type":["null","string"]},
+		"u":{"type":"string"},"n":{"type":"number"},"j":{"type":"string"},"k":{"type":"number"},"extra":{"type":"string"}}}`)}
+	tables := map[string]client.TableSpec{"ut": loose}
+	if err := c.ImportAirbyteRecords(ctx, client.ImportRequest{Tables: tables, Messages: msgs("ut",
+		`{"id":1,"b":"3q2+7w==","d":"2024-02-29","ts":"2024-01-01T10:00:00+02:00","u":"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11","n":1.25,"j":"s","k":3,"extra":"x"}`)}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := columnTypes(t, conn, "ut"); got != before+", extra text" {
+		t.Fatalf("columns of a user table changed:\n%s\nwas\n%s", got, before)
+	}
+	// Now non-empty: still no retyping, even for a union or an object.
+	tables["ut"] = client.TableSpec{JSONSchema: json.RawMessage(`{"type":"object","properties":{"id":{"type":"integer"},"d":{"type":["string","integer"]},"j":{"type":"object"},"k":{"type":"number"}}}`)}
+	if err := c.ImportAirbyteRecords(ctx, client.ImportRequest{Tables: tables, Messages: msgs("ut", `{"id":2,"d":"2024-03-01","j":{"a":[1]},"k":4}`)}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := columnTypes(t, conn, "ut"); got != before+", extra text" {
+		t.Fatalf("columns of a user table changed:\n%s\nwas\n%s", got, before)
+	}
+	if got := rowsOf(t, conn, `SELECT id, b, d::text, ts::text, u::text, n::text, j::text, k, extra FROM ut ORDER BY id`); strings.Join(got, "\n") !=
+		"1|deadbeef|2024-02-29|2024-01-01 08:00:00+00|a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11|1.25|\"s\"|3|x\n2||2024-03-01|<nil>|<nil>|<nil>|{\"a\": [1]}|4|<nil>" &&
+		strings.Join(got, "\n") != "1|deadbeef|2024-02-29|2024-01-01 08:00:00+00|a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11|1.25|\"s\"|3|x\n2|<nil>|2024-03-01|<nil>|<nil>|<nil>|{\"a\": [1]}|4|<nil>" {
+		t.Fatalf("rows:\n%s", strings.Join(got, "\n"))
+	}
+	// Values PostgreSQL cannot cast: 400 naming message and field, nothing written.
+	for _, tc := range []struct {
+		docs  []string
+		words []string
+	}{
+		{[]string{`{"id":3,"d":"2024-03-02"}`, `{"id":4,"d":"31st of never"}`}, []string{"message 1", "ut", "field d", "date"}},
+		{[]string{`{"id":3,"k":2.5}`}, []string{"message 0", "field k", "integer"}},
+		{[]string{`{"id":3}`, `{"id":3,"b":"not base64!"}`}, []string{"message 1", "field b", "base64"}},
+		{[]string{`{"id":3,"u":"nope"}`}, []string{"message 0", "field u", "uuid"}},
+	} {
+		err := c.ImportAirbyteRecords(ctx, client.ImportRequest{Tables: tables, Messages: msgs("ut", tc.docs...)}, "")
+		wantBadRequest(t, err, "InvalidValue", tc.words...)
+	}
+	// The same through the staging table of a dedup stream.
+	if err := c.AddPrimaryKeyIndexes(ctx, map[string][][]string{"ut": {{"id"}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitIndexes(t, c, "ut")
+	keyed := map[string]client.TableSpec{"ut": {PrimaryKey: [][]string{{"id"}}, JSONSchema: tables["ut"].JSONSchema}}
+	err := c.ImportAirbyteRecords(ctx, client.ImportRequest{Tables: keyed, Messages: msgs("ut", `{"id":1,"d":"2024-05-01"}`, `{"id":2}`, `{"id":5,"d":"soon"}`)}, "")
+	wantBadRequest(t, err, "InvalidValue", "message 2", "field d")
+	if got := rowsOf(t, conn, `SELECT count(*), max(d)::text FROM ut`); got[0] != "2|2024-03-01" {
+		t.Fatalf("a rejected request wrote rows: %v", got)
+	}
+	if got := columnTypes(t, conn, "ut"); got != before+", extra text" {
+		t.Fatalf("columns of a user table changed:\n%s\nwas\n%s", got, before)
+	}
+}
+
+// TestImportWidensOwnTablesOnlyWhenNeeded: a table the importer created is
+// widened only when a declared type cannot be stored in the column, never
+// narrowed; a string without a format fits any string column, and a
+// nullable variant of a type is the same type.
+func TestImportWidensOwnTablesOnlyWhenNeeded(t *testing.T) {
+	conn, c, ctx := importSetup(t)
+	spec := func(props string) map[string]client.TableSpec {
+		return map[string]client.TableSpec{"own": {JSONSchema: json.RawMessage(`{"type":"object","properties":{` + props + `}}`)}}
+	}
+	imp := func(props string, docs ...string) {
+		t.Helper()
+		if err := c.ImportAirbyteRecords(ctx, client.ImportRequest{Tables: spec(props), Messages: msgs("own", docs...)}, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	imp(`"id":{"type":"integer"},"d":{"type":"string","format":"date"},"bin":{"type":"string","contentEncoding":"base64"},"i":{"type":"integer"},
+		"s":{"type":"string"},"t":{"type":"string","format":"date"},"tm":{"type":"string","format":"time"},"f":{"type":"number"}`,
+		`{"id":1,"d":"2024-01-01","bin":"3q2+7w==","i":1,"s":"a","t":"2024-01-01","tm":"10:00:00","f":1.5}`)
+	const v1 = "bin bytea, d date, f numeric, i bigint, id bigint, s text, t date, tm time without time zone" // declared: sorted
+	if got := columnTypes(t, conn, "own"); got != v1 {
+		t.Fatalf("columns: %s", got)
+	}
+	if got := rowsOf(t, conn, `SELECT obj_description('own'::regclass, 'pg_class') LIKE 'shapelog%'`); got[0] != "true" {
+		t.Fatalf("the table does not say the importer created it: %v", got)
+	}
+	// Looser or nullable strings, and types that fit: nothing changes.
+	imp(`"id":{"type":["integer","null"]},"d":{"type":["string","null"]},"bin":{"type":"string"},"i":{"type":["null","integer"]},
+		"s":{"type":["null","string"]},"t":{"type":"string"},"tm":{"type":["string","null"],"format":"time"},"f":{"type":"integer"}`,
+		`{"id":2,"d":"2024-01-02","bin":"AAE=","i":2,"s":"b","t":"2024-01-02","tm":"11:00:00","f":2}`)
+	if got := columnTypes(t, conn, "own"); got != v1 {
+		t.Fatalf("columns changed for compatible schemas: %s", got)
+	}
+	// Undeclared values that fit change nothing either.
+	if err := c.ImportAirbyteRecords(ctx, client.ImportRequest{Tables: map[string]client.TableSpec{"own": {}},
+		Messages: msgs("own", `{"id":3,"d":"2024-01-03","i":3,"f":3,"s":"c","bin":"AAI="}`)}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := columnTypes(t, conn, "own"); got != v1 {
+		t.Fatalf("columns changed for undeclared values that fit: %s", got)
+	}
+	// Types that do not fit widen: integer → number, date → date-time
+	// within the family, another string format → text, number → string.
+	imp(`"id":{"type":"integer"},"i":{"type":"number"},"t":{"type":"string","format":"date-time"},"tm":{"type":"string","format":"date"},"f":{"type":"string"}`,
+		`{"id":4,"i":4.5,"t":"2024-01-04T05:06:07Z","tm":"2024-01-04","f":"many"}`)
+	const v2 = "bin bytea, d date, f text, i numeric, id bigint, s text, t timestamp with time zone, tm text"
+	if got := columnTypes(t, conn, "own"); got != v2 {
+		t.Fatalf("columns after widening: %s", got)
+	}
+	// Never narrowed back.
+	imp(`"id":{"type":"integer"},"i":{"type":"integer"},"t":{"type":"string","format":"date"},"tm":{"type":"string","format":"time"},"f":{"type":"number"}`,
+		`{"id":5,"i":5,"t":"2024-01-05","tm":"12:00:00","f":5}`)
+	if got := columnTypes(t, conn, "own"); got != v2 {
+		t.Fatalf("columns narrowed: %s", got)
+	}
+	if got := rowsOf(t, conn, `SELECT id, d::text, encode(bin, 'base64'), i::text, t::text, tm, f FROM own ORDER BY id`); strings.Join(got, "\n") != strings.Join([]string{
+		"1|2024-01-01|3q2+7w==|1|2024-01-01 00:00:00+00|10:00:00|1.5",
+		"2|2024-01-02|AAE=|2|2024-01-02 00:00:00+00|11:00:00|2",
+		"3|2024-01-03|AAI=|3|<nil>|<nil>|3",
+		"4|<nil>|<nil>|4.5|2024-01-04 05:06:07+00|2024-01-04|many",
+		"5|<nil>|<nil>|5|2024-01-05 00:00:00+00|12:00:00|5",
+	}, "\n") {
+		t.Fatalf("rows:\n%s", strings.Join(got, "\n"))
+	}
+	// Emptied, the table still keeps its types.
+	if err := c.ClearTables(ctx, []string{"own"}); err != nil {
+		t.Fatal(err)
+	}
+	imp(`"id":{"type":"integer"},"d":{"type":"string"},"bin":{"type":["string","null"]}`, `{"id":6,"d":"2024-01-06","bin":"AAM="}`)
+	if got := columnTypes(t, conn, "own"); got != v2 {
+		t.Fatalf("columns of the emptied table changed: %s", got)
+	}
+	// Key columns add_primary_key_indexes had to guess take the declared
+	// types from the first import.
+	if err := c.AddPrimaryKeyIndexes(ctx, map[string][][]string{"keyed": {{"id"}, {"meta", "ref"}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitIndexes(t, c, "keyed")
+	keyed := map[string]client.TableSpec{"keyed": {PrimaryKey: [][]string{{"id"}, {"meta", "ref"}}, JSONSchema: json.RawMessage(`{"type":"object","properties":{"id":{"type":"integer"},"meta":{"type":"object"},"v":{"type":"string"}}}`)}}
+	if err := c.ImportAirbyteRecords(ctx, client.ImportRequest{Tables: keyed, Messages: msgs("keyed", `{"id":1,"meta":{"ref":"a"},"v":"x"}`, `{"id":1,"meta":{"ref":"a"},"v":"y"}`)}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := columnTypes(t, conn, "keyed"); got != "id bigint, meta jsonb, v text" {
+		t.Fatalf("keyed columns: %s", got)
+	}
+	if got := rowsOf(t, conn, `SELECT id, v FROM keyed`); strings.Join(got, ",") != "1|y" {
+		t.Fatalf("keyed rows: %v", got)
+	}
+	// Typed once, a key column is no longer provisional: emptied, the table
+	// is not narrowed (smallint), only widened (a string makes text).
+	if err := c.ClearTables(ctx, []string{"keyed"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ id, doc, want string }{
+		{`{"type":"integer","$pgType":"smallint"}`, `{"id":7,"meta":{"ref":"a"}}`, "id bigint, meta jsonb, v text"},
+		{`{"type":"string"}`, `{"id":"seven","meta":{"ref":"a"}}`, "id text, meta jsonb, v text"},
+	} {
+		keyed["keyed"] = client.TableSpec{PrimaryKey: [][]string{{"id"}, {"meta", "ref"}}, JSONSchema: json.RawMessage(`{"type":"object","properties":{"id":` + tc.id + `,"meta":{"type":"object"}}}`)}
+		if err := c.ImportAirbyteRecords(ctx, client.ImportRequest{Tables: keyed, Messages: msgs("keyed", tc.doc)}, ""); err != nil {
+			t.Fatal(err)
+		}
+		if got := columnTypes(t, conn, "keyed"); got != tc.want {
+			t.Fatalf("keyed columns after %s: %s, want %s", tc.id, got, tc.want)
+		}
+	}
+}
+
+// TestAddIndexDoesNotBlockOtherCalls: while add_primary_key_indexes waits
+// for an index it replaces to be rebuilt (here held up by an open
+// transaction's snapshot), other index calls go ahead.
+func TestAddIndexDoesNotBlockOtherCalls(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	conn := connect(t, dbURL)
+	e := startEngine(t, dbURL)
+	c := apiClient(t, e.URL())
+	ctx := context.Background()
+	mustExec(t, conn, `CREATE TABLE slow (id bigint, v text); INSERT INTO slow SELECT g, 'v' || g FROM generate_series(1, 10) g; CREATE TABLE other (id bigint)`)
+	if err := c.AddPrimaryKeyIndexes(ctx, map[string][][]string{"slow": {{"id"}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitIndexes(t, c, "slow")
+	// A concurrent index build waits for every older snapshot to go.
+	holder := connect(t, dbURL)
+	tx, err := holder.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT 1`); err != nil {
+		t.Fatal(err)
+	}
+	slowDone := make(chan error, 1)
+	go func() { slowDone <- c.AddPrimaryKeyIndexes(ctx, map[string][][]string{"slow": {{"v"}}}) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if got := rowsOf(t, conn, `SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'CREATE UNIQUE INDEX CONCURRENTLY%slow%' AND wait_event_type = 'Lock'`); got[0] == "1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the index build never started waiting")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	quick, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ready, err := c.PrimaryKeyIndexesReady(quick, []string{"slow"})
+	if err != nil || ready {
+		t.Fatalf("readiness during the rebuild: %v %v", ready, err)
+	}
+	if err := c.AddPrimaryKeyIndexes(quick, map[string][][]string{"other": {{"id"}}}); err != nil {
+		t.Fatalf("another table's index waited for the rebuild: %v", err)
+	}
+	select {
+	case err := <-slowDone:
+		t.Fatalf("the rebuilding add_primary_key_indexes returned before its build was done: %v", err)
+	default:
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-slowDone; err != nil {
+		t.Fatal(err)
+	}
+	waitIndexes(t, c, "slow", "other")
+	if got := rowsOf(t, conn, `SELECT indexdef FROM pg_indexes WHERE tablename = 'slow'`); len(got) != 1 || !strings.Contains(got[0], "(v)") {
+		t.Fatalf("slow's index: %v", got)
+	}
+}

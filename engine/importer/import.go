@@ -18,13 +18,19 @@ import (
 	"sync"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/santhosh-tekuri/jsonschema/v5"
+	"github.com/shapelog/shapelog/engine/catalog"
 )
 
-// column is a target column: its name and type.
+// column is a target column: its name and type, and the field it holds.
 type column struct {
-	name string
-	typ  string
+	name     string // the column (see columnFor)
+	field    string // the records' field
+	typ      string // the type wanted; after evolve, the column's own
+	typed    bool   // typ comes from a declaration or a value, not a guess
+	declared bool   // typ comes from the jsonSchema
+	intOnly  bool   // every number seen (undeclared fields) was written as an integer
 }
 
 // stream is one table of a request: its declaration and its records.
@@ -33,34 +39,69 @@ type stream struct {
 	key      []keyPath // nil: append
 	schema   *jsonschema.Schema
 	fast     *fastSchema       // the schema, when the one-pass checker handles it
-	declared map[string]string // column types from the JSON Schema
+	declared map[string]string // column types from the JSON Schema, by field
 	cols     []column
-	colIndex map[string]int
+	colIndex map[string]int // by field
+	byColumn map[string]int // by column name
+	msgIdx   []int32        // the request's message index of each spooled record
 	spool    spool
 }
 
 // column returns the index of the column for field name, adding it (typed
 // from the schema, else from the value's kind) on first sight, and widening
-// the type of an undeclared field whose values change kind.
-func (s *stream) column(name string, kind byte) int {
+// the type of an undeclared field whose values change kind. A field that
+// cannot have a column gives the reason instead.
+func (s *stream) column(name string, kind byte, value []byte) (int, string) {
 	if i, ok := s.colIndex[name]; ok {
-		if _, declared := s.declared[name]; !declared && kind != kindNull {
-			if t, changed := widen(s.cols[i].typ, valueType(kind)); changed {
-				s.cols[i].typ = t
-			}
+		if c := &s.cols[i]; !c.declared && kind != kindNull {
+			c.observe(kind, value)
 		}
-		return i
+		return i, ""
 	}
-	typ, ok := s.declared[name]
-	if !ok {
-		typ = valueType(kind)
-		if kind == kindNull {
-			typ = typeText
-		}
+	if why := fieldProblem(name); why != "" {
+		return 0, fmt.Sprintf("field %q: %s", name, why)
+	}
+	col := columnFor(name)
+	if j, ok := s.byColumn[col]; ok {
+		return 0, fmt.Sprintf("fields %q and %q would both be stored in column %q (a field named like a PostgreSQL system column gets an underscore appended)", s.cols[j].field, name, col)
+	}
+	c := column{name: col, field: name, typ: typeText, intOnly: true}
+	if typ, ok := s.declared[name]; ok {
+		c.typ, c.typed, c.declared = typ, true, true
+	} else if kind != kindNull {
+		c.observe(kind, value)
 	}
 	s.colIndex[name] = len(s.cols)
-	s.cols = append(s.cols, column{name: name, typ: typ})
-	return len(s.cols) - 1
+	s.byColumn[col] = len(s.cols)
+	s.cols = append(s.cols, c)
+	return len(s.cols) - 1, ""
+}
+
+// observe types an undeclared field from one more of its values.
+func (c *column) observe(kind byte, value []byte) {
+	if kind == kindNumber && c.intOnly && bytes.ContainsAny(value, ".eE") {
+		c.intOnly = false
+	}
+	t := valueType(kind)
+	if !c.typed {
+		c.typ, c.typed = t, true
+	} else if t != c.typ {
+		c.typ, _ = widen(c.typ, t)
+	}
+}
+
+// wantIn is the type the column's values need, given that the table's
+// column has type have: an undeclared field's numbers fit any numeric
+// column (integers only when all were written as integers).
+func (c *column) wantIn(have string) string {
+	if c.declared || c.typ != typeNumeric {
+		return c.typ
+	}
+	switch f, _ := classify(have); {
+	case f == famFloat || f == famNumeric, f == famInt && c.intOnly:
+		return have
+	}
+	return c.typ
 }
 
 type streamDecl struct {
@@ -73,7 +114,7 @@ func newStream(api string, d streamDecl) (*stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &stream{t: t, declared: map[string]string{}, colIndex: map[string]int{}, fast: &fastSchema{additional: true}}
+	s := &stream{t: t, declared: map[string]string{}, colIndex: map[string]int{}, byColumn: map[string]int{}, fast: &fastSchema{additional: true}}
 	if d.PrimaryKey != nil {
 		if s.key, err = validKey(t, *d.PrimaryKey); err != nil {
 			return nil, err
@@ -105,9 +146,29 @@ func newStream(api string, d streamDecl) (*stream, error) {
 			}
 			sort.Strings(names)
 			for _, name := range names {
-				s.declared[name] = declaredType(props[name])
-				s.column(name, kindNull)
+				if !nullOnly(props[name]) {
+					s.declared[name] = declaredType(props[name])
+				}
+				if _, why := s.column(name, kindNull, nil); why != "" {
+					return nil, badRequest("InvalidFieldName", "Table %s, property of its jsonSchema: %s", api, why)
+				}
 			}
+		}
+	}
+	// Key fields need their columns even before a record has them: nested
+	// keys reach into a jsonb column.
+	for _, k := range s.key {
+		i, why := s.column(k[0], kindNull, nil)
+		if why != "" {
+			return nil, badRequest("InvalidPrimaryKey", "Invalid primary key for table %s: %s", api, why)
+		}
+		if len(k) == 1 {
+			continue
+		}
+		if c := &s.cols[i]; !c.typed {
+			c.typ = typeJSONB
+		} else if f, _ := classify(c.typ); f != famJSON {
+			return nil, badRequest("InvalidPrimaryKey", "Invalid primary key for table %s: %s reaches into field %q, which its jsonSchema declares as %s; a nested key needs an object (a jsonb column)", api, k, k[0], c.typ)
 		}
 	}
 	return s, nil
@@ -452,11 +513,16 @@ func (r *request) addBatch(batch []message) error {
 		}
 		fields = fields[:0]
 		for _, f := range p.fields {
-			fields = append(fields, field{col: p.s.column(f.name, f.kind), kind: f.kind, value: f.value})
+			col, why := p.s.column(f.name, f.kind, f.value)
+			if why != "" {
+				return badRequest("InvalidFieldName", "message %d (table %s): %s", batch[i].idx, p.s.t.api, why)
+			}
+			fields = append(fields, field{col: col, kind: f.kind, value: f.value})
 		}
 		if err := p.s.spool.add(p.deleted, fields); err != nil {
 			return err
 		}
+		p.s.msgIdx = append(p.s.msgIdx, int32(batch[i].idx))
 	}
 	return nil
 }
@@ -499,9 +565,6 @@ func (r *request) prepare(m message) prepared {
 		if strings.HasPrefix(name, cdcPrefix) {
 			continue
 		}
-		if name == "" || len(name) > 63 {
-			return prepared{err: badRequest("InvalidFieldName", "message %d (table %s): field name %q must be 1 to 63 bytes (a PostgreSQL column name)", m.idx, m.table, name)}
-		}
 		kind, text, err := encodeValue(val)
 		if err != nil {
 			return prepared{err: err}
@@ -534,9 +597,6 @@ func (r *request) prepareFast(s *stream, m message) (prepared, bool) {
 				p.deleted = true
 			}
 			continue
-		}
-		if f.name == "" || len(f.name) > 63 {
-			return prepared{}, false
 		}
 		if f.kind != kindNull {
 			present[f.name] = true
@@ -607,7 +667,7 @@ func copyText(dst []byte, f field, typ string) ([]byte, error) {
 	switch {
 	case f.kind == kindNull:
 		return append(dst, `\N`...), nil
-	case typ == typeJSONB && f.kind == kindString:
+	case (typ == typeJSONB || typ == "json") && f.kind == kindString:
 		v, _ = json.Marshal(string(f.value))
 	case typ == typeBytea && f.kind == kindString:
 		raw, err := base64.StdEncoding.DecodeString(string(f.value))
@@ -619,7 +679,7 @@ func copyText(dst []byte, f field, typ string) ([]byte, error) {
 		v = append([]byte(`\x`), hex.EncodeToString(raw)...)
 	case f.kind == kindJSON && strings.HasSuffix(typ, "[]"):
 		var err error
-		if v, err = appendArrayLiteral(nil, f.value); err != nil {
+		if v, err = catalog.AppendArrayLiteral(nil, f.value); err != nil {
 			return nil, err
 		}
 	case f.kind == kindBool && typ != typeBoolean:
@@ -684,7 +744,7 @@ func copySource(s *stream, w *io.PipeWriter, staged bool) (err error) {
 				continue
 			}
 			if line, err = copyText(line, *f, s.cols[i].typ); err != nil {
-				return badRequest("InvalidValue", "table %s, field %s: %v", s.t.api, s.cols[i].name, err)
+				return badRequest("InvalidValue", "message %d (table %s), field %s: %v (column type %s)", s.msgIdx[seq], s.t.api, s.cols[i].field, err, s.cols[i].typ)
 			}
 		}
 		line = append(line, '\n')
@@ -738,7 +798,7 @@ func (im *Importer) load(ctx context.Context, req *request, idemKey string) (dup
 // loadStream evolves the table, copies the stream's records into a staging
 // table and merges them in one statement.
 func (im *Importer) loadStream(ctx context.Context, tx pgx.Tx, s *stream) error {
-	if err := createSchemaTable(ctx, tx, s.t, s.cols); err != nil {
+	if _, err := createSchemaTable(ctx, tx, s.t, s.cols); err != nil {
 		return err
 	}
 	others, err := evolve(ctx, tx, s)
@@ -764,7 +824,7 @@ func (im *Importer) loadStream(ctx context.Context, tx pgx.Tx, s *stream) error 
 	}
 	if s.key == nil {
 		// Append: straight into the table, inside the request's transaction.
-		return copyRows(ctx, tx, s, "COPY "+s.t.ident()+" ("+list+") FROM STDIN", false)
+		return copyRows(ctx, tx, s, s.t.name, "COPY "+s.t.ident()+" ("+list+") FROM STDIN", false)
 	}
 	defs := []string{"_shapelog_seq bigint", "_shapelog_deleted boolean"}
 	for i, c := range s.cols {
@@ -773,7 +833,7 @@ func (im *Importer) loadStream(ctx context.Context, tx pgx.Tx, s *stream) error 
 	if _, err := tx.Exec(ctx, "CREATE TEMP TABLE _shapelog_stage ("+strings.Join(defs, ", ")+") ON COMMIT DROP"); err != nil {
 		return err
 	}
-	if err := copyRows(ctx, tx, s, "COPY _shapelog_stage (_shapelog_seq, _shapelog_deleted, "+list+") FROM STDIN", true); err != nil {
+	if err := copyRows(ctx, tx, s, "_shapelog_stage", "COPY _shapelog_stage (_shapelog_seq, _shapelog_deleted, "+list+") FROM STDIN", true); err != nil {
 		return err
 	}
 	if _, err := tx.Exec(ctx, mergeSQL(s, cols, others)); err != nil {
@@ -783,8 +843,9 @@ func (im *Importer) loadStream(ctx context.Context, tx pgx.Tx, s *stream) error 
 	return err
 }
 
-// copyRows streams the stream's records through one COPY.
-func copyRows(ctx context.Context, tx pgx.Tx, s *stream, sql string, staged bool) error {
+// copyRows streams the stream's records through one COPY into relation
+// rel.
+func copyRows(ctx context.Context, tx pgx.Tx, s *stream, rel, sql string, staged bool) error {
 	pr, pw := io.Pipe()
 	srcErr := make(chan error, 1)
 	go func() { srcErr <- copySource(s, pw, staged) }()
@@ -797,9 +858,46 @@ func copyRows(ctx context.Context, tx pgx.Tx, s *stream, sql string, staged bool
 		if e := <-srcErr; errors.As(e, &ie) {
 			return ie
 		}
-		return explain(err)
+		return copyFailure(s, rel, err)
 	}
 	return nil
+}
+
+// copyFailure explains a value PostgreSQL refused during COPY (one its
+// column type cannot take, a constraint it breaks) by the message and field
+// it came from: the error's context reads `COPY <rel>, line N[, column C]: …`,
+// and line N is the stream's Nth record.
+func copyFailure(s *stream, rel string, err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || !(strings.HasPrefix(pgErr.Code, "22") || strings.HasPrefix(pgErr.Code, "23")) {
+		return explain(err)
+	}
+	where, ok := strings.CutPrefix(pgErr.Where, "COPY "+rel+", line ")
+	if !ok {
+		return explain(err)
+	}
+	digits := len(where) - len(strings.TrimLeft(where, "0123456789"))
+	line, convErr := strconv.Atoi(where[:digits])
+	if convErr != nil || line < 1 || line > len(s.msgIdx) {
+		return explain(err)
+	}
+	where = where[digits:]
+	col := pgErr.ColumnName
+	if col == "" {
+		for _, c := range s.cols { // the longest name that fits: names may hold ": "
+			if strings.HasPrefix(where, ", column "+c.name+": ") && len(c.name) > len(col) {
+				col = c.name
+			}
+		}
+	}
+	msg := pgErr.Message
+	if pgErr.Detail != "" {
+		msg += " (" + pgErr.Detail + ")"
+	}
+	if i, ok := s.byColumn[col]; ok {
+		return badRequest("InvalidValue", "message %d (table %s), field %s: %s", s.msgIdx[line-1], s.t.api, s.cols[i].field, msg)
+	}
+	return badRequest("InvalidValue", "message %d (table %s): %s", s.msgIdx[line-1], s.t.api, msg)
 }
 
 // mergeSQL upserts the newest record per key and deletes the keys whose
@@ -842,24 +940,35 @@ func mergeSQL(s *stream, cols, others []string) string {
 		"ON CONFLICT (" + strings.Join(target, ", ") + ") " + conflict
 }
 
-// evolve makes the table hold every column of the stream with a type wide
-// enough for its values: missing columns are added, narrower ones widened;
-// while the table is empty its columns simply take the declared types.
+// evolve makes the table hold every column of the stream: missing columns
+// are added; on the importer's own tables (see ownTableComment) a column
+// whose type cannot hold the stream's values is widened, and a provisional
+// one takes the stream's type while the table is empty. Other tables keep
+// their types. Afterwards each column's typ is the table's.
 func evolve(ctx context.Context, tx pgx.Tx, s *stream) (others []string, err error) {
-	have := map[string]string{}
-	rows, err := tx.Query(ctx, `SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
-		WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`, s.t.ident())
+	type existing struct {
+		typ         string
+		provisional bool
+	}
+	have := map[string]existing{}
+	rows, err := tx.Query(ctx, `SELECT attname, format_type(atttypid, atttypmod), coalesce(col_description(attrelid, attnum) = $2, false)
+		FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`, s.t.ident(), provisionalComment)
 	if err != nil {
 		return nil, err
 	}
 	for rows.Next() {
-		var name, typ string
-		if err := rows.Scan(&name, &typ); err != nil {
+		var name string
+		var e existing
+		if err := rows.Scan(&name, &e.typ, &e.provisional); err != nil {
 			return nil, err
 		}
-		have[name] = typ
+		have[name] = e
 	}
 	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var own bool
+	if err := tx.QueryRow(ctx, `SELECT coalesce(starts_with(obj_description($1::regclass, 'pg_class'), $2), false)`, s.t.ident(), ownTablePrefix).Scan(&own); err != nil {
 		return nil, err
 	}
 	var empty *bool
@@ -873,42 +982,84 @@ func evolve(ctx context.Context, tx pgx.Tx, s *stream) (others []string, err err
 		}
 		return *empty, nil
 	}
-	for i, c := range s.cols {
-		cur, ok := have[c.name]
+	// Decide every column's type first, then check the key, then alter.
+	target := make([]string, len(s.cols))
+	var add, retype, unmark []int
+	for i := range s.cols {
+		c := &s.cols[i]
+		ex, ok := have[c.name]
 		if !ok {
-			if err := addColumns(ctx, tx, s.t, s.cols[i:i+1]); err != nil {
+			target[i] = c.typ
+			add = append(add, i)
+			continue
+		}
+		target[i] = ex.typ
+		if !c.typed {
+			continue
+		}
+		if ex.provisional {
+			e, err := isEmpty()
+			if err != nil {
 				return nil, err
 			}
-			continue
-		}
-		if normalize(cur) == c.typ {
-			s.cols[i].typ = cur
-			continue
-		}
-		e, err := isEmpty()
-		if err != nil {
-			return nil, err
-		}
-		to := c.typ
-		if !e {
-			var change bool
-			if to, change = widen(cur, c.typ); !change {
-				s.cols[i].typ = cur // wide enough already
+			if e {
+				unmark = append(unmark, i)
+				if normalize(ex.typ) != normalize(c.typ) {
+					target[i] = c.typ
+					retype = append(retype, i)
+				}
 				continue
 			}
 		}
-		col := pgx.Identifier{c.name}.Sanitize()
-		using := col + "::" + to
-		if to == typeJSONB {
+		if own {
+			if to, change := widen(ex.typ, c.wantIn(ex.typ)); change {
+				target[i] = to
+				retype = append(retype, i)
+			}
+		}
+	}
+	for _, k := range s.key {
+		if len(k) == 1 {
+			continue
+		}
+		if f, _ := classify(target[s.colIndex[k[0]]]); f != famJSON {
+			return nil, badRequest("InvalidPrimaryKey", "Invalid primary key for table %s: %s reaches into field %q, whose column %s is %s; a nested key needs a json or jsonb column",
+				s.t.api, k, k[0], pgx.Identifier{columnFor(k[0])}.Sanitize(), target[s.colIndex[k[0]]])
+		}
+	}
+	for _, i := range add {
+		if err := addColumns(ctx, tx, s.t, s.cols[i:i+1]); err != nil {
+			return nil, err
+		}
+	}
+	for _, i := range retype {
+		from, to := have[s.cols[i].name].typ, target[i]
+		col := pgx.Identifier{s.cols[i].name}.Sanitize()
+		var using string
+		switch {
+		case to == typeJSONB:
 			using = "to_jsonb(" + col + ")"
+		case to == typeText && normalize(from) == typeBytea:
+			using = "translate(encode(" + col + ", 'base64'), E'\\n', '')" // the base64 it was imported from
+		case have[s.cols[i].name].provisional:
+			using = col + "::text::" + to // any type to any: the table is empty
+		default:
+			using = col + "::" + to
 		}
 		if _, err := tx.Exec(ctx, "ALTER TABLE "+s.t.ident()+" ALTER COLUMN "+col+" TYPE "+to+" USING "+using); err != nil {
 			return nil, explain(err)
 		}
-		s.cols[i].typ = to
+	}
+	for _, i := range unmark {
+		if err := commentColumn(ctx, tx, s.t, s.cols[i].name, ""); err != nil {
+			return nil, err
+		}
+	}
+	for i := range s.cols {
+		s.cols[i].typ = target[i]
 	}
 	for name := range have {
-		if _, ok := s.colIndex[name]; !ok {
+		if _, ok := s.byColumn[name]; !ok {
 			others = append(others, name)
 		}
 	}
@@ -916,11 +1067,17 @@ func evolve(ctx context.Context, tx pgx.Tx, s *stream) (others []string, err err
 	return others, nil
 }
 
-// addColumns adds the columns a table lacks.
+// addColumns adds the columns a table lacks, marking those of guessed
+// types provisional.
 func addColumns(ctx context.Context, tx pgx.Tx, t tableName, cols []column) error {
 	for _, c := range cols {
-		if _, err := tx.Exec(ctx, "ALTER TABLE "+t.ident()+" ADD COLUMN IF NOT EXISTS "+pgx.Identifier{c.name}.Sanitize()+" "+c.typ); err != nil {
+		if _, err := tx.Exec(ctx, "ALTER TABLE "+t.ident()+" ADD COLUMN "+pgx.Identifier{c.name}.Sanitize()+" "+c.typ); err != nil {
 			return explain(err)
+		}
+		if !c.typed {
+			if err := commentColumn(ctx, tx, t, c.name, provisionalComment); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

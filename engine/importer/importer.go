@@ -157,7 +157,7 @@ func (im *Importer) ClearTables(ctx context.Context, names []string) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockKey(t)); err != nil {
 			return err
 		}
-		if err := createSchemaTable(ctx, tx, t, nil); err != nil {
+		if _, err := createSchemaTable(ctx, tx, t, nil); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, "TRUNCATE "+t.ident()); err != nil {
@@ -185,24 +185,67 @@ func parseNames(names []string) ([]tableName, error) {
 	return out, nil
 }
 
-// createSchemaTable creates t (and its schema) when missing, with cols.
-func createSchemaTable(ctx context.Context, tx pgx.Tx, t tableName, cols []column) error {
+// Which tables are the importer's. A table the importer creates carries
+// ownTableComment (COMMENT ON TABLE), and only such tables ever have their
+// column types changed (widened, see widen); a table without it was made by
+// someone else and keeps its types, PostgreSQL casting the imported values
+// on COPY. A comment travels with the table through renames and pg_dump,
+// needs no bookkeeping table to keep in step, and a user who replaces it
+// only makes the importer more careful with that table.
+//
+// Columns the importer had to create before knowing their type (key
+// columns add_primary_key_indexes adds before any record or schema was
+// seen, fields seen only as null) carry provisionalComment: while the table
+// is empty, the first type a request declares or sees replaces the guess,
+// and the comment goes.
+const (
+	ownTableComment    = "shapelog: created by the importer, which may widen its column types"
+	ownTablePrefix     = "shapelog: created by the importer"
+	provisionalComment = "shapelog: provisional type"
+)
+
+// createSchemaTable creates t (and its schema) when missing, with cols,
+// and reports whether it did.
+func createSchemaTable(ctx context.Context, tx pgx.Tx, t tableName, cols []column) (bool, error) {
 	var exists bool
 	if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, t.ident()).Scan(&exists); err != nil {
-		return err
+		return false, err
 	}
 	if exists {
-		return nil
+		return false, nil
 	}
 	if _, err := tx.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{t.schema}.Sanitize()); err != nil {
-		return explain(err)
+		return false, explain(err)
 	}
 	defs := make([]string, len(cols))
 	for i, c := range cols {
 		defs[i] = pgx.Identifier{c.name}.Sanitize() + " " + c.typ
 	}
 	if _, err := tx.Exec(ctx, "CREATE TABLE "+t.ident()+" ("+strings.Join(defs, ", ")+")"); err != nil {
-		return explain(err)
+		return false, explain(err)
 	}
-	return nil
+	if _, err := tx.Exec(ctx, "COMMENT ON TABLE "+t.ident()+" IS "+quote(ownTableComment)); err != nil {
+		return false, err
+	}
+	for _, c := range cols {
+		if !c.typed {
+			if err := commentColumn(ctx, tx, t, c.name, provisionalComment); err != nil {
+				return false, err
+			}
+		}
+	}
+	return true, nil
 }
+
+// commentColumn sets (or with "", removes) a column's comment.
+func commentColumn(ctx context.Context, tx pgx.Tx, t tableName, col, comment string) error {
+	value := "NULL"
+	if comment != "" {
+		value = quote(comment)
+	}
+	_, err := tx.Exec(ctx, "COMMENT ON COLUMN "+pgx.Identifier{t.schema, t.name, col}.Sanitize()+" IS "+value)
+	return explain(err)
+}
+
+// quote is a SQL string literal.
+func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

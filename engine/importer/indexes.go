@@ -20,7 +20,7 @@ func (p keyPath) String() string { return strings.Join(p, ".") }
 // exprOn is the SQL expression of the key field, its column qualified by
 // alias when one is given.
 func (p keyPath) exprOn(alias string) string {
-	col := pgx.Identifier{p[0]}.Sanitize()
+	col := pgx.Identifier{columnFor(p[0])}.Sanitize()
 	if alias != "" {
 		col = alias + "." + col
 	}
@@ -48,9 +48,15 @@ func validKey(t tableName, key [][]string) ([]keyPath, error) {
 		if len(path) == 0 {
 			return nil, badRequest("InvalidPrimaryKey", "Invalid primary key for table %s: field %d is an empty path", t.api, i)
 		}
-		for _, part := range path {
-			if part == "" || len(part) > 63 {
-				return nil, badRequest("InvalidPrimaryKey", "Invalid primary key for table %s: %q is not a valid field name (1 to 63 bytes)", t.api, part)
+		if why := fieldProblem(path[0]); why != "" {
+			return nil, badRequest("InvalidPrimaryKey", "Invalid primary key for table %s: field %q: %s", t.api, path[0], why)
+		}
+		if strings.HasPrefix(path[0], cdcPrefix) {
+			return nil, badRequest("InvalidPrimaryKey", "Invalid primary key for table %s: field %q: %s* fields are Airbyte's CDC metadata, which is not stored", t.api, path[0], cdcPrefix)
+		}
+		for _, part := range path[1:] {
+			if part == "" || len(part) > maxIdentifier || strings.IndexByte(part, 0) >= 0 {
+				return nil, badRequest("InvalidPrimaryKey", "Invalid primary key for table %s: %q is not a valid field name (1 to 63 bytes, no NUL)", t.api, part)
 			}
 		}
 		p := keyPath(path)
@@ -123,9 +129,70 @@ func (im *Importer) AddPrimaryKeyIndexes(ctx context.Context, indexes map[string
 }
 
 func (im *Importer) addIndex(ctx context.Context, t tableName, key []keyPath) error {
-	// The table, with its key columns, must exist first: text for plain key
-	// fields, jsonb for the roots of nested ones (retyped by the first
-	// import while the table is empty).
+	if err := im.prepareKeyColumns(ctx, t, key); err != nil {
+		return err
+	}
+	def := indexDef(key)
+	name := indexName(t)
+	// buildsMu guards the map only: checking and claiming the table's slot
+	// happen under it, the catalog reads and the wait below do not.
+	im.buildsMu.Lock()
+	prev := im.builds[t.ident()]
+	if prev != nil && !prev.finished() {
+		im.buildsMu.Unlock()
+		if prev.def == def {
+			return nil // already being built
+		}
+		return badRequest("IndexBuildInProgress", "A primary-key index on table %s is still being built on other fields; wait for primary_key_indexes_ready first", t.api)
+	}
+	b := &indexBuild{def: def, done: make(chan struct{})}
+	im.builds[t.ident()] = b
+	im.buildsMu.Unlock()
+	release := func(keep *indexBuild) { // give the slot up without building
+		im.buildsMu.Lock()
+		if im.builds[t.ident()] == b {
+			if keep != nil {
+				im.builds[t.ident()] = keep
+			} else {
+				delete(im.builds, t.ident())
+			}
+		}
+		im.buildsMu.Unlock()
+		close(b.done)
+	}
+	existing, err := im.currentIndexDef(ctx, t)
+	if err != nil {
+		release(prev)
+		return err
+	}
+	if existing.found && existing.valid && existing.def == def {
+		release(nil)
+		return nil
+	}
+	go im.build(t, name, def, existing.found, b)
+	// Return once the index is in the catalog, so readiness can be polled.
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-b.done:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if cur, err := im.currentIndexDef(ctx, t); err == nil && cur.found && !existing.found {
+			return nil
+		}
+	}
+	return nil
+}
+
+// prepareKeyColumns makes sure the table and its key columns exist before
+// an index is built on them: a new table, or a missing column, is created
+// with provisional types (text for plain key fields, jsonb for the roots of
+// nested ones) that the first import replaces. A nested key into an
+// existing column that is not json/jsonb is refused.
+func (im *Importer) prepareKeyColumns(ctx context.Context, t tableName, key []keyPath) error {
 	tx, err := im.pool.Begin(ctx)
 	if err != nil {
 		return err
@@ -135,65 +202,74 @@ func (im *Importer) addIndex(ctx context.Context, t tableName, key []keyPath) er
 		return err
 	}
 	var cols []column
-	seen := map[string]bool{}
+	nested := map[string]bool{}
 	for _, p := range key {
-		if seen[p[0]] {
-			continue
+		name := columnFor(p[0])
+		if _, seen := nested[name]; !seen {
+			cols = append(cols, column{name: name, field: p[0], typ: typeText})
 		}
-		seen[p[0]] = true
-		typ := typeText
-		if len(p) > 1 {
-			typ = typeJSONB
-		}
-		cols = append(cols, column{name: p[0], typ: typ})
+		nested[name] = nested[name] || len(p) > 1
 	}
-	if err := createSchemaTable(ctx, tx, t, cols); err != nil {
+	for i := range cols {
+		if nested[cols[i].name] {
+			cols[i].typ = typeJSONB
+		}
+	}
+	created, err := createSchemaTable(ctx, tx, t, cols)
+	if err != nil || created {
+		if err == nil {
+			err = tx.Commit(ctx)
+		}
 		return err
 	}
-	if err := addColumns(ctx, tx, t, cols); err != nil {
-		return err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return explain(err)
-	}
-
-	def := indexDef(key)
-	name := indexName(t)
-	im.buildsMu.Lock()
-	defer im.buildsMu.Unlock()
-	if b := im.builds[t.ident()]; b != nil {
-		select {
-		case <-b.done:
-		default:
-			if b.def == def {
-				return nil // already being built
-			}
-			return badRequest("IndexBuildInProgress", "A primary-key index on table %s is still being built on other fields; wait for primary_key_indexes_ready first", t.api)
-		}
-	}
-	existing, err := im.currentIndexDef(ctx, t)
+	have := map[string]string{}
+	rows, err := tx.Query(ctx, `SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
+		WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`, t.ident())
 	if err != nil {
 		return err
 	}
-	if existing.found && existing.valid && existing.def == def {
-		return nil
-	}
-	b := &indexBuild{def: def, done: make(chan struct{})}
-	im.builds[t.ident()] = b
-	go im.build(t, name, def, existing.found, b)
-	// Return once the index is in the catalog, so readiness can be polled.
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-b.done:
-			return nil
-		case <-time.After(20 * time.Millisecond):
+	for rows.Next() {
+		var name, typ string
+		if err := rows.Scan(&name, &typ); err != nil {
+			return err
 		}
-		if cur, err := im.currentIndexDef(ctx, t); err == nil && cur.found && !existing.found {
-			return nil
+		have[name] = typ
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	var missing []column
+	for _, c := range cols {
+		typ, ok := have[c.name]
+		if !ok {
+			missing = append(missing, c)
+			continue
+		}
+		if f, _ := classify(typ); nested[c.name] && f != famJSON {
+			for _, p := range key {
+				if len(p) > 1 && columnFor(p[0]) == c.name {
+					return badRequest("InvalidPrimaryKey", "Invalid primary key for table %s: %s reaches into field %q, whose column %s is %s; a nested key needs a json or jsonb column",
+						t.api, p, p[0], pgx.Identifier{c.name}.Sanitize(), typ)
+				}
+			}
 		}
 	}
-	return nil
+	if len(missing) == 0 {
+		return nil // nothing to change: no lock taken on a busy table
+	}
+	if err := addColumns(ctx, tx, t, missing); err != nil {
+		return err
+	}
+	return explain(tx.Commit(ctx))
+}
+
+func (b *indexBuild) finished() bool {
+	select {
+	case <-b.done:
+		return true
+	default:
+		return false
+	}
 }
 
 type indexState struct {

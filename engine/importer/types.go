@@ -116,6 +116,37 @@ func columnType(schema any) string {
 	return typeJSONB
 }
 
+// nullOnly reports whether a property's schema allows null and nothing
+// else: it tells nothing about the column's type.
+func nullOnly(schema any) bool {
+	s, ok := schema.(map[string]any)
+	if !ok {
+		return false
+	}
+	switch t := s["type"].(type) {
+	case string:
+		return t == "null"
+	case []any:
+		for _, x := range t {
+			if x != "null" {
+				return false
+			}
+		}
+		return len(t) > 0
+	}
+	for _, k := range []string{"anyOf", "oneOf"} {
+		if variants, ok := s[k].([]any); ok && len(variants) > 0 {
+			for _, v := range variants {
+				if !nullOnly(v) {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	return false
+}
+
 func isNullSchema(v any) bool {
 	s, ok := v.(map[string]any)
 	return ok && s["type"] == "null"
@@ -144,12 +175,58 @@ func valueType(kind byte) string {
 	return typeJSONB
 }
 
-// ranks order the types of a family from narrow to wide.
-var ranks = map[string][2]int{ // family, rank
-	"smallint": {1, 1}, "integer": {1, 2}, typeBigint: {1, 3}, typeNumeric: {1, 5},
-	"real": {1, 3}, "double precision": {1, 4},
-	typeDate: {2, 1}, "timestamp without time zone": {2, 2}, typeTimestamp: {2, 2}, "timestamp with time zone": {2, 3}, typeTimestampTZ: {2, 3},
-	"time without time zone": {3, 1}, typeTime: {3, 1}, "time with time zone": {3, 2}, typeTimeTZ: {3, 2},
+// family groups column types by what their values are; rank orders the
+// types of one family from narrow to wide.
+type family uint8
+
+const (
+	famString   family = iota // other types read from strings: bytea, uuid, interval, inet, enums, …
+	famText                   // text, varchar: any string
+	famInt                    // smallint, integer, bigint
+	famFloat                  // real, double precision
+	famNumeric                // numeric
+	famBool                   // boolean
+	famDateTime               // date, timestamp, timestamptz
+	famTime                   // time, timetz
+	famJSON                   // json, jsonb: anything
+	famArray                  // integer[], text[], …
+)
+
+func classify(t string) (family, int) {
+	switch t = normalize(t); t {
+	case "smallint":
+		return famInt, 1
+	case "integer":
+		return famInt, 2
+	case typeBigint:
+		return famInt, 3
+	case "real":
+		return famFloat, 1
+	case "double precision":
+		return famFloat, 2
+	case typeNumeric:
+		return famNumeric, 0
+	case typeBoolean:
+		return famBool, 0
+	case typeDate:
+		return famDateTime, 1
+	case typeTimestamp:
+		return famDateTime, 2
+	case typeTimestampTZ:
+		return famDateTime, 3
+	case typeTime:
+		return famTime, 1
+	case typeTimeTZ:
+		return famTime, 2
+	case typeText, "varchar":
+		return famText, 0
+	case typeJSONB, "json":
+		return famJSON, 0
+	}
+	if strings.HasSuffix(t, "[]") {
+		return famArray, 0
+	}
+	return famString, 0
 }
 
 // canonical names format_type() prints for the types above.
@@ -173,33 +250,44 @@ func normalize(t string) string {
 }
 
 // widen returns the type a column of type have must become to also hold
-// values of type want, and whether it must change at all. Within a family
-// (integers and numerics, dates and timestamps, times) the wider type wins;
-// jsonb absorbs anything; otherwise text does.
+// values of type want, and whether it must change at all. It changes only
+// what cannot hold the values, and never narrows:
+//   - json/jsonb hold anything, text any scalar; an object, array or union
+//     (jsonb) makes any other column jsonb, and so does mixing an array
+//     type with another type;
+//   - within integers, floats, dates and timestamps, or times the wider type
+//     wins; integers and floats together, or either with numeric, make
+//     numeric;
+//   - a string without a format (text) fits every column read from strings
+//     (date, timestamp, time, bytea, uuid, …): the values are cast;
+//   - anything else (a number or boolean into a string column, a string of
+//     another format, a string into a number column) makes text.
 func widen(have, want string) (string, bool) {
-	have, want = normalize(have), normalize(want)
-	if have == want {
+	if normalize(have) == normalize(want) {
 		return have, false
 	}
-	if have == typeJSONB {
+	hf, hr := classify(have)
+	wf, wr := classify(want)
+	switch {
+	case hf == famJSON:
 		return have, false
-	}
-	if have == typeText || have == "varchar" {
-		if want == typeJSONB {
-			return typeJSONB, true
-		}
-		return typeText, have != typeText
-	}
-	h, hok := ranks[have]
-	w, wok := ranks[want]
-	if hok && wok && h[0] == w[0] {
-		if h[1] >= w[1] {
+	case wf == famJSON:
+		return typeJSONB, true
+	case hf == famText:
+		return have, false
+	case hf == famArray || wf == famArray:
+		return typeJSONB, true
+	case hf == wf && (hf == famInt || hf == famFloat || hf == famDateTime || hf == famTime):
+		if hr >= wr {
 			return have, false
 		}
 		return want, true
-	}
-	if want == typeJSONB {
-		return typeJSONB, true
+	case hf == famNumeric && (wf == famInt || wf == famFloat):
+		return have, false
+	case (hf == famInt || hf == famFloat || hf == famNumeric) && (wf == famInt || wf == famFloat || wf == famNumeric):
+		return typeNumeric, true
+	case wf == famText && (hf == famString || hf == famDateTime || hf == famTime):
+		return have, false
 	}
 	return typeText, true
 }

@@ -682,3 +682,26 @@ func TestAddIndexDoesNotBlockOtherCalls(t *testing.T) {
 		t.Fatalf("slow's index: %v", got)
 	}
 }
+
+// TestImportIntegralNumbersIntoIntegerColumns: JSON Schema's "integer"
+// takes 1.0 and 2e3; integer columns store them.
+func TestImportIntegralNumbersIntoIntegerColumns(t *testing.T) {
+	conn, c, ctx := importSetup(t)
+	mustExec(t, conn, `CREATE TABLE ints (s smallint, k integer)`)
+	tables := map[string]client.TableSpec{
+		"own":  {JSONSchema: json.RawMessage(`{"type":"object","properties":{"i":{"type":"integer"}}}`)},
+		"ints": {},
+	}
+	if err := c.ImportAirbyteRecords(ctx, client.ImportRequest{Tables: tables, Messages: append(msgs("own", `{"i":1.0}`, `{"i":2e3}`, `{"i":-7.50e1}`),
+		msgs("ints", `{"s":3.0,"k":4E2}`)...)}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := rowsOf(t, conn, `SELECT i FROM own ORDER BY i`); strings.Join(got, ",") != "-75,1,2000" {
+		t.Fatalf("own: %v", got)
+	}
+	if got := rowsOf(t, conn, `SELECT s, k FROM ints`); strings.Join(got, ",") != "3|400" {
+		t.Fatalf("ints: %v", got)
+	}
+	err := c.ImportAirbyteRecords(ctx, client.ImportRequest{Tables: tables, Messages: msgs("ints", `{"s":1}`, `{"k":2.5}`)}, "")
+	wantBadRequest(t, err, "InvalidValue", "message 1", "field k")
+}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"runtime"
 	"sort"
 	"strconv"
@@ -682,6 +683,8 @@ func copyText(dst []byte, f field, typ string) ([]byte, error) {
 		if v, err = catalog.AppendArrayLiteral(nil, f.value); err != nil {
 			return nil, err
 		}
+	case f.kind == kindNumber && bytes.ContainsAny(f.value, ".eE") && isIntColumn(typ):
+		v = integralText(f.value)
 	case f.kind == kindBool && typ != typeBoolean:
 		v = []byte(strconv.FormatBool(f.value[0] == 't'))
 	default:
@@ -702,6 +705,23 @@ func copyText(dst []byte, f field, typ string) ([]byte, error) {
 		}
 	}
 	return dst, nil
+}
+
+func isIntColumn(typ string) bool {
+	f, _ := classify(typ)
+	return f == famInt
+}
+
+// integralText writes a whole number given as 1.0 or 2e3 (JSON Schema's
+// "integer" accepts them) the way integer columns read numbers; any other
+// number is left as it is, for PostgreSQL to refuse. The precision covers
+// every digit written, so no fraction rounds away.
+func integralText(num []byte) []byte {
+	x, _, err := big.ParseFloat(string(num), 10, uint(4*len(num)+64), big.ToNearestEven)
+	if err != nil || !x.IsInt() || x.MantExp(nil) > 64 {
+		return num
+	}
+	return x.Append(nil, 'f', 0)
 }
 
 // copySource streams a stream's spooled records as COPY text rows: every

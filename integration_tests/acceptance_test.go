@@ -23,7 +23,10 @@ import (
 )
 
 // These tests make the checks Airbyte's connector acceptance tests (CAT)
-// make, on the built binaries run as the platform runs them.
+// make, on the built binaries run as the platform runs them: the engine
+// binary serves the database, the connectors get their config, catalog and
+// state as files, and every line they print is validated against the
+// Airbyte protocol schema.
 
 var connectors = []string{"source", "destination"}
 
@@ -165,9 +168,9 @@ func newSourceCAT(t *testing.T) *sourceCAT {
 		t.Fatal(err)
 	}
 	connectortest.Exec(t, connectortest.Connect(t, dbURL), string(seed))
-	e := connectortest.StartEngine(t, dbURL)
+	engineURL := connectortest.StartEngineBinary(t, dbURL)
 	s := &sourceCAT{bin: connectortest.Binary(t, "source")}
-	s.config = connectortest.WriteJSON(t, "config.json", map[string]any{"deployment_url": e.URL(), "access_key": connectortest.AccessKey})
+	s.config = connectortest.WriteJSON(t, "config.json", map[string]any{"deployment_url": engineURL, "access_key": connectortest.AccessKey})
 	out := connectortest.Run(t, s.bin, nil, "discover", "--config", s.config)
 	cats := out.OfType(protocol.TypeCatalog)
 	if out.Code != 0 || len(cats) != 1 {

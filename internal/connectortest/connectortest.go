@@ -11,12 +11,15 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -272,4 +275,46 @@ func CatchUp(t testing.TB, e *engine.Engine, conn *pgx.Conn) {
 	if err := e.WaitReadable(ctx, uint64(lsn)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// StartEngineBinary builds and runs the engine binary (`shapelog serve`)
+// on dbURL as a separate process, as it runs in production, and returns
+// its URL. It is stopped (SIGTERM) when the test ends.
+func StartEngineBinary(t testing.TB, dbURL string) string {
+	t.Helper()
+	bin := Binary(t, "engine/cmd/shapelog")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(dbURL))
+	slot := fmt.Sprintf("shapelog_bin_%x", h.Sum64())
+	cmd := exec.Command(bin, "serve", "--port", strconv.Itoa(port), "--storage-dir", t.TempDir(), "--slot", slot, "--publication", slot, "--log-level", "warn")
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "SHAPELOG_ACCESS_KEY="+AccessKey)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	})
+	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(url + "/v1/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return url
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("engine binary never became active:\n%s", stderr.String())
+	return ""
 }

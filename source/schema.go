@@ -20,13 +20,14 @@ const (
 	fieldTruncated = "_ab_cdc_truncated"
 )
 
-// Engine system fields (see the engine's json_schemas); a column with one of
-// these names arrives with a trailing underscore.
+// Engine system fields (see the engine's json_schemas). A column named
+// like one, plus any number of underscores, arrives with one more
+// underscore.
 var systemFields = map[string]bool{"_id": true, "_ts": true, "_table": true, "_deleted": true, "_truncated": true, "_component": true}
 
 // columnName is the PostgreSQL column name of an exported field.
 func columnName(field string) string {
-	if strings.HasSuffix(field, "_") && systemFields[field[:len(field)-1]] {
+	if strings.HasSuffix(field, "_") && systemFields[strings.TrimRight(field, "_")] {
 		return field[:len(field)-1]
 	}
 	return field

@@ -224,7 +224,7 @@ CREATE TYPE mood AS ENUM ('sad', 'happy');
 CREATE TABLE "Mixed ""Case"".T" (
 	id bigint, region text, i2 smallint, i4 int, i8 bigint, n numeric, f4 real, f8 float8,
 	b bool, u uuid, d date, tm time, tmz timetz, ts timestamp, tsz timestamptz, iv interval,
-	by bytea, j json, jb jsonb, ai int8[], an numeric[], e mood, _id text,
+	by bytea, j json, jb jsonb, ai int8[], an numeric[], e mood, _id text, _id_ text,
 	PRIMARY KEY (id, region));
 CREATE SCHEMA other;
 CREATE TABLE other.nokey (v text);
@@ -232,8 +232,8 @@ INSERT INTO "Mixed ""Case"".T" VALUES
 	(9007199254740993, 'eu', 1, 2, -9223372036854775808, 12345678901234567890.123456789, 1.5, 'NaN',
 	 true, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '2024-02-29', '12:34:56.5', '12:34:56+02', '2024-01-02 03:04:05.678',
 	 '2024-01-02 03:04:05.678+00', '1 day 2 hours', '\x00ff', '{"a":[1,2]}', '{"b":null}', '{1,NULL,9223372036854775807}',
-	 '{1.5,NaN}', 'happy', 'x'),
-	(2, 'us', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+	 '{1.5,NaN}', 'happy', 'x', 'y'),
+	(2, 'us', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
 INSERT INTO other.nokey VALUES ('a'), ('a');`
 
 func TestDiscoverAndReadTypes(t *testing.T) {
@@ -299,7 +299,7 @@ func TestDiscoverAndReadTypes(t *testing.T) {
 	b, _ := json.Marshal(full)
 	for _, want := range []string{
 		`"id":9007199254740993`, `"i8":-9223372036854775808`, `"n":12345678901234567890.123456789`, `"f8":null`,
-		`"ai":[1,null,9223372036854775807]`, `"an":[1.5,null]`, `"by":"AP8="`, `"j":{"a":[1,2]}`, `"_id":"x"`,
+		`"ai":[1,null,9223372036854775807]`, `"_id_":"y"`, `"an":[1.5,null]`, `"by":"AP8="`, `"j":{"a":[1,2]}`, `"_id":"x"`,
 		`"ts":"2024-01-02T03:04:05.678"`, `"_ab_cdc_deleted_at":null`,
 	} {
 		if !strings.Contains(string(b), want) {

@@ -5,14 +5,18 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/shapelog/shapelog/engine/catalog"
 	"github.com/shapelog/shapelog/engine/shapelog"
 )
 
-// System fields every exported document carries. A table column with one of
-// these names is exported with a trailing underscore (`_id` -> `_id_`).
+// System fields every exported document carries. A column named like one
+// of them, followed by any number of underscores, is exported with one
+// more underscore (`_id` -> `_id_`, `_id_` -> `_id__`), so every column
+// keeps a name of its own and clients can undo the rule: drop one trailing
+// underscore from a field that is a system name plus underscores.
 const (
 	fieldID        = "_id"
 	fieldTs        = "_ts"
@@ -25,8 +29,8 @@ var systemFields = map[string]bool{fieldID: true, fieldTs: true, fieldTable: tru
 
 // fieldName is a column's name in exported documents.
 func fieldName(column string) string {
-	for systemFields[column] {
-		column += "_"
+	if systemFields[strings.TrimRight(column, "_")] || systemFields[column] {
+		return column + "_"
 	}
 	return column
 }

@@ -61,3 +61,39 @@ func BenchmarkAppendRecord(b *testing.B) {
 		buf, _ = w.appendRecord(buf[:0], []byte(benchDoc), 1700000000000)
 	}
 }
+
+func TestConvertArraysWithNastyElements(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		conv conversion
+		want string
+		ok   bool
+	}{
+		{`["1",null,"-9223372036854775808"]`, integerString, `[1,null,-9223372036854775808]`, true},
+		{`[["1","2"],["3",null]]`, integerString, `[[1,2],[3,null]]`, true},
+		{`[]`, integerString, `[]`, true},
+		{`[[],[]]`, numericString, `[[],[]]`, true},
+		{`["1.5","NaN","Infinity"]`, numericString, `[1.5,null,null]`, false},
+		{`[1.5,"NaN",-0.25]`, floatOrSpecial, `[1.5,null,-0.25]`, false},
+		{`["12345678901234567890.000001"]`, numericString, `[12345678901234567890.000001]`, true},
+		{`"NaN"`, numericString, `null`, false},
+		{`"-0"`, numericString, `-0`, true},
+		{`"00"`, integerString, `null`, false}, // not a JSON number: never emitted as one
+		{`null`, integerString, `null`, true},
+	} {
+		got, ok := convert(nil, []byte(tc.in), tc.conv)
+		if string(got) != tc.want || ok != tc.ok {
+			t.Errorf("convert(%s) = %s, %v; want %s, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+		var v any
+		if err := json.Unmarshal(got, &v); err != nil {
+			t.Errorf("convert(%s) = %s is not JSON: %v", tc.in, got, err)
+		}
+	}
+	// Strings in arrays that are passed through keep brackets, commas,
+	// quotes and backslashes.
+	in := `["a]b","c,d","e\"f","g\\",""]`
+	if got, _ := convert(nil, []byte(in), asIs); string(got) != in {
+		t.Errorf("as-is array changed: %s", got)
+	}
+}

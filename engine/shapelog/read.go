@@ -46,6 +46,12 @@ func (s *Store) Changes(after, upTo int64, table uint32) (*Iter, error) {
 	if it.it, err = s.db.NewIter(&opts); err != nil {
 		return nil, err
 	}
+	// Prune raises the horizon before it deletes: if the iterator may miss
+	// pruned changes, the horizon says so now.
+	if after < s.Horizon() {
+		_ = it.it.Close()
+		return nil, ErrExpired
+	}
 	return it, nil
 }
 
@@ -152,24 +158,24 @@ func (s *Store) Prune(before int64) error {
 	_ = b.DeleteRange(gKey(0, 0), gKey(before+1, 0), nil)
 	_ = b.DeleteRange(cKey(0), cKey(before+1), nil)
 	_ = b.DeleteRange(lKey(0), lsnCut, nil)
+	// Readers see the new horizon before any deletion: one that opened its
+	// iterator after the deletions re-checks the horizon and gets
+	// ErrExpired instead of a silently shortened range.
 	s.mu.Lock()
 	for oid := range s.relations {
 		_ = b.DeleteRange(tKey(oid, 0, 0), tKey(oid, before+1, 0), nil)
 	}
+	s.durable.Horizon = before
 	s.mu.Unlock()
 	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	st := s.written
 	st.Horizon = before
 	_ = b.Set(stateKey, st.encode(), nil)
 	if err := b.Commit(pebble.Sync); err != nil {
-		s.wmu.Unlock()
 		return err
 	}
 	s.written.Horizon = before
-	s.wmu.Unlock()
-	s.mu.Lock()
-	s.durable.Horizon = before
-	s.mu.Unlock()
 	return nil
 }
 

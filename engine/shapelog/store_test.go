@@ -222,3 +222,67 @@ func TestIterEntriesStayValid(t *testing.T) {
 		}
 	}
 }
+
+// TestPruneRacingReadersNeverShortensARange prunes while readers start
+// reading at the horizon they saw: each read either fails with ErrExpired
+// or returns every change after its cursor, starting with the very next
+// transaction.
+func TestPruneRacingReadersNeverShortensARange(t *testing.T) {
+	s := open(t, t.TempDir())
+	defer s.Close()
+	_ = s.Init(1, 1)
+	var tss []int64
+	for i := 0; i < 400; i++ {
+		tx := s.Begin(uint64(10+i), 1, int64(1000*(i+1)))
+		_ = tx.Add(&Change{Op: OpInsert, Relation: 1, Version: 1, Key: []byte("k"), Values: row("v")})
+		_ = tx.Commit(uint64(11 + i))
+		tss = append(tss, tx.Ts())
+	}
+	waitDurable(t, s, tss[len(tss)-1])
+	next := map[int64]int64{}
+	for i := 0; i+1 < len(tss); i++ {
+		next[tss[i]] = tss[i+1]
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < len(tss)-1; i += 7 {
+			if err := s.Prune(tss[i]); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	reads := 0
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		after := s.Horizon()
+		want, ok := next[after]
+		if !ok {
+			continue
+		}
+		it, err := s.Changes(after, tss[len(tss)-1], 0)
+		if errors.Is(err, ErrExpired) {
+			continue
+		}
+		if err != nil {
+			t.Error(err)
+			break
+		}
+		if it.Next() && it.Entry().Ts != want {
+			t.Errorf("read after %d started at %d, want %d: pruned changes were skipped", after, it.Entry().Ts, want)
+			it.Close()
+			break
+		}
+		it.Close()
+		reads++
+	}
+	<-done
+	if reads == 0 && !t.Failed() {
+		t.Fatal("no read ran alongside the pruning")
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -92,7 +91,7 @@ func (h *harness) connectorsBench(ctx context.Context, rows, changes int, add fu
 	}
 	urlB := pgtest.WithDatabase(h.dbURL, "bench_b")
 	storageB := filepath.Join(dir, "engine-b")
-	portB, err := freePort()
+	portB, err := pgtest.FreePort()
 	if err != nil {
 		return err
 	}
@@ -236,13 +235,4 @@ func countRecords(r io.Reader) (int, error) {
 			return n, err
 		}
 	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
@@ -55,12 +53,9 @@ func newHarness(ctx context.Context, bin string) (*harness, error) {
 	if h.storage, err = os.MkdirTemp("", "shapelog-bench-"); err != nil {
 		return nil, err
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	if h.port, err = pgtest.FreePort(); err != nil {
 		return nil, err
 	}
-	h.port = l.Addr().(*net.TCPAddr).Port
-	l.Close()
 	h.api, err = client.New(fmt.Sprintf("http://127.0.0.1:%d", h.port), benchKey, client.Options{ClientName: "shapelog-bench-0.1.0"})
 	return h, err
 }
@@ -108,18 +103,9 @@ func startEngineProcess(bin, dbURL string, port int, storage, slot string) (*exe
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/v1/health", port))
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return cmd, nil
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return cmd, fmt.Errorf("engine on %s did not become active", dbURL)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	return cmd, client.WaitHealthy(ctx, fmt.Sprintf("http://127.0.0.1:%d", port))
 }
 
 func (h *harness) stopEngine() {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/shapelog/shapelog/internal/connectortest"
 	"github.com/shapelog/shapelog/internal/pgtest"
 )
 
@@ -65,7 +66,7 @@ func runEngine(t *testing.T, dbURL, storage string, port int) *exec.Cmd {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	waitActive(t, fmt.Sprintf("http://127.0.0.1:%d", port))
+	connectortest.WaitHealthy(t, fmt.Sprintf("http://127.0.0.1:%d", port))
 	return cmd
 }
 
@@ -141,7 +142,7 @@ func TestPostgresRestart(t *testing.T) {
 	}
 	conn2 := connect(t, dbURL)
 	mustExec(t, conn2, `INSERT INTO r VALUES (2)`)
-	waitActive(t, e.URL())
+	connectortest.WaitHealthy(t, e.URL())
 	deltas := waitDeltas(t, e.URL(), snap, nil, func(d []doc) bool { return len(d) >= 2 })
 	if len(deltas) != 2 || deltas[1]["id"] != float64(2) {
 		t.Fatalf("after restart: %s", brief(deltas))

@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/rs/zerolog"
 
 	"github.com/shapelog/shapelog/engine"
+	"github.com/shapelog/shapelog/internal/connectortest"
 	"github.com/shapelog/shapelog/internal/pgtest"
 )
 
@@ -22,40 +22,12 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 const testKey = "test-access-key"
 
-// startEngine runs an engine in-process against dbURL.
+// startEngine runs an engine in-process against dbURL with the test key
+// and slot.
 func startEngine(t *testing.T, dbURL string, mods ...func(*engine.Config)) *engine.Engine {
 	t.Helper()
-	cfg := engine.Config{
-		DatabaseURL: dbURL, AccessKey: testKey, Listen: "127.0.0.1:0", StorageDir: t.TempDir(),
-		Slot: "shapelog_test", Publication: "shapelog_test", Version: "test",
-	}
-	for _, m := range mods {
-		m(&cfg)
-	}
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel).With().Timestamp().Logger()
-	e, err := engine.Start(context.Background(), cfg, log)
-	if err != nil {
-		t.Fatalf("engine start: %v", err)
-	}
-	t.Cleanup(func() { e.Close(5 * time.Second) })
-	waitActive(t, e.URL())
-	return e
-}
-
-func waitActive(t *testing.T, base string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(base + "/v1/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("engine at %s never became active", base)
+	base := func(c *engine.Config) { c.AccessKey, c.Slot, c.Publication = testKey, "shapelog_test", "shapelog_test" }
+	return connectortest.StartEngine(t, dbURL, append([]func(*engine.Config){base}, mods...)...)
 }
 
 func connect(t *testing.T, dbURL string) *pgx.Conn {

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/shapelog/shapelog/engine"
+	"github.com/shapelog/shapelog/internal/connectortest"
 	"github.com/shapelog/shapelog/internal/pgtest"
 )
 
@@ -86,7 +87,7 @@ func TestStartupWaitsForUnreachableDatabase(t *testing.T) {
 	if err := c.StartServer(); err != nil {
 		t.Fatal(err)
 	}
-	waitActive(t, e.URL())
+	connectortest.WaitHealthy(t, e.URL())
 }
 
 func TestStartupRefusesSlotOfAnotherDatabase(t *testing.T) {

@@ -280,3 +280,25 @@ func (c *Client) DocumentDeltas(ctx context.Context, r DeltasRequest) (*DeltasPa
 	}
 	return &page, nil
 }
+
+// WaitHealthy polls the engine at baseURL until /v1/health answers 200
+// (replication active), or ctx ends.
+func WaitHealthy(ctx context.Context, baseURL string) error {
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(baseURL, "/")+"/v1/health", nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("engine at %s never became healthy: %w", baseURL, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

@@ -11,8 +11,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,6 +26,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/shapelog/shapelog/engine"
+	"github.com/shapelog/shapelog/engine/client"
+	"github.com/shapelog/shapelog/internal/pgtest"
 	"github.com/shapelog/shapelog/protocol"
 )
 
@@ -55,19 +55,18 @@ func StartEngine(t testing.TB, dbURL string, mods ...func(*engine.Config)) *engi
 		t.Fatalf("engine start: %v", err)
 	}
 	t.Cleanup(func() { e.Close(5 * time.Second) })
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(e.URL() + "/v1/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return e
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
+	WaitHealthy(t, e.URL())
+	return e
+}
+
+// WaitHealthy waits until the engine at baseURL is active.
+func WaitHealthy(t testing.TB, baseURL string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := client.WaitHealthy(ctx, baseURL); err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("engine at %s never became active", e.URL())
-	return nil
 }
 
 // Connect opens a connection closed when the test ends.
@@ -283,12 +282,10 @@ func CatchUp(t testing.TB, e *engine.Engine, conn *pgx.Conn) {
 func StartEngineBinary(t testing.TB, dbURL string) string {
 	t.Helper()
 	bin := Binary(t, "engine/cmd/shapelog")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := pgtest.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
 	h := fnv.New64a()
 	_, _ = h.Write([]byte(dbURL))
 	slot := fmt.Sprintf("shapelog_bin_%x", h.Sum64())
@@ -304,17 +301,10 @@ func StartEngineBinary(t testing.TB, dbURL string) string {
 		_ = cmd.Wait()
 	})
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(url + "/v1/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return url
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := client.WaitHealthy(ctx, url); err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
 	}
-	t.Fatalf("engine binary never became active:\n%s", stderr.String())
-	return ""
+	return url
 }

@@ -101,7 +101,7 @@ func Start(opts Options) (*Cluster, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("initdb: %v: %s", err, out)
 	}
-	if c.Port, err = freePort(); err != nil {
+	if c.Port, err = FreePort(); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
@@ -238,7 +238,9 @@ func (c *Cluster) URL(db string) string {
 	return u.String()
 }
 
-func freePort() (int, error) {
+// FreePort returns a TCP port on the loopback interface that was free a
+// moment ago.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err

@@ -58,7 +58,10 @@ type Replicator struct {
 
 	status      atomic.Pointer[Status]
 	tables      atomic.Pointer[[]*catalog.Table]
+	published   atomic.Pointer[map[uint32]bool] // published with REPLICA IDENTITY FULL at the last reconcile
 	reconcileMu sync.Mutex
+	shapeMu     sync.Mutex
+	shapeOIDs   []uint32 // tables shapes need besides the selected ones
 
 	// processed is the stream position below which every commit has been
 	// written to the store; advanced is closed when it moves.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -117,6 +118,18 @@ func (r *Replicator) Reconcile(ctx context.Context) ([]*catalog.Table, error) {
 	if err != nil {
 		return nil, err
 	}
+	selected := len(tables)
+	// Tables only shapes need are published too, but not exported.
+	for _, oid := range r.shapeTables() {
+		if slices.ContainsFunc(tables, func(t *catalog.Table) bool { return t.OID == oid }) {
+			continue
+		}
+		t, err := catalog.LoadTable(ctx, conn, r.types, oid)
+		if err != nil {
+			continue // dropped meanwhile: its shapes are invalidated by the stream
+		}
+		tables = append(tables, t)
+	}
 	published := map[uint32]bool{}
 	rows, err := conn.Query(ctx, `SELECT pr.prrelid FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = $1`, r.cfg.Publication)
 	if err != nil {
@@ -134,7 +147,8 @@ func (r *Replicator) Reconcile(ctx context.Context) ([]*catalog.Table, error) {
 	}
 	var ready []*catalog.Table
 	wanted := map[uint32]bool{}
-	for _, t := range tables {
+	ok := map[uint32]bool{}
+	for i, t := range tables {
 		wanted[t.OID] = true
 		name := pgx.Identifier{t.Schema, t.Name}.Sanitize()
 		if t.ReplicaIdentity != 'f' {
@@ -155,7 +169,10 @@ func (r *Replicator) Reconcile(ctx context.Context) ([]*catalog.Table, error) {
 			}
 			r.log.Info().Str("table", name).Msg("table published")
 		}
-		ready = append(ready, t)
+		ok[t.OID] = true
+		if i < selected {
+			ready = append(ready, t)
+		}
 	}
 	for oid := range published {
 		if wanted[oid] {
@@ -172,7 +189,39 @@ func (r *Replicator) Reconcile(ctx context.Context) ([]*catalog.Table, error) {
 		r.log.Info().Str("table", name).Msg("table unpublished: no longer selected")
 	}
 	r.tables.Store(&ready)
+	r.published.Store(&ok)
 	return ready, nil
+}
+
+func (r *Replicator) shapeTables() []uint32 {
+	r.shapeMu.Lock()
+	defer r.shapeMu.Unlock()
+	return r.shapeOIDs
+}
+
+// SetShapeTables sets the tables shapes need besides the selected ones.
+// Tables not yet published are published, with REPLICA IDENTITY FULL, before
+// it returns (an error says why one could not be); tables no longer needed
+// leave the publication at the next reconcile.
+func (r *Replicator) SetShapeTables(ctx context.Context, oids []uint32) error {
+	r.shapeMu.Lock()
+	r.shapeOIDs = slices.Clone(oids)
+	r.shapeMu.Unlock()
+	published := r.published.Load()
+	missing := slices.ContainsFunc(oids, func(oid uint32) bool { return published == nil || !(*published)[oid] })
+	if !missing {
+		return nil
+	}
+	if _, err := r.Reconcile(ctx); err != nil {
+		return err
+	}
+	published = r.published.Load()
+	for _, oid := range oids {
+		if !(*published)[oid] {
+			return fmt.Errorf("table with OID %d could not be published (see the engine log for the statement an owner must run)", oid)
+		}
+	}
+	return nil
 }
 
 // explain adds what to do to the PostgreSQL errors operators hit.

@@ -2,6 +2,7 @@ package shapelog
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"github.com/cockroachdb/pebble"
@@ -199,4 +200,38 @@ func (s *Store) TsAtOrBefore(commitTime int64) (int64, bool, error) {
 		}
 	}
 	return 0, false, it.Error()
+}
+
+// Commit returns the commit record of the transaction with timestamp ts.
+func (s *Store) Commit(ts int64) (Commit, error) {
+	v, closer, err := s.db.Get(cKey(ts))
+	if errors.Is(err, pebble.ErrNotFound) {
+		if ts <= s.Horizon() {
+			return Commit{}, ErrExpired
+		}
+		return Commit{}, fmt.Errorf("shapelog: no transaction with ts %d", ts)
+	}
+	if err != nil {
+		return Commit{}, err
+	}
+	defer closer.Close()
+	return decodeCommit(ts, v)
+}
+
+// TsOfCommit returns the ts of the logged transaction whose commit LSN is
+// lsn, or ok=false when the log holds no such transaction (never logged, or
+// pruned).
+func (s *Store) TsOfCommit(lsn uint64) (ts int64, ok bool, err error) {
+	v, closer, err := s.db.Get(lKey(lsn))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return 0, false, errCorrupt
+	}
+	return int64(binary.BigEndian.Uint64(v)), true, nil
 }

@@ -98,14 +98,10 @@ type Session struct {
 
 // Begin takes a new snapshot of tables (in the order given).
 func (m *Manager) Begin(ctx context.Context, tables []*catalog.Table) (*Session, error) {
-	m.mu.Lock()
-	if len(m.sessions) >= m.cfg.MaxSessions {
-		m.mu.Unlock()
-		return nil, ErrTooMany
+	id, err := m.reserve()
+	if err != nil {
+		return nil, err
 	}
-	id := newID()
-	m.sessions[id] = nil // reserve the slot while the snapshot is taken
-	m.mu.Unlock()
 	s, err := m.begin(ctx, id, tables)
 	m.mu.Lock()
 	if err != nil {
@@ -117,31 +113,82 @@ func (m *Manager) Begin(ctx context.Context, tables []*catalog.Table) (*Session,
 	return s, err
 }
 
+// reserve takes a session slot (nil until the snapshot is taken).
+func (m *Manager) reserve() (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.sessions) >= m.cfg.MaxSessions {
+		return "", ErrTooMany
+	}
+	id := newID()
+	m.sessions[id] = nil
+	return id, nil
+}
+
+// With takes a consistent snapshot and calls fn inside its REPEATABLE READ
+// transaction with the snapshot's ts: fn sees exactly the transactions
+// logged at or before ts. It counts against MaxSessions while fn runs.
+func (m *Manager) With(ctx context.Context, fn func(ctx context.Context, conn *pgx.Conn, ts int64) error) error {
+	id, err := m.reserve()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		m.mu.Lock()
+		delete(m.sessions, id)
+		m.mu.Unlock()
+	}()
+	conn, ts, err := m.open(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	return fn(ctx, conn, ts)
+}
+
 func (m *Manager) begin(ctx context.Context, id string, tables []*catalog.Table) (*Session, error) {
+	conn, ts, err := m.open(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	// Tables are read inside a savepoint; rolling back to it when a table is
+	// done releases that table's lock (so TRUNCATE and ALTER TABLE are not
+	// blocked by a finished table) while the transaction keeps the snapshot.
+	if _, err := conn.Exec(ctx, "SAVEPOINT "+savepoint); err != nil {
+		conn.Close(context.Background())
+		return nil, err
+	}
+	m.log.Debug().Str("snapshot", id).Int("tables", len(tables)).Msg("snapshot session opened")
+	return &Session{ID: id, Ts: ts, Tables: tables, m: m, conn: conn, lastUsed: time.Now(), cursorTable: -1}, nil
+}
+
+// open takes a consistent snapshot: a connection in a REPEATABLE READ READ
+// ONLY transaction that holds it, and the snapshot's ts.
+func (m *Manager) open(ctx context.Context, id string) (*pgx.Conn, int64, error) {
 	started := time.Now()
 	rcfg, err := pgconn.ParseConfig(m.cfg.DatabaseURL)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	rcfg.RuntimeParams["replication"] = "database"
 	repl, err := pgconn.ConnectConfig(ctx, rcfg)
 	if err != nil {
-		return nil, fmt.Errorf("opening replication connection for snapshot: %w", err)
+		return nil, 0, fmt.Errorf("opening replication connection for snapshot: %w", err)
 	}
 	defer repl.Close(context.Background())
 	slot, err := pglogrepl.CreateReplicationSlot(ctx, repl, "shapelog_snapshot_"+id, "pgoutput",
 		pglogrepl.CreateReplicationSlotOptions{Temporary: true, SnapshotAction: "EXPORT_SNAPSHOT"})
 	if err != nil {
-		return nil, fmt.Errorf("creating snapshot slot: %w", err)
+		return nil, 0, fmt.Errorf("creating snapshot slot: %w", err)
 	}
 	cp, err := pglogrepl.ParseLSN(slot.ConsistentPoint)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	slotTook := time.Since(started)
 	ccfg, err := pgx.ParseConfig(m.cfg.DatabaseURL)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	for k, v := range catalog.SessionSettings {
 		ccfg.RuntimeParams[k] = v
@@ -151,23 +198,17 @@ func (m *Manager) begin(ctx context.Context, id string, tables []*catalog.Table)
 	ccfg.RuntimeParams["application_name"] = "shapelog snapshot " + id
 	conn, err := pgx.ConnectConfig(ctx, ccfg)
 	if err != nil {
-		return nil, fmt.Errorf("opening snapshot connection: %w", err)
+		return nil, 0, fmt.Errorf("opening snapshot connection: %w", err)
 	}
-	fail := func(err error) (*Session, error) {
+	fail := func(err error) (*pgx.Conn, int64, error) {
 		conn.Close(context.Background())
-		return nil, err
+		return nil, 0, err
 	}
 	if _, err := conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
 		return fail(err)
 	}
 	if _, err := conn.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+strings.ReplaceAll(slot.SnapshotName, "'", "''")+"'"); err != nil {
 		return fail(fmt.Errorf("importing snapshot: %w", err))
-	}
-	// Tables are read inside a savepoint; rolling back to it when a table is
-	// done releases that table's lock (so TRUNCATE and ALTER TABLE are not
-	// blocked by a finished table) while the transaction keeps the snapshot.
-	if _, err := conn.Exec(ctx, "SAVEPOINT "+savepoint); err != nil {
-		return fail(err)
 	}
 	// The imported snapshot now lives in our transaction; the temporary
 	// slot goes with the replication connection.
@@ -193,10 +234,9 @@ func (m *Manager) begin(ctx context.Context, id string, tables []*catalog.Table)
 			return fail(ctx.Err())
 		}
 	}
-	s := &Session{ID: id, Ts: ts, Tables: tables, m: m, conn: conn, lastUsed: time.Now(), cursorTable: -1}
-	m.log.Info().Str("snapshot", id).Int64("ts", ts).Str("lsn", cp.String()).Int("tables", len(tables)).
+	m.log.Info().Str("snapshot", id).Int64("ts", ts).Str("lsn", cp.String()).
 		Dur("slot_took", slotTook).Dur("took", time.Since(started)).Msg("snapshot taken")
-	return s, nil
+	return conn, ts, nil
 }
 
 func newID() string {

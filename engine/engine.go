@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/shapelog/shapelog/engine/importer"
 	"github.com/shapelog/shapelog/engine/replication"
 	"github.com/shapelog/shapelog/engine/shapelog"
+	"github.com/shapelog/shapelog/engine/shapes"
 	"github.com/shapelog/shapelog/engine/snapshot"
 )
 
@@ -44,6 +46,12 @@ type Config struct {
 	// Functions configures /api/query, /api/mutation, /api/action and
 	// /api/run; with no schemas exposed they answer "not found".
 	Functions functions.Config
+	// Shape configures Electric's /v1/shape. Its secret defaults to the
+	// access key.
+	Shape httpapi.ShapeConfig
+	// ShapeChunkBytes closes shape snapshot chunks and change responses at
+	// this size (default 10 MiB).
+	ShapeChunkBytes int
 }
 
 // Engine is a running engine.
@@ -51,6 +59,7 @@ type Engine struct {
 	Store    *shapelog.Store
 	Repl     *replication.Replicator
 	Importer *importer.Importer
+	Shapes   *shapes.Manager
 
 	log       zerolog.Logger
 	ln        net.Listener
@@ -110,20 +119,31 @@ func Start(ctx context.Context, c Config, log zerolog.Logger) (*Engine, error) {
 	if e.functions, err = functions.New(ctx, c.DatabaseURL, c.Functions, types, log); err != nil {
 		return nil, fmt.Errorf("DATABASE_URL: %w", err)
 	}
-	api := httpapi.New(httpapi.Config{AccessKey: c.AccessKey, Insecure: c.Insecure, Version: c.Version, MaxImportBytes: c.MaxImportBytes, Functions: e.functions},
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	e.cancel = cancelRun
+	e.Shapes, err = shapes.Open(runCtx, shapes.Config{Dir: filepath.Join(c.StorageDir, "shapes"), ChunkBytes: c.ShapeChunkBytes},
+		e.Store, snaps, e.Repl, pool, types, log)
+	if err != nil {
+		return nil, err
+	}
+	shapeCfg := c.Shape
+	if shapeCfg.Secret == "" {
+		shapeCfg.Secret = c.AccessKey
+	}
+	api := httpapi.New(httpapi.Config{AccessKey: c.AccessKey, Insecure: c.Insecure, Version: c.Version, MaxImportBytes: c.MaxImportBytes,
+		Functions: e.functions, Shapes: e.Shapes, Shape: shapeCfg},
 		e.Store, e.Repl, snaps, e.Importer, pool, types, log)
 	if e.ln, err = net.Listen("tcp", c.Listen); err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", c.Listen, err)
 	}
 	e.srv = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	runCtx, cancelRun := context.WithCancel(context.Background())
-	e.cancel = cancelRun
 	retention := c.Retention
 	if retention == 0 {
 		retention = 7 * 24 * time.Hour
 	}
-	e.wg.Add(4)
+	e.wg.Add(5)
 	go func() { defer e.wg.Done(); _ = e.Repl.Run(runCtx) }()
+	go func() { defer e.wg.Done(); e.Shapes.Run(runCtx) }()
 	go func() { defer e.wg.Done(); snaps.Run(runCtx) }()
 	go func() { defer e.wg.Done(); e.pruneLoop(runCtx, retention) }()
 	go func() {
@@ -179,6 +199,12 @@ func (e *Engine) Close(timeout time.Duration) {
 }
 
 func (e *Engine) closeResources() {
+	if e.cancel != nil {
+		e.cancel()
+	}
+	if e.Shapes != nil {
+		_ = e.Shapes.Close()
+	}
 	if e.Store != nil {
 		_ = e.Store.Close()
 	}

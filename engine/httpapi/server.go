@@ -19,6 +19,7 @@ import (
 	"github.com/shapelog/shapelog/engine/importer"
 	"github.com/shapelog/shapelog/engine/replication"
 	"github.com/shapelog/shapelog/engine/shapelog"
+	"github.com/shapelog/shapelog/engine/shapes"
 	"github.com/shapelog/shapelog/engine/snapshot"
 )
 
@@ -34,6 +35,9 @@ type Config struct {
 	// Functions serves /api/query, /api/mutation, /api/action and
 	// /api/run; nil leaves them unserved.
 	Functions *functions.Service
+	// Shapes serves Electric's /v1/shape; nil leaves it unserved.
+	Shapes *shapes.Manager
+	Shape  ShapeConfig
 }
 
 // Server holds what the handlers need.
@@ -45,6 +49,7 @@ type Server struct {
 	importer *importer.Importer
 	pool     *pgxpool.Pool
 	types    *catalog.Types
+	shapes   *shapes.Manager
 	log      zerolog.Logger
 }
 
@@ -53,13 +58,27 @@ func New(cfg Config, store *shapelog.Store, repl *replication.Replicator, snaps 
 	if cfg.MaxImportBytes == 0 {
 		cfg.MaxImportBytes = 64 << 20
 	}
-	return &Server{cfg: cfg, store: store, repl: repl, snaps: snaps, importer: imp, pool: pool, types: types, log: log.With().Str("component", "http").Logger()}
+	if cfg.Shape.MaxAge == 0 {
+		cfg.Shape.MaxAge = 60
+	}
+	if cfg.Shape.StaleAge == 0 {
+		cfg.Shape.StaleAge = 300
+	}
+	return &Server{cfg: cfg, store: store, repl: repl, snaps: snaps, importer: imp, pool: pool, types: types, shapes: cfg.Shapes, log: log.With().Str("component", "http").Logger()}
 }
 
 // Handler routes every endpoint.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/health", s.health)
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {})
+	if s.shapes != nil {
+		mux.HandleFunc("GET /v1/shape", s.shapeGet)
+		mux.HandleFunc("GET /v1/shape/{root_table}", s.shapeGet)
+		mux.HandleFunc("DELETE /v1/shape", s.shapeDelete)
+		mux.HandleFunc("OPTIONS /v1/shape", s.shapeOptions)
+		mux.HandleFunc("OPTIONS /v1/shape/{root_table}", s.shapeOptions)
+	}
 	mux.HandleFunc("GET /version", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte(s.cfg.Version))

@@ -33,6 +33,10 @@ type config struct {
 	FunctionTokens  string
 	FunctionPublic  string
 	FunctionTimeout time.Duration
+	ShapeSecret     string
+	LongPoll        time.Duration
+	AllowDelete     bool
+	ChunkBytes      int
 	LogLevel        string
 	LogFormat       string
 	ShutdownTimeout time.Duration
@@ -72,6 +76,12 @@ func bindFlags(fs *flag.FlagSet, c *config) {
 	fs.StringVar(&c.FunctionPublic, "function-public-role", env("SHAPELOG_FUNCTION_PUBLIC_ROLE", ""), "role for function calls without a token; empty refuses them (env SHAPELOG_FUNCTION_PUBLIC_ROLE)")
 	c.FunctionTimeout = envDuration("SHAPELOG_FUNCTION_TIMEOUT", 10*time.Second)
 	fs.DurationVar(&c.FunctionTimeout, "function-timeout", c.FunctionTimeout, "statement timeout of each function call (env SHAPELOG_FUNCTION_TIMEOUT)")
+	fs.StringVar(&c.ShapeSecret, "secret", env("SHAPELOG_SECRET", ""), "secret clients of /v1/shape send as ?secret= (env SHAPELOG_SECRET; default the access key; none with --insecure)")
+	c.LongPoll = envDuration("SHAPELOG_LONG_POLL_TIMEOUT", 20*time.Second)
+	fs.DurationVar(&c.LongPoll, "long-poll-timeout", c.LongPoll, "how long a live /v1/shape request waits for changes (env SHAPELOG_LONG_POLL_TIMEOUT)")
+	fs.BoolVar(&c.AllowDelete, "allow-shape-deletion", env("SHAPELOG_ALLOW_SHAPE_DELETION", "") == "true", "enable DELETE /v1/shape (env SHAPELOG_ALLOW_SHAPE_DELETION=true)")
+	c.ChunkBytes = envInt("SHAPELOG_SHAPE_CHUNK_BYTES", 10<<20)
+	fs.IntVar(&c.ChunkBytes, "shape-chunk-bytes", c.ChunkBytes, "size at which shape responses are cut into cacheable chunks (env SHAPELOG_SHAPE_CHUNK_BYTES)")
 	c.ShutdownTimeout = 10 * time.Second
 }
 

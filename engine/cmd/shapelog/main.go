@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/shapelog/shapelog/engine"
+	"github.com/shapelog/shapelog/engine/httpapi"
 	"github.com/shapelog/shapelog/internal/pgtest"
 )
 
@@ -125,6 +126,8 @@ func serve(ctx context.Context, c *config, ready func(addr string)) error {
 		Listen: net.JoinHostPort("", strconv.Itoa(c.Port)), StorageDir: c.StorageDir, Filter: c.filter(),
 		Publication: c.Publication, Slot: c.Slot, Retention: c.Retention, SnapshotIdle: c.SnapshotIdle,
 		MaxSnapshots: c.MaxSnapshots, Version: version, MaxImportBytes: c.MaxImportBytes,
+		Shape:           httpapi.ShapeConfig{Secret: c.ShapeSecret, LongPoll: c.LongPoll, AllowDelete: c.AllowDelete},
+		ShapeChunkBytes: c.ChunkBytes,
 	}, log)
 	if err != nil {
 		return err

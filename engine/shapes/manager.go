@@ -1,0 +1,581 @@
+// Package shapes serves Electric's shapes: partial replicas of a table (a
+// where clause, a column list) made of a consistent snapshot followed by the
+// table's changes from the shape log, filtered and projected.
+//
+// A shape's snapshot is stored in chunks (each an immutable, cacheable
+// response); its change region is read from the engine's per-table log on
+// demand, so shapes cost no write amplification. Offsets follow Electric:
+// snapshot chunks are 0_<n>, changes <commit lsn>_<op>.
+package shapes
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/shapelog/shapelog/engine/catalog"
+	"github.com/shapelog/shapelog/engine/shapelog"
+	"github.com/shapelog/shapelog/engine/snapshot"
+)
+
+// Config tunes shapes.
+type Config struct {
+	// Dir holds snapshot chunks and shape definitions.
+	Dir string
+	// ChunkBytes is the size at which a snapshot chunk or a change response
+	// is closed (default 10 MiB, Electric's).
+	ChunkBytes int
+}
+
+// Publisher keeps the tables shapes need in the engine's publication, with
+// the replica identity they need.
+type Publisher interface {
+	SetShapeTables(ctx context.Context, oids []uint32) error
+}
+
+// Manager owns every shape of one database.
+type Manager struct {
+	cfg   Config
+	store *shapelog.Store
+	snaps *snapshot.Manager
+	pub   Publisher
+	pool  *pgxpool.Pool
+	types *catalog.Types
+	log   zerolog.Logger
+	db    *pebble.DB
+
+	runCtx context.Context
+
+	mu       sync.Mutex
+	byID     map[string]*Shape // definition identity → current shape
+	byHandle map[string]*Shape
+	// resolved caches definitions by request, so live requests (every
+	// client, after every change) cost no catalog queries.
+	resolved map[string]resolvedDef
+}
+
+// resolvedDef is a cached definition; it expires after resolveTTL, and
+// at once when a shape of its table is invalidated (the table may have
+// changed).
+type resolvedDef struct {
+	def *Definition
+	at  time.Time
+}
+
+const resolveTTL = 10 * time.Second
+
+func requestKey(r Request) string {
+	b, _ := json.Marshal(r)
+	return string(b)
+}
+
+// Open opens the shape storage and restores the shapes whose snapshots
+// completed; Run must be called to keep them moving.
+func Open(ctx context.Context, cfg Config, store *shapelog.Store, snaps *snapshot.Manager, pub Publisher, pool *pgxpool.Pool, types *catalog.Types, log zerolog.Logger) (*Manager, error) {
+	if cfg.ChunkBytes <= 0 {
+		cfg.ChunkBytes = 10 << 20
+	}
+	db, err := pebble.Open(cfg.Dir, &pebble.Options{Logger: pebbleLogger{log}})
+	if err != nil {
+		return nil, fmt.Errorf("opening shape storage in %s: %w", cfg.Dir, err)
+	}
+	m := &Manager{cfg: cfg, store: store, snaps: snaps, pub: pub, pool: pool, types: types, db: db,
+		log: log.With().Str("component", "shapes").Logger(), runCtx: ctx,
+		byID: map[string]*Shape{}, byHandle: map[string]*Shape{}, resolved: map[string]resolvedDef{}}
+	if err := m.restore(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Close closes the storage; call after Run has returned.
+func (m *Manager) Close() error { return m.db.Close() }
+
+type pebbleLogger struct{ log zerolog.Logger }
+
+func (l pebbleLogger) Infof(format string, args ...any) {
+	l.log.Debug().Str("component", "pebble").Msgf(format, args...)
+}
+
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	l.log.Error().Str("component", "pebble").Msgf(format, args...)
+}
+
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	l.log.Fatal().Str("component", "pebble").Msgf(format, args...)
+}
+
+// meta is a shape's stored record.
+type meta struct {
+	Handle   string            `json:"handle"`
+	OID      uint32            `json:"oid"`
+	Table    string            `json:"table"` // quoted schema.table
+	Where    string            `json:"where,omitempty"`
+	Params   map[string]string `json:"params,omitempty"`
+	Columns  string            `json:"columns,omitempty"`
+	Replica  string            `json:"replica,omitempty"`
+	Identity string            `json:"identity"`
+	SnapTs   int64             `json:"snapshot_ts"`
+	Chunks   int               `json:"chunks"`
+	Complete bool              `json:"complete"`
+}
+
+func metaKey(handle string) []byte { return append([]byte("s"), handle...) }
+
+func chunkKey(handle string, n int) []byte {
+	k := append([]byte("c"), handle...)
+	k = append(k, 0)
+	return binary.BigEndian.AppendUint32(k, uint32(n))
+}
+
+func (m *Manager) readChunk(handle string, n int) ([]byte, error) {
+	v, closer, err := m.db.Get(chunkKey(handle, n))
+	if err != nil {
+		return nil, fmt.Errorf("reading snapshot chunk %d of shape %s: %w", n, handle, err)
+	}
+	defer closer.Close()
+	return append([]byte(nil), v...), nil
+}
+
+// restore loads the stored shapes that can go on: complete snapshots of
+// tables that still look the same, with their changes still in the log.
+func (m *Manager) restore(ctx context.Context) error {
+	it, err := m.db.NewIter(&pebble.IterOptions{LowerBound: []byte("s"), UpperBound: []byte("t")})
+	if err != nil {
+		return err
+	}
+	var metas []meta
+	for it.First(); it.Valid(); it.Next() {
+		var md meta
+		if err := json.Unmarshal(it.Value(), &md); err != nil {
+			it.Close()
+			return fmt.Errorf("shape record %q: %w", it.Key(), err)
+		}
+		metas = append(metas, md)
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	for _, md := range metas {
+		reason := ""
+		var d *Definition
+		switch {
+		case !md.Complete:
+			reason = "snapshot did not complete before the engine stopped"
+		case md.SnapTs < m.store.Horizon():
+			reason = "its changes have been pruned from the log"
+		default:
+			d, err = m.resolve(ctx, Request{Table: md.Table, Where: md.Where, Params: md.Params, Columns: md.Columns, Replica: md.Replica})
+			if err != nil || d.Table.OID != md.OID || d.Identity() != md.Identity {
+				reason = "its table changed"
+			}
+		}
+		if reason != "" {
+			m.log.Info().Str("handle", md.Handle).Str("reason", reason).Msg("dropping stored shape")
+			m.drop(md.Handle)
+			continue
+		}
+		s := m.newShape(md.Handle, d)
+		if s.Schema, err = m.schemaHeader(ctx, d); err != nil {
+			return err
+		}
+		s.snapDone, s.snapTs, s.chunks = true, md.SnapTs, md.Chunks
+		s.head, s.headTs, s.scanned = SnapshotEnd, md.SnapTs, md.SnapTs
+		m.byID[d.Identity()], m.byHandle[md.Handle] = s, s
+	}
+	if len(m.byHandle) > 0 {
+		m.log.Info().Int("shapes", len(m.byHandle)).Msg("shapes restored")
+		m.publishTables()
+	}
+	return nil
+}
+
+func (m *Manager) newShape(handle string, d *Definition) *Shape {
+	s := &Shape{Handle: handle, Def: d, m: m, enc: newEncoder(d), needed: d.needed(),
+		layouts: map[uint32]*layout{}, changed: make(chan struct{}), cache: map[Offset]*cached{}, inflight: map[Offset]chan struct{}{}}
+	s.conv.s = s
+	return s
+}
+
+// Resolve checks a request against the catalog: a *ParamError names the
+// parameter at fault.
+func (m *Manager) Resolve(ctx context.Context, req Request) (*Definition, error) {
+	key := requestKey(req)
+	m.mu.Lock()
+	r, ok := m.resolved[key]
+	m.mu.Unlock()
+	if ok && time.Since(r.at) < resolveTTL {
+		return r.def, nil
+	}
+	d, err := m.resolve(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	if len(m.resolved) >= 10000 {
+		clear(m.resolved)
+	}
+	m.resolved[key] = resolvedDef{def: d, at: time.Now()}
+	m.mu.Unlock()
+	return d, nil
+}
+
+// Get returns the current shape of a definition, creating it (and starting
+// its snapshot) when there is none.
+func (m *Manager) Get(ctx context.Context, d *Definition, req Request) (*Shape, error) {
+	id := d.Identity()
+	m.mu.Lock()
+	if s := m.byID[id]; s != nil {
+		m.mu.Unlock()
+		return s, nil
+	}
+	m.mu.Unlock()
+	schema, err := m.schemaHeader(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s := m.byID[id]; s != nil {
+		return s, nil
+	}
+	handle := fmt.Sprintf("%d-%d", d.hash(), time.Now().UnixMicro())
+	for m.byHandle[handle] != nil {
+		time.Sleep(time.Microsecond)
+		handle = fmt.Sprintf("%d-%d", d.hash(), time.Now().UnixMicro())
+	}
+	s := m.newShape(handle, d)
+	s.Schema = schema
+	m.byID[id], m.byHandle[handle] = s, s
+	md := meta{Handle: handle, OID: d.Table.OID, Table: quoteIdent(d.Table.Schema) + "." + quoteIdent(d.Table.Name),
+		Where: req.Where, Params: req.Params, Replica: req.Replica, Identity: id}
+	if d.Explicit {
+		names := make([]string, len(d.Columns))
+		for i, c := range d.Columns {
+			names[i] = quoteIdent(d.Table.Columns[c].Name)
+		}
+		md.Columns = strings.Join(names, ",")
+	}
+	go m.takeSnapshot(s, md)
+	m.log.Info().Str("handle", handle).Str("table", md.Table).Str("where", d.Where).Msg("shape created")
+	return s, nil
+}
+
+// Lookup finds a shape by handle (nil when unknown or gone).
+func (m *Manager) Lookup(handle string) *Shape {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.byHandle[handle]
+}
+
+// Current is the current shape of a definition, or nil.
+func (m *Manager) Current(d *Definition) *Shape {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.byID[d.Identity()]
+}
+
+// Delete removes a shape: its clients get 409 and start over.
+func (m *Manager) Delete(s *Shape) { m.invalidate(s, "deleted") }
+
+// GlobalLSN is the commit LSN of the last transaction the log holds, for
+// up-to-date messages.
+func (m *Manager) GlobalLSN() uint64 { return m.store.Durable().CommitLSN }
+
+func (m *Manager) invalidate(s *Shape, reason string) {
+	s.mu.Lock()
+	if s.gone {
+		s.mu.Unlock()
+		return
+	}
+	s.gone = true
+	s.notifyLocked()
+	s.mu.Unlock()
+	m.mu.Lock()
+	if m.byID[s.Def.Identity()] == s {
+		delete(m.byID, s.Def.Identity())
+	}
+	delete(m.byHandle, s.Handle)
+	for k, r := range m.resolved {
+		if r.def.Table.OID == s.Def.Table.OID {
+			delete(m.resolved, k)
+		}
+	}
+	m.mu.Unlock()
+	m.log.Info().Str("handle", s.Handle).Str("reason", reason).Msg("shape invalidated; clients will refetch")
+	m.drop(s.Handle)
+	m.publishTables()
+}
+
+// drop deletes a shape's stored record and chunks.
+func (m *Manager) drop(handle string) {
+	b := m.db.NewBatch()
+	defer b.Close()
+	_ = b.Delete(metaKey(handle), nil)
+	_ = b.DeleteRange(chunkKey(handle, 0), chunkKey(handle+"\x00", 0), nil)
+	if err := b.Commit(pebble.NoSync); err != nil {
+		m.log.Warn().Err(err).Str("handle", handle).Msg("removing shape storage failed")
+	}
+}
+
+// publishTables tells the publisher which tables shapes need now.
+func (m *Manager) publishTables() {
+	m.mu.Lock()
+	seen := map[uint32]bool{}
+	var oids []uint32
+	for _, s := range m.byHandle {
+		if !seen[s.Def.Table.OID] {
+			seen[s.Def.Table.OID] = true
+			oids = append(oids, s.Def.Table.OID)
+		}
+	}
+	m.mu.Unlock()
+	if err := m.pub.SetShapeTables(m.runCtx, oids); err != nil && m.runCtx.Err() == nil {
+		m.log.Warn().Err(err).Msg("updating the publication for shapes failed")
+	}
+}
+
+// takeSnapshot fills a new shape's snapshot chunks.
+func (m *Manager) takeSnapshot(s *Shape, md meta) {
+	started := time.Now()
+	rows := 0
+	err := m.pub.SetShapeTables(m.runCtx, m.tablesWith(s))
+	if err == nil {
+		err = m.snaps.With(m.runCtx, func(ctx context.Context, conn *pgx.Conn, ts int64) error {
+			var n int
+			var err error
+			n, err = m.fillSnapshot(ctx, s, conn, ts, &md)
+			rows = n
+			return err
+		})
+	}
+	if err == nil {
+		md.Complete = true
+		var b []byte
+		if b, err = json.Marshal(&md); err == nil {
+			err = m.db.Set(metaKey(s.Handle), b, pebble.Sync)
+		}
+	}
+	s.mu.Lock()
+	if err != nil {
+		s.failed = fmt.Errorf("taking the shape's snapshot: %w", err)
+	} else {
+		s.snapDone = true
+		s.head, s.headTs, s.scanned = SnapshotEnd, md.SnapTs, md.SnapTs
+	}
+	s.notifyLocked()
+	s.mu.Unlock()
+	if err != nil {
+		m.log.Error().Err(err).Str("handle", s.Handle).Msg("shape snapshot failed")
+		m.invalidate(s, "snapshot failed")
+		return
+	}
+	m.log.Info().Str("handle", s.Handle).Int("rows", rows).Int("chunks", md.Chunks).Dur("took", time.Since(started)).Msg("shape snapshot taken")
+}
+
+// tablesWith lists the tables of every shape plus s's.
+func (m *Manager) tablesWith(s *Shape) []uint32 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	oids := []uint32{s.Def.Table.OID}
+	for _, o := range m.byHandle {
+		oids = append(oids, o.Def.Table.OID)
+	}
+	return oids
+}
+
+// fillSnapshot runs the shape's query in the snapshot transaction and
+// stores the rows as chunks, the last ending with snapshot-end.
+func (m *Manager) fillSnapshot(ctx context.Context, s *Shape, conn *pgx.Conn, ts int64, md *meta) (int, error) {
+	md.SnapTs = ts
+	s.mu.Lock()
+	s.snapTs = ts
+	s.mu.Unlock()
+	var snap string
+	if err := conn.QueryRow(ctx, "SELECT pg_current_snapshot()::text").Scan(&snap); err != nil {
+		return 0, err
+	}
+	parts := strings.SplitN(snap, ":", 3)
+	if len(parts) != 3 {
+		return 0, fmt.Errorf("unexpected snapshot %q", snap)
+	}
+	var xip []string
+	if parts[2] != "" {
+		xip = strings.Split(parts[2], ",")
+	}
+	d := s.Def
+	read := mergeSorted(d.Columns, d.Table.KeyColumns())
+	cols := make([]string, len(read))
+	for i, c := range read {
+		cols[i] = quoteIdent(d.Table.Columns[c].Name)
+	}
+	q := "SELECT " + strings.Join(cols, ", ") + " FROM " + quoteIdent(d.Table.Schema) + "." + quoteIdent(d.Table.Name)
+	if d.Where != "" {
+		q += " WHERE " + d.Where
+	}
+	values := make([][]byte, len(d.Table.Columns))
+	var chunk, key []byte
+	rows := 0
+	put := func() error {
+		if err := m.db.Set(chunkKey(s.Handle, md.Chunks), chunk, pebble.NoSync); err != nil {
+			return err
+		}
+		md.Chunks++
+		chunk = chunk[:0]
+		s.mu.Lock()
+		s.chunks = md.Chunks
+		s.notifyLocked()
+		s.mu.Unlock()
+		return nil
+	}
+	rr := conn.PgConn().ExecParams(ctx, q, nil, nil, nil, nil)
+	for rr.NextRow() {
+		for i, v := range rr.Values() {
+			values[read[i]] = v
+		}
+		key = d.Table.AppendKey(key[:0], values)
+		if len(chunk) > 0 {
+			chunk = append(chunk, ',')
+		}
+		chunk = s.enc.appendSnapshotRow(chunk, key, values)
+		rows++
+		if len(chunk) >= m.cfg.ChunkBytes {
+			if err := put(); err != nil {
+				rr.Close()
+				return rows, err
+			}
+		}
+	}
+	if _, err := rr.Close(); err != nil {
+		return rows, err
+	}
+	if len(chunk) > 0 {
+		chunk = append(chunk, ',')
+	}
+	chunk = append(chunk, snapshotEnd(parts[0], parts[1], xip)...)
+	return rows, put()
+}
+
+// Run moves every shape's head along the log until ctx ends.
+func (m *Manager) Run(ctx context.Context) {
+	for {
+		ch := m.store.Advanced()
+		m.advance()
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// advance considers the changes logged since each shape last looked, table
+// by table, and wakes the requests waiting on shapes that got messages.
+func (m *Manager) advance() {
+	durable := m.store.Durable().Ts
+	groups := map[uint32][]*Shape{}
+	m.mu.Lock()
+	for _, s := range m.byHandle {
+		s.mu.Lock()
+		if s.snapDone && !s.gone && s.scanned < durable {
+			groups[s.Def.Table.OID] = append(groups[s.Def.Table.OID], s)
+		}
+		s.mu.Unlock()
+	}
+	m.mu.Unlock()
+	for oid, group := range groups {
+		if err := m.advanceTable(oid, group, durable); err != nil {
+			m.log.Error().Err(err).Uint32("table_oid", oid).Msg("advancing shapes failed")
+		}
+	}
+}
+
+func (m *Manager) advanceTable(oid uint32, group []*Shape, upTo int64) error {
+	type progress struct {
+		s       *Shape
+		scanned int64
+		head    Offset
+		headTs  int64
+		moved   bool
+		invalid string
+	}
+	ps := make([]*progress, len(group))
+	from := upTo
+	for i, s := range group {
+		s.mu.Lock()
+		ps[i] = &progress{s: s, scanned: s.scanned, head: s.head, headTs: s.headTs}
+		s.mu.Unlock()
+		from = min(from, ps[i].scanned)
+	}
+	if from < m.store.Horizon() {
+		for _, p := range ps {
+			if p.scanned < m.store.Horizon() {
+				m.invalidate(p.s, "its changes were pruned from the log")
+			}
+		}
+		return nil
+	}
+	it, err := m.store.Changes(from, upTo, oid)
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	commitTs := int64(-1)
+	var commitLSN uint64
+	for it.Next() {
+		e := it.Entry()
+		for _, p := range ps {
+			if e.Ts <= p.scanned || p.invalid != "" {
+				continue
+			}
+			msgs, err := p.s.conv.convert(e)
+			var inv *errInvalid
+			if errors.As(err, &inv) {
+				p.invalid = inv.reason
+				continue
+			} else if err != nil {
+				return err
+			}
+			if len(msgs) == 0 {
+				continue
+			}
+			if e.Ts != commitTs {
+				c, err := m.store.Commit(e.Ts)
+				if err != nil {
+					return err
+				}
+				commitTs, commitLSN = e.Ts, c.CommitLSN
+			}
+			p.head, p.headTs, p.moved = Offset{Tx: commitLSN, Op: uint64(e.Seq)*2 + uint64(len(msgs)-1)}, e.Ts, true
+		}
+	}
+	if err := it.Err(); err != nil {
+		return err
+	}
+	for _, p := range ps {
+		if p.invalid != "" {
+			m.invalidate(p.s, p.invalid)
+			continue
+		}
+		p.s.mu.Lock()
+		p.s.scanned = upTo
+		if p.moved {
+			p.s.head, p.s.headTs = p.head, p.headTs
+			p.s.notifyLocked()
+		}
+		p.s.mu.Unlock()
+	}
+	return nil
+}

@@ -34,7 +34,9 @@ func main() {
 	importRows := flag.Int("import-rows", 1_000_000, "records for the import benchmark (at most -rows)")
 	importBatch := flag.Int("import-batch", 10_000, "records per import request")
 	syncChanges := flag.Int("sync-changes", 100_000, "changes for the incremental end-to-end sync")
-	only := flag.String("only", "", "run one part: snapshot, changes, latency, import, connectors, rss (default all)")
+	liveClients := flag.Int("live-clients", 10_000, "concurrent live clients on one shape")
+	liveWrites := flag.Int("live-writes", 10, "writes (1 s apart) the live clients wait for")
+	only := flag.String("only", "", "run one part: snapshot, changes, latency, shapes, import, connectors, rss (default all)")
 	bin := flag.String("engine", "bin/shapelog", "engine binary")
 	flag.Parse()
 	// The client side is tuned like the engine: few GCs, bounded memory.
@@ -74,6 +76,11 @@ func main() {
 	}
 	if want("latency") {
 		if err := h.latencyBench(ctx, *latencySamples, add); err != nil {
+			fail(err)
+		}
+	}
+	if want("shapes") {
+		if err := h.shapesBench(ctx, *liveClients, *liveWrites, add); err != nil {
 			fail(err)
 		}
 	}

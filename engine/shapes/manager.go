@@ -54,7 +54,8 @@ type Manager struct {
 	log   zerolog.Logger
 	db    *pebble.DB
 
-	runCtx context.Context
+	runCtx    context.Context
+	snapshots sync.WaitGroup // snapshots being taken
 
 	mu       sync.Mutex
 	byID     map[string]*Shape // definition identity → current shape
@@ -99,8 +100,12 @@ func Open(ctx context.Context, cfg Config, store *shapelog.Store, snaps *snapsho
 	return m, nil
 }
 
-// Close closes the storage; call after Run has returned.
-func (m *Manager) Close() error { return m.db.Close() }
+// Close waits for snapshots in progress (they stop with the context given
+// to Open) and closes the storage.
+func (m *Manager) Close() error {
+	m.snapshots.Wait()
+	return m.db.Close()
+}
 
 type pebbleLogger struct{ log zerolog.Logger }
 
@@ -177,7 +182,14 @@ func (m *Manager) restore(ctx context.Context) error {
 			reason = "its changes have been pruned from the log"
 		default:
 			d, err = m.resolve(ctx, Request{Table: md.Table, Where: md.Where, Params: md.Params, Columns: md.Columns, Replica: md.Replica})
-			if err != nil || d.Table.OID != md.OID || d.Identity() != md.Identity {
+			var pe *ParamError
+			switch {
+			case err != nil && !errors.As(err, &pe):
+				// The database cannot be asked now: keep the shape for the
+				// next start; its clients get a new one meanwhile.
+				m.log.Warn().Err(err).Str("handle", md.Handle).Msg("cannot check stored shape; not serving it until the next start")
+				continue
+			case err != nil || d.Table.OID != md.OID || d.Identity() != md.Identity:
 				reason = "its table changed"
 			}
 		}
@@ -188,7 +200,8 @@ func (m *Manager) restore(ctx context.Context) error {
 		}
 		s := m.newShape(md.Handle, d)
 		if s.Schema, err = m.schemaHeader(ctx, d); err != nil {
-			return err
+			m.log.Warn().Err(err).Str("handle", md.Handle).Msg("cannot read stored shape's schema; not serving it until the next start")
+			continue
 		}
 		s.snapDone, s.snapTs, s.chunks = true, md.SnapTs, md.Chunks
 		s.head, s.headTs, s.scanned = SnapshotEnd, md.SnapTs, md.SnapTs
@@ -267,7 +280,11 @@ func (m *Manager) Get(ctx context.Context, d *Definition, req Request) (*Shape, 
 		}
 		md.Columns = strings.Join(names, ",")
 	}
-	go m.takeSnapshot(s, md)
+	m.snapshots.Add(1)
+	go func() {
+		defer m.snapshots.Done()
+		m.takeSnapshot(s, md)
+	}()
 	m.log.Info().Str("handle", handle).Str("table", md.Table).Str("where", d.Where).Msg("shape created")
 	return s, nil
 }

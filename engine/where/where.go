@@ -1,21 +1,49 @@
 // Package where parses Electric shape where clauses with PostgreSQL's own
 // parser (pg_query) and evaluates them in Go on rows of PostgreSQL text
 // output, for the subset of SQL Electric supports: comparisons, boolean
-// logic, NULL and boolean tests, IN, BETWEEN, LIKE/ILIKE, arithmetic, a few
-// functions, casts, parameters and one-dimensional arrays.
+// logic, NULL and boolean tests, IN, BETWEEN, LIKE/ILIKE, arithmetic,
+// date/time and interval arithmetic, a few functions, casts, parameters and
+// one-dimensional arrays.
 //
 // Nothing the client wrote reaches PostgreSQL: SQL() renders the checked
 // tree back, with identifiers quoted and every constant and parameter a
-// typed literal.
+// typed literal. The rendering is chosen so that PostgreSQL computes what
+// Match does:
+//
+//   - text orders byte-wise (COLLATE "C" in SQL, whatever the database's
+//     collation); equality is byte-wise in both;
+//   - numeric is evaluated as float8, as Electric does (the column is cast
+//     to float8 in SQL); float4 is widened to float8 as PostgreSQL does;
+//   - integer arithmetic is in int8 (int2/int4 columns are widened in SQL)
+//     and overflow and division by zero are Match errors;
+//   - timestamps without a zone, and the session, are UTC
+//     (catalog.SessionSettings).
+//
+// lower, upper and ILIKE fold case with Unicode rules; PostgreSQL folds
+// with the column's collation, which agrees for UTF-8 and ICU locales but
+// folds ASCII only under the C locale.
+//
+// Columns are referred to by name alone: table.column is rejected as an
+// unknown reference. Column types: int2/4/8, oid, float4/8, numeric, bool,
+// text, varchar, char(n), name, enums (compared as text), uuid, date, time,
+// timestamp, timestamptz, interval and one-dimensional arrays of those;
+// any other column (jsonb, inet, domains over text, …) only as col::text.
+// Not supported: subqueries, aggregates, non-deterministic functions,
+// regular expressions, SIMILAR TO, CASE, row comparisons, subscripts,
+// COLLATE and functions other than lower, upper, length, char_length,
+// concat, like, ilike, coalesce, greatest and least.
 package where
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"github.com/pganalyze/pg_query_go/v6/parser"
 
 	"github.com/shapelog/shapelog/engine/catalog"
 )
@@ -41,17 +69,21 @@ const prefix = "SELECT 1 WHERE "
 // params holds the values of $1..$n (keys "1", "2", …); every parameter
 // used needs one. The error is an *Error.
 func Parse(expr string, params map[string]string, cols []catalog.Column) (*Filter, error) {
+	if strings.IndexByte(expr, 0) >= 0 || !utf8.ValidString(expr) {
+		return nil, &Error{Reason: "a where clause must be valid UTF-8 without NUL characters"}
+	}
 	tree, err := pg_query.Parse(prefix + expr)
 	if err != nil {
-		loc := 0
-		if pe, ok := err.(interface{ Cursorpos() int }); ok {
-			loc = pe.Cursorpos()
+		loc, msg := 0, err.Error()
+		var pe *parser.Error
+		if errors.As(err, &pe) {
+			// Cursorpos counts characters from 1.
+			if pe.Cursorpos > 0 {
+				loc = max(pe.Cursorpos-1-utf8.RuneCountInString(prefix), 0)
+			}
+			msg = pe.Message
 		}
-		msg := err.Error()
-		if i := strings.Index(msg, "syntax error"); i >= 0 {
-			msg = msg[i:]
-		}
-		return nil, &Error{Location: max(loc-len(prefix), 0), Reason: msg}
+		return nil, &Error{Location: loc, Reason: msg}
 	}
 	if len(tree.Stmts) != 1 {
 		return nil, &Error{Reason: "a where clause must be a single expression"}
@@ -59,7 +91,8 @@ func Parse(expr string, params map[string]string, cols []catalog.Column) (*Filte
 	sel := tree.Stmts[0].Stmt.GetSelectStmt()
 	if sel == nil || sel.WhereClause == nil || len(sel.TargetList) != 1 || len(sel.FromClause) > 0 || len(sel.GroupClause) > 0 ||
 		sel.HavingClause != nil || len(sel.SortClause) > 0 || sel.LimitCount != nil || sel.LimitOffset != nil ||
-		len(sel.WindowClause) > 0 || sel.Op != pg_query.SetOperation_SETOP_NONE || sel.WithClause != nil || len(sel.LockingClause) > 0 {
+		len(sel.WindowClause) > 0 || sel.Op != pg_query.SetOperation_SETOP_NONE || sel.WithClause != nil || len(sel.LockingClause) > 0 ||
+		sel.IntoClause != nil || len(sel.DistinctClause) > 0 || len(sel.ValuesLists) > 0 {
 		return nil, &Error{Reason: "a where clause must be a single boolean expression"}
 	}
 	c := &compiler{cols: cols, params: params, used: map[int]bool{}}
@@ -67,10 +100,11 @@ func Parse(expr string, params map[string]string, cols []catalog.Column) (*Filte
 	if err != nil {
 		return nil, err
 	}
-	if b, err := c.coerce(root, typ{k: kBool}, 0); err != nil {
+	if root.typ().k != kBool && root.typ().k != kUnknown {
 		return nil, &Error{Reason: "where clause must be a boolean expression, not " + root.typ().String()}
-	} else {
-		root = b
+	}
+	if root, err = c.coerce(root, typ{k: kBool}, 0); err != nil {
+		return nil, err
 	}
 	var b strings.Builder
 	root.sql(&b)
@@ -122,7 +156,7 @@ func stringsOf(nodes []*pg_query.Node) []string {
 func (c *compiler) compile(n *pg_query.Node) (node, error) {
 	switch {
 	case n.GetColumnRef() != nil:
-		return c.column(n.GetColumnRef())
+		return c.column(n.GetColumnRef(), false)
 	case n.GetAConst() != nil:
 		return constant(n.GetAConst())
 	case n.GetParamRef() != nil:
@@ -130,6 +164,9 @@ func (c *compiler) compile(n *pg_query.Node) (node, error) {
 		v, ok := c.params[strconv.Itoa(int(p.Number))]
 		if !ok {
 			return nil, errAt(p.Location, "parameter $%d has no value (send it as params[%d])", p.Number, p.Number)
+		}
+		if strings.IndexByte(v, 0) >= 0 || !utf8.ValidString(v) {
+			return nil, errAt(p.Location, "parameter $%d must be valid UTF-8 without NUL characters", p.Number)
 		}
 		return &unknownNode{s: v}, nil
 	case n.GetTypeCast() != nil:
@@ -143,6 +180,13 @@ func (c *compiler) compile(n *pg_query.Node) (node, error) {
 		if len(tc.TypeName.ArrayBounds) > 0 {
 			e := t
 			t = typ{k: kArray, elem: &e}
+		} else if t.k == kInterval && len(tc.TypeName.Typmods) > 0 {
+			return nil, errAt(tc.Location, "interval fields and precision are not supported")
+		}
+		if cr := tc.Arg.GetColumnRef(); cr != nil && t.k == kText {
+			// Any column can be read as its text: enums, domains and
+			// types without operators here (jsonb, inet, …) included.
+			return c.column(cr, true)
 		}
 		arg, err := c.compile(tc.Arg)
 		if err != nil {
@@ -199,31 +243,78 @@ func (c *compiler) compile(n *pg_query.Node) (node, error) {
 		}
 		return c.function(name, mm.Args, mm.Location)
 	}
-	return nil, &Error{Reason: "unsupported expression in where clause"}
+	loc, what := nodeInfo(n)
+	return nil, errAt(loc, "unsupported expression in where clause: %s", what)
 }
 
-func (c *compiler) column(cr *pg_query.ColumnRef) (node, error) {
+// nodeInfo is a parse node's location and kind, for error messages.
+func nodeInfo(n *pg_query.Node) (int32, string) {
+	m := n.ProtoReflect()
+	od := m.Descriptor().Oneofs().ByName("node")
+	if od == nil {
+		return 0, "unknown"
+	}
+	f := m.WhichOneof(od)
+	if f == nil || f.Message() == nil {
+		return 0, "unknown"
+	}
+	inner := m.Get(f).Message()
+	what := string(inner.Descriptor().Name())
+	if lf := inner.Descriptor().Fields().ByName("location"); lf != nil {
+		if loc, ok := inner.Get(lf).Interface().(int32); ok {
+			return loc, what
+		}
+	}
+	return 0, what
+}
+
+// column resolves a column reference; asText reads the column as its text
+// (a cast to text), which every type allows.
+func (c *compiler) column(cr *pg_query.ColumnRef, asText bool) (node, error) {
 	names := stringsOf(cr.Fields)
 	if len(names) != len(cr.Fields) || len(names) == 0 {
 		return nil, errAt(cr.Location, "unsupported column reference")
 	}
 	if len(names) > 1 {
-		return nil, errAt(cr.Location, "unknown reference %s (refer to columns by name alone)", strings.Join(names, "."))
+		// Qualified names (table.col) are rejected, as Electric does:
+		// the clause is about one table.
+		return nil, errAt(cr.Location, "unknown reference %s", strings.Join(names, "."))
 	}
 	i := slices.IndexFunc(c.cols, func(col catalog.Column) bool { return col.Name == names[0] })
 	if i < 0 {
 		return nil, errAt(cr.Location, "unknown reference %s", names[0])
 	}
 	col := c.cols[i]
-	t, ok := columnType(col.Type)
-	if !ok {
-		return nil, errAt(cr.Location, "unsupported type: %s (column %s); cast it with ::text to compare it as text", col.Type.Name, col.Name)
+	ct := col.Type
+	t, ok := columnType(ct)
+	if !ok && !asText {
+		return nil, errAt(cr.Location, "unsupported type: %s (column %s); cast it with ::text to compare it as text", ct.Name, col.Name)
 	}
 	c.used[i] = true
 	n := &colNode{idx: i, name: col.Name, t: t}
-	name := col.Type.Name
-	n.padded = name == "character" || strings.HasPrefix(name, "character(")
-	n.castText = col.Type.Kind == catalog.KindEnum || n.padded
+	switch {
+	case asText && t.k == kBool:
+		return c.cast(n, typ{k: kText}, cr.Location) // true/false, not t/f
+	case asText, t.k == kText:
+		n.t, n.raw = typ{k: kText}, true
+		n.padded = ct.Kind == catalog.KindText && ct.Name == "character"
+		n.inet = ct.Kind == catalog.KindText && ct.Name == "inet"
+		if ct.Kind != catalog.KindText || !textTypes[ct.Name] || n.padded {
+			n.sqlCast = "text"
+		}
+	case t.k == kArray:
+		// Array operators need both sides of one type: int4[] @> int8[]
+		// does not exist.
+		n.sqlCast = t.sqlType()
+	case ct.Kind == catalog.KindNumeric:
+		// numeric is evaluated as float8 (as Electric does), so the
+		// snapshot compares it as float8 too.
+		n.sqlCast = "float8"
+	case ct.Kind == catalog.KindFloat4:
+		n.f32 = true
+	case ct.Kind == catalog.KindInt2 || ct.Kind == catalog.KindInt4:
+		n.narrow = true
+	}
 	return n, nil
 }
 
@@ -371,6 +462,8 @@ func (c *compiler) aExpr(ae *pg_query.A_Expr) (node, error) {
 		}
 	}
 	switch ae.Kind {
+	case pg_query.A_Expr_Kind_AEXPR_SIMILAR:
+		return nil, errAt(ae.Location, "unsupported operator SIMILAR TO")
 	case pg_query.A_Expr_Kind_AEXPR_IN:
 		var list []node
 		for _, item := range ae.Rexpr.GetList().GetItems() {
@@ -415,7 +508,7 @@ func (c *compiler) aExpr(ae *pg_query.A_Expr) (node, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &distinctNode{l: l, r: r, k: t.k, not: ae.Kind == pg_query.A_Expr_Kind_AEXPR_NOT_DISTINCT}, nil
+		return &distinctNode{l: l, r: r, t: t, not: ae.Kind == pg_query.A_Expr_Kind_AEXPR_NOT_DISTINCT}, nil
 	case pg_query.A_Expr_Kind_AEXPR_LIKE, pg_query.A_Expr_Kind_AEXPR_ILIKE:
 		return c.like(l, r, ae.Kind == pg_query.A_Expr_Kind_AEXPR_ILIKE, op == "!~~" || op == "!~~*", ae.Location)
 	}
@@ -431,7 +524,7 @@ func (c *compiler) unary(op string, arg node, loc int32) (node, error) {
 				return nil, err
 			}
 		}
-		if k := arg.typ().k; k != kInt && k != kFloat {
+		if k := arg.typ().k; k != kInt && k != kFloat && (k != kInterval || op != "-") {
 			return nil, errAt(loc, "operator does not exist: %s%s", op, arg.typ())
 		}
 		if op == "+" {
@@ -455,19 +548,9 @@ func (c *compiler) binary(op string, l, r node, loc int32) (node, error) {
 		if t.k == kArray && op != "=" && op != "<>" {
 			return nil, errAt(loc, "operator does not exist: %s %s %s", t, op, t)
 		}
-		return &cmpNode{op: op, l: l, r: r, t: t}, nil
+		return fastCompare(&cmpNode{op: op, l: l, r: r, t: t}), nil
 	case op == "+" || op == "-" || op == "*" || op == "/" || op == "%":
-		if l.typ().k == kUnknown && r.typ().k == kUnknown {
-			return nil, errAt(loc, "operator is not unique: unknown %s unknown", op)
-		}
-		l, r, t, err := c.unify(l, r, op, loc)
-		if err != nil {
-			return nil, err
-		}
-		if t.k != kInt && t.k != kFloat {
-			return nil, errAt(loc, "operator does not exist: %s %s %s", t, op, t)
-		}
-		return &arithNode{op: op[0], l: l, r: r, t: t}, nil
+		return c.arith(op[0], l, r, loc)
 	case op == "||":
 		if l.typ().k == kArray || r.typ().k == kArray {
 			return nil, errAt(loc, "array concatenation is not supported")
@@ -495,6 +578,96 @@ func (c *compiler) binary(op string, l, r node, loc int32) (node, error) {
 	return nil, errAt(loc, "unsupported operator %s", op)
 }
 
+// arith types an arithmetic operator: numbers, and date/time arithmetic
+// (date ± integer, date - date, date + time, date/timestamp ± interval,
+// timestamp - timestamp, interval ± interval).
+func (c *compiler) arith(op byte, l, r node, loc int32) (node, error) {
+	lk, rk := l.typ().k, r.typ().k
+	if lk == kUnknown && rk == kUnknown {
+		return nil, errAt(loc, "operator is not unique: unknown %c unknown", op)
+	}
+	isTime := func(k kind) bool { return k == kDate || k == kTimestamp || k == kTimestampTZ }
+	// An untyped operand of date/time arithmetic: an interval, or, after
+	// "date -" or "timestamp -", first a value of the same type (PostgreSQL
+	// prefers the same type for an unknown literal).
+	if (lk == kUnknown || rk == kUnknown) && (op == '+' || op == '-') {
+		other := lk
+		if other == kUnknown {
+			other = rk
+		}
+		var cands []kind
+		switch {
+		case op == '-' && rk == kUnknown && isTime(lk):
+			cands = []kind{lk, kInterval}
+		case isTime(other) || other == kInterval:
+			cands = []kind{kInterval}
+		}
+		var err error
+		for _, k := range cands {
+			var n node
+			if lk == kUnknown {
+				if n, err = c.coerce(l, typ{k: k}, loc); err == nil {
+					l = n
+				}
+			} else if n, err = c.coerce(r, typ{k: k}, loc); err == nil {
+				r = n
+			}
+			if err == nil {
+				break
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		lk, rk = l.typ().k, r.typ().k
+	}
+	if op == '+' && ((lk == kInterval && isTime(rk)) || (lk == kInt && rk == kDate) || (lk == kTime && rk == kDate)) {
+		l, r, lk, rk = r, l, rk, lk // commutative: keep the date or timestamp on the left
+	}
+	mk := func(mode arithMode, t typ) (node, error) {
+		return &arithNode{op: op, mode: mode, l: l, r: r, t: t}, nil
+	}
+	switch {
+	case op == '+' || op == '-':
+		switch {
+		case lk == kInterval && rk == kInterval:
+			return mk(arInterval, typ{k: kInterval})
+		case isTime(lk) && rk == kInterval:
+			if lk == kDate {
+				l = &castNode{arg: l, t: typ{k: kTimestamp}}
+				lk = kTimestamp
+			}
+			return mk(arTimeIv, typ{k: lk})
+		case lk == kDate && rk == kInt:
+			return mk(arDateInt, typ{k: kDate})
+		case lk == kDate && rk == kTime && op == '+':
+			return mk(arDateTime, typ{k: kTimestamp})
+		case lk == kDate && rk == kDate && op == '-':
+			return mk(arDateDate, typ{k: kInt})
+		case isTime(lk) && isTime(rk) && op == '-':
+			l, r, t, err := c.unify(l, r, "-", loc)
+			if err != nil {
+				return nil, err
+			}
+			if t.k == kDate {
+				return mk(arDateDate, typ{k: kInt})
+			}
+			return &arithNode{op: op, mode: arTsTs, l: l, r: r, t: typ{k: kInterval}}, nil
+		}
+	}
+	l, r, t, err := c.unify(l, r, string(op), loc)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case t.k == kInt:
+		return mk(arInt, t)
+	case t.k == kFloat && op != '%': // there is no float8 % float8
+		return mk(arFloat, t)
+	}
+	return nil, errAt(loc, "operator does not exist: %s %c %s", l.typ(), op, r.typ())
+}
+
 func (c *compiler) in(l node, list []node, not bool, loc int32) (node, error) {
 	t := l.typ()
 	for _, item := range list {
@@ -518,7 +691,9 @@ func (c *compiler) in(l node, list []node, not bool, loc int32) (node, error) {
 			return nil, err
 		}
 	}
-	return &inNode{l: l, list: list, t: t, not: not}, nil
+	n := &inNode{l: l, list: list, t: t, not: not}
+	n.index()
+	return n, nil
 }
 
 func (c *compiler) between(x, lo, hi node, kind pg_query.A_Expr_Kind, loc int32) (node, error) {
@@ -550,7 +725,13 @@ func (c *compiler) like(l, r node, ci, not bool, loc int32) (node, error) {
 	if r, err = c.coerce(r, typ{k: kText}, loc); err != nil {
 		return nil, err
 	}
-	return &likeNode{l: l, r: r, ci: ci, not: not}, nil
+	n := &likeNode{l: l, r: r, ci: ci, not: not}
+	if k, ok := r.(*constNode); ok && !k.v.null {
+		if n.pattern, err = compileLike(k.v.s, ci); err != nil {
+			return nil, errAt(loc, "%v", err)
+		}
+	}
+	return n, nil
 }
 
 func (c *compiler) anyAll(op string, l, arr node, all bool, loc int32) (node, error) {

@@ -694,7 +694,7 @@ func parseArray(elem typ, s string) (value, error) {
 			}
 			i++
 		} else {
-			end := i
+			end := 0 // length of item up to its last non-space
 			for i < len(body) && body[i] != ',' {
 				switch body[i] {
 				case '{', '}', '"':

@@ -1,24 +1,56 @@
-// Follows one shape with Electric's real client and prints the shape's rows
-// as a JSON line after every change (and errors as {"error": …}).
-// Usage: node sync.mjs <engine url> <json params>
+// Follows one shape with Electric's real TypeScript client and prints one
+// JSON line per event on stdout (driven by ../electric_client_test.go):
+//
+//   {"event":"rows","rows":[...],"handle":"…","offset":"…"}  after every up-to-date that changed the rows
+//   {"event":"change","operation":"insert","key":…,"value":…,"old_value":…}  each change message received
+//   {"event":"must-refetch"}                                   the client threw its rows away (409, TRUNCATE…)
+//   {"event":"fetch","status":200,"url":"…"}                   every HTTP response (secret redacted)
+//   {"event":"error","status":400,"message":"…"}               a non-retryable error (the stream stops)
+//
+// Usage: node sync.mjs <engine base url> <json shape params, e.g. {"table":"items","secret":"…"}>
+// It runs until killed. BigInt values (int8) are printed as strings ending
+// in "n" ("42n") so the test can tell them from numbers.
 import { ShapeStream, Shape } from '@electric-sql/client'
 
-const [url, rawParams] = process.argv.slice(2)
+const [baseURL, rawParams] = process.argv.slice(2)
+if (!baseURL || !rawParams) {
+  process.stderr.write('usage: node sync.mjs <engine url> <json params>\n')
+  process.exit(2)
+}
 const params = JSON.parse(rawParams)
-const out = (v) => process.stdout.write(JSON.stringify(v, (_, x) => (typeof x === 'bigint' ? `${x}n` : x)) + '\n')
+
+const out = (v) =>
+  process.stdout.write(JSON.stringify(v, (_, x) => (typeof x === 'bigint' ? `${x}n` : x)) + '\n')
+
+const redact = (u) => String(u).replace(/([?&]secret=)[^&]*/, '$1…')
 
 const stream = new ShapeStream({
-  url: `${url}/v1/shape`,
+  url: `${baseURL.replace(/\/$/, '')}/v1/shape`,
   params,
+  fetchClient: async (input, init) => {
+    const res = await fetch(input, init)
+    out({ event: 'fetch', status: res.status, url: redact(typeof input === 'string' ? input : input.url) })
+    return res
+  },
   onError: (e) => {
-    out({ error: String(e && e.message ? e.message : e), status: e && e.status })
+    out({ event: 'error', status: e && e.status, message: String(e && e.message ? e.message : e), json: e && e.json })
+    // returning nothing stops the stream: the test fails on the error line
   },
 })
-stream.subscribe((messages) => {
-  for (const m of messages) {
-    if (m.headers && m.headers.control === 'must-refetch') out({ event: 'must-refetch' })
-  }
-})
+
+stream.subscribe(
+  (messages) => {
+    for (const m of messages) {
+      if (m.headers && m.headers.control === 'must-refetch') out({ event: 'must-refetch' })
+      else if ('key' in m) {
+        out({ event: 'change', operation: m.headers.operation, key: m.key, value: m.value, old_value: m.old_value })
+      }
+    }
+  },
+  (e) => out({ event: 'error', message: String(e && e.message ? e.message : e) }),
+)
+
 const shape = new Shape(stream)
-shape.subscribe(({ rows }) => out({ rows, handle: stream.shapeHandle }))
-out({ rows: await shape.rows, handle: stream.shapeHandle })
+const emit = (rows) => out({ event: 'rows', rows, handle: stream.shapeHandle, offset: stream.lastOffset })
+shape.subscribe(({ rows }) => emit(rows))
+emit(await shape.rows)

@@ -9,12 +9,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
 	"github.com/shapelog/shapelog/engine/catalog"
@@ -23,13 +20,14 @@ import (
 	"github.com/shapelog/shapelog/engine/importer"
 	"github.com/shapelog/shapelog/engine/replication"
 	"github.com/shapelog/shapelog/engine/shapelog"
-	"github.com/shapelog/shapelog/engine/shapes"
-	"github.com/shapelog/shapelog/engine/snapshot"
 )
 
 // Config is everything the engine needs.
 type Config struct {
-	DatabaseURL  string
+	DatabaseURL string
+	// DatabaseID names the engine's own database in shape requests'
+	// database_id once others are added (default "default").
+	DatabaseID   string
 	AccessKey    string
 	Insecure     bool
 	Listen       string // host:port; ":0" picks a free port
@@ -59,12 +57,12 @@ type Engine struct {
 	Store    *shapelog.Store
 	Repl     *replication.Replicator
 	Importer *importer.Importer
-	Shapes   *shapes.Manager
 
 	log       zerolog.Logger
 	ln        net.Listener
 	srv       *http.Server
-	pool      *pgxpool.Pool
+	main      *database
+	databases *databases
 	functions *functions.Service
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -75,55 +73,34 @@ type Engine struct {
 // misconfigured database (wal_level, privileges) is an error; an unreachable
 // one is retried in the background while /v1/health reports it.
 func Start(ctx context.Context, c Config, log zerolog.Logger) (*Engine, error) {
-	poolCfg, err := pgxpool.ParseConfig(c.DatabaseURL)
-	if err != nil {
-		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	if c.DatabaseID == "" {
+		c.DatabaseID = "default"
 	}
-	for k, v := range catalog.SessionSettings {
-		poolCfg.ConnConfig.RuntimeParams[k] = v
+	if c.Retention == 0 {
+		c.Retention = 7 * 24 * time.Hour
 	}
-	poolCfg.ConnConfig.RuntimeParams["application_name"] = "shapelog"
-	poolCfg.MaxConns = 20
-	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
-	if err != nil {
-		return nil, fmt.Errorf("DATABASE_URL: %w", err)
-	}
-	e := &Engine{log: log, pool: pool}
+	e := &Engine{log: log}
 	ok := false
 	defer func() {
 		if !ok {
 			e.closeResources()
 		}
 	}()
-	if err := os.MkdirAll(c.StorageDir, 0o755); err != nil {
-		return nil, fmt.Errorf("storage dir: %w", err)
-	}
-	if e.Store, err = shapelog.Open(c.StorageDir, log); err != nil {
+	var err error
+	e.main, err = openDatabase(ctx, databaseConfig{
+		id: c.DatabaseID, url: c.DatabaseURL, dir: c.StorageDir, filter: c.Filter, publication: c.Publication, slot: c.Slot,
+		snapshotIdle: c.SnapshotIdle, maxSnapshots: c.MaxSnapshots, chunkBytes: c.ShapeChunkBytes,
+	}, false, log)
+	if err != nil {
 		return nil, err
 	}
-	types := catalog.NewTypes()
-	e.Repl = replication.New(replication.Config{
-		DatabaseURL: c.DatabaseURL, Publication: c.Publication, Slot: c.Slot, Filter: c.Filter,
-	}, e.Store, pool, types, log)
-	checkCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err = e.Repl.Check(checkCtx)
-	cancel()
-	var cfgErr *replication.ConfigError
-	if errors.As(err, &cfgErr) {
-		return nil, err
-	} else if err != nil {
-		log.Warn().Err(err).Msg("database not reachable yet; will keep trying")
-	}
-	snaps := snapshot.NewManager(snapshot.Config{DatabaseURL: c.DatabaseURL, MaxSessions: c.MaxSnapshots, IdleTimeout: c.SnapshotIdle}, e.Store, e.Repl, log)
-	e.Importer = importer.New(pool, log)
-	if e.functions, err = functions.New(ctx, c.DatabaseURL, c.Functions, types, log); err != nil {
+	e.Store, e.Repl = e.main.store, e.main.repl
+	e.Importer = importer.New(e.main.pool, log)
+	if e.functions, err = functions.New(ctx, c.DatabaseURL, c.Functions, e.main.types, log); err != nil {
 		return nil, fmt.Errorf("DATABASE_URL: %w", err)
 	}
-	runCtx, cancelRun := context.WithCancel(context.Background())
-	e.cancel = cancelRun
-	e.Shapes, err = shapes.Open(runCtx, shapes.Config{Dir: filepath.Join(c.StorageDir, "shapes"), ChunkBytes: c.ShapeChunkBytes},
-		e.Store, snaps, e.Repl, pool, types, log)
-	if err != nil {
+	e.databases = &databases{cfg: c, main: e.main, log: log, added: map[string]*database{}, specs: map[string]httpapi.DatabaseSpec{}}
+	if err := e.databases.restore(); err != nil {
 		return nil, err
 	}
 	shapeCfg := c.Shape
@@ -131,21 +108,17 @@ func Start(ctx context.Context, c Config, log zerolog.Logger) (*Engine, error) {
 		shapeCfg.Secret = c.AccessKey
 	}
 	api := httpapi.New(httpapi.Config{AccessKey: c.AccessKey, Insecure: c.Insecure, Version: c.Version, MaxImportBytes: c.MaxImportBytes,
-		Functions: e.functions, Shapes: e.Shapes, Shape: shapeCfg},
-		e.Store, e.Repl, snaps, e.Importer, pool, types, log)
+		Functions: e.functions, Databases: e.databases, Shape: shapeCfg},
+		e.main.store, e.main.repl, e.main.snaps, e.Importer, e.main.pool, e.main.types, log)
 	if e.ln, err = net.Listen("tcp", c.Listen); err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", c.Listen, err)
 	}
 	e.srv = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	retention := c.Retention
-	if retention == 0 {
-		retention = 7 * 24 * time.Hour
-	}
-	e.wg.Add(5)
-	go func() { defer e.wg.Done(); _ = e.Repl.Run(runCtx) }()
-	go func() { defer e.wg.Done(); e.Shapes.Run(runCtx) }()
-	go func() { defer e.wg.Done(); snaps.Run(runCtx) }()
-	go func() { defer e.wg.Done(); e.pruneLoop(runCtx, retention) }()
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	e.cancel = cancelRun
+	e.main.run(c.Retention)
+	e.wg.Add(2)
+	go func() { defer e.wg.Done(); e.pruneKeysLoop(runCtx) }()
 	go func() {
 		defer e.wg.Done()
 		if err := e.srv.Serve(e.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -202,20 +175,19 @@ func (e *Engine) closeResources() {
 	if e.cancel != nil {
 		e.cancel()
 	}
-	if e.Shapes != nil {
-		_ = e.Shapes.Close()
-	}
-	if e.Store != nil {
-		_ = e.Store.Close()
+	if e.databases != nil {
+		e.databases.close()
 	}
 	if e.functions != nil {
 		e.functions.Close()
 	}
-	e.pool.Close()
+	if e.main != nil {
+		e.main.stop()
+	}
 }
 
-// pruneLoop drops changes older than the retention period once a minute.
-func (e *Engine) pruneLoop(ctx context.Context, retention time.Duration) {
+// pruneKeysLoop forgets import idempotency keys after a week, once a minute.
+func (e *Engine) pruneKeysLoop(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
@@ -223,13 +195,6 @@ func (e *Engine) pruneLoop(ctx context.Context, retention time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-		cut, ok, err := e.Store.TsAtOrBefore(time.Now().Add(-retention).UnixNano())
-		if err == nil && ok {
-			err = e.Store.Prune(cut)
-		}
-		if err != nil {
-			e.log.Error().Err(err).Msg("pruning the shape log failed")
 		}
 		// Idempotency keys only need to outlive a client's retries.
 		if err := e.Importer.PruneKeys(ctx, "7 days"); err != nil && ctx.Err() == nil {

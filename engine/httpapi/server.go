@@ -19,7 +19,6 @@ import (
 	"github.com/shapelog/shapelog/engine/importer"
 	"github.com/shapelog/shapelog/engine/replication"
 	"github.com/shapelog/shapelog/engine/shapelog"
-	"github.com/shapelog/shapelog/engine/shapes"
 	"github.com/shapelog/shapelog/engine/snapshot"
 )
 
@@ -35,9 +34,10 @@ type Config struct {
 	// Functions serves /api/query, /api/mutation, /api/action and
 	// /api/run; nil leaves them unserved.
 	Functions *functions.Service
-	// Shapes serves Electric's /v1/shape; nil leaves it unserved.
-	Shapes *shapes.Manager
-	Shape  ShapeConfig
+	// Databases serve Electric's /v1/shape and /v1/admin/database; nil
+	// leaves them unserved.
+	Databases Databases
+	Shape     ShapeConfig
 }
 
 // Server holds what the handlers need.
@@ -49,7 +49,6 @@ type Server struct {
 	importer *importer.Importer
 	pool     *pgxpool.Pool
 	types    *catalog.Types
-	shapes   *shapes.Manager
 	log      zerolog.Logger
 }
 
@@ -64,7 +63,7 @@ func New(cfg Config, store *shapelog.Store, repl *replication.Replicator, snaps 
 	if cfg.Shape.StaleAge == 0 {
 		cfg.Shape.StaleAge = 300
 	}
-	return &Server{cfg: cfg, store: store, repl: repl, snaps: snaps, importer: imp, pool: pool, types: types, shapes: cfg.Shapes, log: log.With().Str("component", "http").Logger()}
+	return &Server{cfg: cfg, store: store, repl: repl, snaps: snaps, importer: imp, pool: pool, types: types, log: log.With().Str("component", "http").Logger()}
 }
 
 // Handler routes every endpoint.
@@ -72,12 +71,14 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/health", s.health)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {})
-	if s.shapes != nil {
+	if s.cfg.Databases != nil {
 		mux.HandleFunc("GET /v1/shape", s.shapeGet)
 		mux.HandleFunc("GET /v1/shape/{root_table}", s.shapeGet)
 		mux.HandleFunc("DELETE /v1/shape", s.shapeDelete)
 		mux.HandleFunc("OPTIONS /v1/shape", s.shapeOptions)
 		mux.HandleFunc("OPTIONS /v1/shape/{root_table}", s.shapeOptions)
+		mux.Handle("POST /v1/admin/database", s.admin(s.addDatabase))
+		mux.Handle("DELETE /v1/admin/database/{database_id}", s.admin(s.removeDatabase))
 	}
 	mux.HandleFunc("GET /version", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -243,6 +244,13 @@ func (s *Server) logRequests(h http.Handler) http.Handler {
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-cache, no-store, must-revalidate")
 	st := s.repl.Status()
+	if id := r.URL.Query().Get("database_id"); id != "" && s.cfg.Databases != nil {
+		var err error
+		if st, err = s.cfg.Databases.Status(id); err != nil {
+			s.writeDatabaseError(w, err)
+			return
+		}
+	}
 	body := map[string]any{}
 	status := http.StatusAccepted
 	switch st.State {

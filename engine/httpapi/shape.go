@@ -169,9 +169,9 @@ func (s *Server) shapeOptions(w http.ResponseWriter, r *http.Request) {
 }
 
 // mustRefetch answers 409 with the handle to start over with.
-func (s *Server) mustRefetch(w http.ResponseWriter, r *http.Request, def *shapes.Definition, req shapes.Request) {
+func (s *Server) mustRefetch(w http.ResponseWriter, r *http.Request, m *shapes.Manager, def *shapes.Definition, req shapes.Request) {
 	h := w.Header()
-	if cur, err := s.shapes.Get(r.Context(), def, req); err == nil {
+	if cur, err := m.Get(r.Context(), def, req); err == nil {
 		h.Set("Electric-Handle", cur.Handle)
 		h.Set("Cache-Control", "public, max-age=60, must-revalidate")
 	} else {
@@ -183,10 +183,10 @@ func (s *Server) mustRefetch(w http.ResponseWriter, r *http.Request, def *shapes
 }
 
 // shapeFailure answers an error while serving a shape.
-func (s *Server) shapeFailure(w http.ResponseWriter, r *http.Request, def *shapes.Definition, req shapes.Request, err error) {
+func (s *Server) shapeFailure(w http.ResponseWriter, r *http.Request, m *shapes.Manager, def *shapes.Definition, req shapes.Request, err error) {
 	switch {
 	case errors.Is(err, shapes.ErrGone):
-		s.mustRefetch(w, r, def, req)
+		s.mustRefetch(w, r, m, def, req)
 	case r.Context().Err() != nil:
 		// the client went away
 	default:
@@ -207,28 +207,32 @@ func (s *Server) shapeGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	legacy := r.PathValue("root_table") != ""
-	def, err := s.shapes.Resolve(r.Context(), req.def)
+	m := s.shapeDatabase(w, r)
+	if m == nil {
+		return
+	}
+	def, err := m.Resolve(r.Context(), req.def)
 	var pe *shapes.ParamError
 	if errors.As(err, &pe) {
 		invalidRequest(w, shapeErrors{pe.Field: {pe.Msg}})
 		return
 	} else if err != nil {
-		s.shapeFailure(w, r, nil, req.def, err)
+		s.shapeFailure(w, r, m, nil, req.def, err)
 		return
 	}
 	var shape *shapes.Shape
 	if req.handle != "" {
-		shape = s.shapes.Lookup(req.handle)
+		shape = m.Lookup(req.handle)
 		if shape == nil || shape.Def.Identity() != def.Identity() {
-			s.mustRefetch(w, r, def, req.def)
+			s.mustRefetch(w, r, m, def, req.def)
 			return
 		}
-	} else if shape, err = s.shapes.Get(r.Context(), def, req.def); err != nil {
-		s.shapeFailure(w, r, def, req.def, err)
+	} else if shape, err = m.Get(r.Context(), def, req.def); err != nil {
+		s.shapeFailure(w, r, m, def, req.def, err)
 		return
 	}
 	if req.now {
-		s.shapeNow(w, r, shape, req, def)
+		s.shapeNow(w, r, m, shape, req, def)
 		return
 	}
 	resp, err := s.readShape(r.Context(), shape, req)
@@ -238,7 +242,7 @@ func (s *Server) shapeGet(w http.ResponseWriter, r *http.Request) {
 			invalidRequest(w, shapeErrors{"offset": {"out of bounds for this shape"}})
 			return
 		}
-		s.shapeFailure(w, r, def, req.def, err)
+		s.shapeFailure(w, r, m, def, req.def, err)
 		return
 	}
 	upToDate := resp.UpToDate && !req.offset.BeforeAll
@@ -293,7 +297,7 @@ func (s *Server) shapeGet(w http.ResponseWriter, r *http.Request) {
 		if len(resp.Body) > 0 {
 			body = append(body, ',')
 		}
-		lsn := s.shapes.GlobalLSN()
+		lsn := m.GlobalLSN()
 		if !req.live {
 			lsn = max(lsn, resp.End.Tx)
 		} else if resp.End.Tx > 0 {
@@ -371,12 +375,12 @@ func (s *Server) readShape(ctx context.Context, shape *shapes.Shape, req *shapeR
 }
 
 // shapeNow answers offset=now: no data, the shape's latest offset.
-func (s *Server) shapeNow(w http.ResponseWriter, r *http.Request, shape *shapes.Shape, req *shapeRequest, def *shapes.Definition) {
+func (s *Server) shapeNow(w http.ResponseWriter, r *http.Request, m *shapes.Manager, shape *shapes.Shape, req *shapeRequest, def *shapes.Definition) {
 	var head shapes.Offset
 	for {
 		h, changed, err := shape.Head()
 		if err != nil {
-			s.shapeFailure(w, r, def, req.def, err)
+			s.shapeFailure(w, r, m, def, req.def, err)
 			return
 		}
 		if !h.BeforeAll {
@@ -399,7 +403,7 @@ func (s *Server) shapeNow(w http.ResponseWriter, r *http.Request, shape *shapes.
 	h.Set("ETag", `"`+shape.Handle+":now:"+head.String()+":"+strconv.FormatInt(time.Now().UnixNano(), 10)+`"`)
 	h.Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write([]byte("[" + string(shapes.UpToDate(s.shapes.GlobalLSN())) + "]"))
+	_, _ = w.Write([]byte("[" + string(shapes.UpToDate(m.GlobalLSN())) + "]"))
 }
 
 // nextCursor is Electric's live cursor: the end of the current long-poll
@@ -427,26 +431,30 @@ func (s *Server) shapeDelete(w http.ResponseWriter, r *http.Request) {
 		writeShapeJSON(w, http.StatusMethodNotAllowed, map[string]string{"message": "DELETE not allowed"})
 		return
 	}
+	m := s.shapeDatabase(w, r)
+	if m == nil {
+		return
+	}
 	q := r.URL.Query()
 	handle := q.Get("handle")
 	var shape *shapes.Shape
 	if q.Get("table") != "" {
-		def, err := s.shapes.Resolve(r.Context(), shapes.Request{Table: q.Get("table"), Where: q.Get("where"), Columns: q.Get("columns"), Replica: q.Get("replica"), Params: paramsOf(q)})
+		def, err := m.Resolve(r.Context(), shapes.Request{Table: q.Get("table"), Where: q.Get("where"), Columns: q.Get("columns"), Replica: q.Get("replica"), Params: paramsOf(q)})
 		var pe *shapes.ParamError
 		if errors.As(err, &pe) {
 			invalidRequest(w, shapeErrors{pe.Field: {pe.Msg}})
 			return
 		} else if err != nil {
-			s.shapeFailure(w, r, nil, shapes.Request{}, err)
+			s.shapeFailure(w, r, m, nil, shapes.Request{}, err)
 			return
 		}
-		shape = s.shapes.Current(def)
+		shape = m.Current(def)
 		if shape != nil && handle != "" && shape.Handle != handle {
 			invalidRequest(w, shapeErrors{"handle": {"The specified shape definition and handle do not match. Please ensure the shape definition is correct or omit the shape handle from the request to obtain a new one."}})
 			return
 		}
 	} else if handle != "" {
-		shape = s.shapes.Lookup(handle)
+		shape = m.Lookup(handle)
 	} else {
 		invalidRequest(w, shapeErrors{"handle": {"can't be blank when table is not given"}})
 		return
@@ -455,7 +463,7 @@ func (s *Server) shapeDelete(w http.ResponseWriter, r *http.Request) {
 		writeShapeJSON(w, http.StatusNotFound, map[string]string{"message": "No existing shape found"})
 		return
 	}
-	s.shapes.Delete(shape)
+	m.Delete(shape)
 	w.WriteHeader(http.StatusAccepted)
 }
 

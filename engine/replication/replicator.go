@@ -27,6 +27,11 @@ type Config struct {
 	Publication string
 	Slot        string
 	Filter      catalog.Filter
+	// ShapesOnly publishes only the tables shapes ask for, ignoring Filter
+	// (a database registered for shapes alone).
+	ShapesOnly bool
+	// Lookup resolves host names (nil: the default resolver).
+	Lookup pgconn.LookupFunc
 	// StatusInterval is how often the confirmed position is sent even when
 	// nothing changed (well under wal_sender_timeout).
 	StatusInterval time.Duration
@@ -156,10 +161,13 @@ func (r *Replicator) Run(ctx context.Context) error {
 
 // replicationConfig is DatabaseURL as a replication connection with the
 // engine's session settings.
-func replicationConfig(databaseURL string) (*pgconn.Config, error) {
+func replicationConfig(databaseURL string, lookup pgconn.LookupFunc) (*pgconn.Config, error) {
 	cfg, err := pgconn.ParseConfig(databaseURL)
 	if err != nil {
 		return nil, err
+	}
+	if lookup != nil {
+		cfg.LookupFunc = lookup
 	}
 	cfg.RuntimeParams["replication"] = "database"
 	for k, v := range catalog.SessionSettings {
@@ -188,7 +196,7 @@ func (r *Replicator) session(ctx context.Context) error {
 	if _, err := r.Reconcile(ctx); err != nil {
 		return err
 	}
-	cfg, err := replicationConfig(r.cfg.DatabaseURL)
+	cfg, err := replicationConfig(r.cfg.DatabaseURL, r.cfg.Lookup)
 	if err != nil {
 		return err
 	}

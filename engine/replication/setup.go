@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -114,9 +115,11 @@ func (r *Replicator) Reconcile(ctx context.Context) ([]*catalog.Table, error) {
 		}
 		r.log.Info().Str("publication", r.cfg.Publication).Msg("created publication")
 	}
-	tables, err := catalog.LoadTables(ctx, conn, r.types, r.cfg.Filter)
-	if err != nil {
-		return nil, err
+	var tables []*catalog.Table
+	if !r.cfg.ShapesOnly {
+		if tables, err = catalog.LoadTables(ctx, conn, r.types, r.cfg.Filter); err != nil {
+			return nil, err
+		}
 	}
 	selected := len(tables)
 	// Tables only shapes need are published too, but not exported.
@@ -244,4 +247,29 @@ func explain(err error, doing string) error {
 		return fmt.Errorf("%stimed out waiting for a lock (%s): a long transaction holds the table; will retry", doing, pgErr.Message)
 	}
 	return fmt.Errorf("%s%w", doing, err)
+}
+
+// Drop removes the replication slot and the publication, for a database the
+// engine stops serving. Call it after Run has returned; the slot may stay
+// active for a moment while its walsender exits, so Drop waits for that.
+func (r *Replicator) Drop(ctx context.Context) error {
+	for {
+		_, err := r.pool.Exec(ctx, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()", r.cfg.Slot)
+		var pgErr *pgconn.PgError
+		if err == nil {
+			break
+		} else if !errors.As(err, &pgErr) || pgErr.Code != "55006" { // object_in_use: still active
+			return explain(err, "dropping replication slot "+r.cfg.Slot)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("dropping replication slot %s: still in use: %w", r.cfg.Slot, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if _, err := r.pool.Exec(ctx, "DROP PUBLICATION IF EXISTS "+pgx.Identifier{r.cfg.Publication}.Sanitize()); err != nil {
+		return explain(err, "dropping publication "+r.cfg.Publication)
+	}
+	r.log.Info().Str("slot", r.cfg.Slot).Str("publication", r.cfg.Publication).Msg("dropped replication slot and publication")
+	return nil
 }

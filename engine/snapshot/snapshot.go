@@ -47,6 +47,8 @@ type Config struct {
 	MaxSessions int
 	// IdleTimeout closes snapshots nobody has read for this long.
 	IdleTimeout time.Duration
+	// Lookup resolves host names (nil: the default resolver).
+	Lookup pgconn.LookupFunc
 }
 
 // Positioner is what the manager needs from replication: a way to wait until
@@ -171,6 +173,9 @@ func (m *Manager) open(ctx context.Context, id string) (*pgx.Conn, int64, error)
 		return nil, 0, err
 	}
 	rcfg.RuntimeParams["replication"] = "database"
+	if m.cfg.Lookup != nil {
+		rcfg.LookupFunc = m.cfg.Lookup
+	}
 	repl, err := pgconn.ConnectConfig(ctx, rcfg)
 	if err != nil {
 		return nil, 0, fmt.Errorf("opening replication connection for snapshot: %w", err)
@@ -192,6 +197,9 @@ func (m *Manager) open(ctx context.Context, id string) (*pgx.Conn, int64, error)
 	}
 	for k, v := range catalog.SessionSettings {
 		ccfg.RuntimeParams[k] = v
+	}
+	if m.cfg.Lookup != nil {
+		ccfg.LookupFunc = m.cfg.Lookup
 	}
 	// Physical order must be stable for ctid paging.
 	ccfg.RuntimeParams["synchronize_seqscans"] = "off"

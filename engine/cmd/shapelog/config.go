@@ -17,6 +17,7 @@ import (
 // variables, defaulting to built-in values.
 type config struct {
 	DatabaseURL     string
+	DatabaseID      string
 	AccessKey       string
 	Insecure        bool
 	Port            int
@@ -52,6 +53,7 @@ func env(name, def string) string {
 // bindFlags registers the flags of `serve` (and `dev`).
 func bindFlags(fs *flag.FlagSet, c *config) {
 	fs.StringVar(&c.DatabaseURL, "database-url", env("DATABASE_URL", ""), "PostgreSQL connection URL (env DATABASE_URL; required)")
+	fs.StringVar(&c.DatabaseID, "database-id", env("SHAPELOG_DATABASE_ID", "default"), "database_id of DATABASE_URL in shape requests once other databases are added with POST /v1/admin/database (env SHAPELOG_DATABASE_ID)")
 	fs.StringVar(&c.AccessKey, "access-key", env("SHAPELOG_ACCESS_KEY", ""), "key clients send as `Authorization: Convex <key>` (env SHAPELOG_ACCESS_KEY; required unless --insecure)")
 	fs.BoolVar(&c.Insecure, "insecure", env("SHAPELOG_INSECURE", "") == "true", "serve /api without authentication (env SHAPELOG_INSECURE=true); for local development only")
 	fs.StringVar(&c.StorageDir, "storage-dir", env("SHAPELOG_STORAGE_DIR", "./shapelog-data"), "directory of the durable shape log (env SHAPELOG_STORAGE_DIR)")

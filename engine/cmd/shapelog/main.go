@@ -122,7 +122,7 @@ func serve(ctx context.Context, c *config, ready func(addr string)) error {
 		return err
 	}
 	e, err := engine.Start(ctx, engine.Config{
-		Functions: fns, DatabaseURL: c.DatabaseURL, AccessKey: c.AccessKey, Insecure: c.Insecure,
+		Functions: fns, DatabaseURL: c.DatabaseURL, DatabaseID: c.DatabaseID, AccessKey: c.AccessKey, Insecure: c.Insecure,
 		Listen: net.JoinHostPort("", strconv.Itoa(c.Port)), StorageDir: c.StorageDir, Filter: c.filter(),
 		Publication: c.Publication, Slot: c.Slot, Retention: c.Retention, SnapshotIdle: c.SnapshotIdle,
 		MaxSnapshots: c.MaxSnapshots, Version: version, MaxImportBytes: c.MaxImportBytes,

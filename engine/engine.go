@@ -61,6 +61,7 @@ type Engine struct {
 	log       zerolog.Logger
 	ln        net.Listener
 	srv       *http.Server
+	api       *httpapi.Server
 	main      *database
 	databases *databases
 	functions *functions.Service
@@ -107,13 +108,13 @@ func Start(ctx context.Context, c Config, log zerolog.Logger) (*Engine, error) {
 	if shapeCfg.Secret == "" {
 		shapeCfg.Secret = c.AccessKey
 	}
-	api := httpapi.New(httpapi.Config{AccessKey: c.AccessKey, Insecure: c.Insecure, Version: c.Version, MaxImportBytes: c.MaxImportBytes,
+	e.api = httpapi.New(httpapi.Config{AccessKey: c.AccessKey, Insecure: c.Insecure, Version: c.Version, MaxImportBytes: c.MaxImportBytes,
 		Functions: e.functions, Databases: e.databases, Shape: shapeCfg},
 		e.main.store, e.main.repl, e.main.snaps, e.Importer, e.main.pool, e.main.types, log)
 	if e.ln, err = net.Listen("tcp", c.Listen); err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", c.Listen, err)
 	}
-	e.srv = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	e.srv = &http.Server{Handler: e.api.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	e.cancel = cancelRun
 	e.main.run(c.Retention)
@@ -121,7 +122,7 @@ func Start(ctx context.Context, c Config, log zerolog.Logger) (*Engine, error) {
 	go func() { defer e.wg.Done(); e.pruneKeysLoop(runCtx) }()
 	go func() {
 		defer e.wg.Done()
-		if err := e.srv.Serve(e.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := e.srv.Serve(e.api.Listener(e.ln)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error().Err(err).Msg("http server stopped")
 		}
 	}()
@@ -165,6 +166,7 @@ func (e *Engine) Close(timeout time.Duration) {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		_ = e.srv.Shutdown(ctx)
 		cancel()
+		e.api.Close()
 		e.cancel()
 		e.wg.Wait()
 		e.closeResources()

@@ -1,11 +1,14 @@
 package engine_test
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -638,6 +641,62 @@ func TestShapeWhereMovesRowsInAndOut(t *testing.T) {
 		resp, body := shapeGet(t, e.URL(), url.Values{"table": {"issues"}, "offset": {"-1"}, "where": {w}, "secret": {testKey}}, nil)
 		if resp.StatusCode != 400 || !strings.Contains(string(body), `"where"`) {
 			t.Errorf("where %q: %d %s", w, resp.StatusCode, body)
+		}
+	}
+}
+
+// TestShapeParkedRequestsHoldNoGoroutine parks live requests from raw
+// connections (no client goroutines), checks that they cost the engine no
+// goroutine each, then that one insert answers them all and that each
+// connection serves another request afterwards (keep-alive).
+func TestShapeParkedRequestsHoldNoGoroutine(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	conn := connect(t, dbURL)
+	mustExec(t, conn, `CREATE TABLE t (id int PRIMARY KEY, v text)`)
+	e := startShapeEngine(t, dbURL, func(c *engine.Config) { c.Shape.LongPoll = 30 * time.Second })
+	c := newShapeClient(t, e.URL(), url.Values{"table": {"t"}})
+	c.sync()
+	const n = 300
+	q := url.Values{"table": {"t"}, "offset": {c.offset}, "handle": {c.handle}, "live": {"true"}, "secret": {testKey}}
+	request := "GET /v1/shape?" + q.Encode() + " HTTP/1.1\r\nHost: engine\r\n\r\n"
+	before := runtime.NumGoroutine()
+	conns := make([]net.Conn, n)
+	for i := range conns {
+		var err error
+		if conns[i], err = net.Dial("tcp", e.Addr()); err != nil {
+			t.Fatal(err)
+		}
+		defer conns[i].Close()
+		if _, err := conns[i].Write([]byte(request)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(time.Second) // let every request reach its long poll
+	if grew := runtime.NumGoroutine() - before; grew > n/10 {
+		t.Errorf("%d parked live requests hold %d goroutines", n, grew)
+	}
+	mustExec(t, conn, `INSERT INTO t VALUES (1, 'x')`)
+	for i, c := range conns {
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		r := bufio.NewReader(c)
+		resp, err := http.ReadResponse(r, nil)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"insert"`) || resp.Header.Get("Electric-Cursor") == "" ||
+			resp.Header.Get("Access-Control-Expose-Headers") == "" || resp.Header.Get("Date") == "" {
+			t.Fatalf("connection %d: %d %v %s", i, resp.StatusCode, resp.Header, body)
+		}
+		if i%50 != 0 {
+			continue
+		}
+		// The connection is back with the HTTP server.
+		if _, err := c.Write([]byte("GET /v1/health HTTP/1.1\r\nHost: engine\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		if resp, err = http.ReadResponse(r, nil); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("connection %d after its live answer: %v %v", i, resp, err)
 		}
 	}
 }

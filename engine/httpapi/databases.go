@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/shapelog/shapelog/engine/replication"
@@ -53,8 +54,8 @@ func (s *Server) writeDatabaseError(w http.ResponseWriter, err error) {
 
 // shapeDatabase finds the shapes of the request's database_id; nil means an
 // error was written.
-func (s *Server) shapeDatabase(w http.ResponseWriter, r *http.Request) *shapes.Manager {
-	m, err := s.cfg.Databases.Shapes(r.URL.Query().Get("database_id"))
+func (s *Server) shapeDatabase(w http.ResponseWriter, q url.Values) *shapes.Manager {
+	m, err := s.cfg.Databases.Shapes(q.Get("database_id"))
 	if err != nil {
 		s.writeDatabaseError(w, err)
 		return nil

@@ -49,6 +49,7 @@ type Server struct {
 	importer *importer.Importer
 	pool     *pgxpool.Pool
 	types    *catalog.Types
+	parking  *parkingLot
 	log      zerolog.Logger
 }
 
@@ -63,8 +64,14 @@ func New(cfg Config, store *shapelog.Store, repl *replication.Replicator, snaps 
 	if cfg.Shape.StaleAge == 0 {
 		cfg.Shape.StaleAge = 300
 	}
-	return &Server{cfg: cfg, store: store, repl: repl, snaps: snaps, importer: imp, pool: pool, types: types, log: log.With().Str("component", "http").Logger()}
+	s := &Server{cfg: cfg, store: store, repl: repl, snaps: snaps, importer: imp, pool: pool, types: types, log: log.With().Str("component", "http").Logger()}
+	s.parking = newParkingLot(s)
+	return s
 }
+
+// Close drops the connections of parked live requests (their clients
+// retry); call it after the HTTP server's Shutdown.
+func (s *Server) Close() { s.parking.close() }
 
 // Handler routes every endpoint.
 func (s *Server) Handler() http.Handler {
@@ -218,6 +225,9 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 	r.bytes += int64(n)
 	return n, err
 }
+
+// Unwrap lets http.ResponseController reach the connection.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 func (r *statusRecorder) Flush() {
 	if f, ok := r.ResponseWriter.(http.Flusher); ok {

@@ -134,12 +134,11 @@ func (s *Server) shapeCORS(w http.ResponseWriter, r *http.Request) {
 }
 
 // shapeAuthorized checks the secret; false means a 401 was written.
-func (s *Server) shapeAuthorized(w http.ResponseWriter, r *http.Request) bool {
+func (s *Server) shapeAuthorized(w http.ResponseWriter, q url.Values) bool {
 	secret := s.cfg.Shape.Secret
 	if secret == "" {
 		return true
 	}
-	q := r.URL.Query()
 	got := q.Get("secret")
 	if got == "" {
 		got = q.Get("api_secret")
@@ -169,9 +168,9 @@ func (s *Server) shapeOptions(w http.ResponseWriter, r *http.Request) {
 }
 
 // mustRefetch answers 409 with the handle to start over with.
-func (s *Server) mustRefetch(w http.ResponseWriter, r *http.Request, m *shapes.Manager, def *shapes.Definition, req shapes.Request) {
+func (s *Server) mustRefetch(ctx context.Context, w http.ResponseWriter, m *shapes.Manager, def *shapes.Definition, req shapes.Request) {
 	h := w.Header()
-	if cur, err := m.Get(r.Context(), def, req); err == nil {
+	if cur, err := m.Get(ctx, def, req); err == nil {
 		h.Set("Electric-Handle", cur.Handle)
 		h.Set("Cache-Control", "public, max-age=60, must-revalidate")
 	} else {
@@ -183,11 +182,11 @@ func (s *Server) mustRefetch(w http.ResponseWriter, r *http.Request, m *shapes.M
 }
 
 // shapeFailure answers an error while serving a shape.
-func (s *Server) shapeFailure(w http.ResponseWriter, r *http.Request, m *shapes.Manager, def *shapes.Definition, req shapes.Request, err error) {
+func (s *Server) shapeFailure(ctx context.Context, w http.ResponseWriter, m *shapes.Manager, def *shapes.Definition, req shapes.Request, err error) {
 	switch {
 	case errors.Is(err, shapes.ErrGone):
-		s.mustRefetch(w, r, m, def, req)
-	case r.Context().Err() != nil:
+		s.mustRefetch(ctx, w, m, def, req)
+	case ctx.Err() != nil:
 		// the client went away
 	default:
 		s.log.Error().Err(err).Str("table", req.Table).Msg("serving shape failed")
@@ -198,16 +197,16 @@ func (s *Server) shapeFailure(w http.ResponseWriter, r *http.Request, m *shapes.
 
 func (s *Server) shapeGet(w http.ResponseWriter, r *http.Request) {
 	s.shapeCORS(w, r)
-	if !s.shapeAuthorized(w, r) {
+	q := r.URL.Query()
+	if !s.shapeAuthorized(w, q) {
 		return
 	}
-	req, errs := parseShapeRequest(r.URL.Query(), r.PathValue("root_table"))
+	req, errs := parseShapeRequest(q, r.PathValue("root_table"))
 	if errs != nil {
 		invalidRequest(w, errs)
 		return
 	}
-	legacy := r.PathValue("root_table") != ""
-	m := s.shapeDatabase(w, r)
+	m := s.shapeDatabase(w, q)
 	if m == nil {
 		return
 	}
@@ -217,34 +216,62 @@ func (s *Server) shapeGet(w http.ResponseWriter, r *http.Request) {
 		invalidRequest(w, shapeErrors{pe.Field: {pe.Msg}})
 		return
 	} else if err != nil {
-		s.shapeFailure(w, r, m, nil, req.def, err)
+		s.shapeFailure(r.Context(), w, m, nil, req.def, err)
 		return
 	}
 	var shape *shapes.Shape
 	if req.handle != "" {
 		shape = m.Lookup(req.handle)
 		if shape == nil || shape.Def.Identity() != def.Identity() {
-			s.mustRefetch(w, r, m, def, req.def)
+			s.mustRefetch(r.Context(), w, m, def, req.def)
 			return
 		}
 	} else if shape, err = m.Get(r.Context(), def, req.def); err != nil {
-		s.shapeFailure(w, r, m, def, req.def, err)
+		s.shapeFailure(r.Context(), w, m, def, req.def, err)
 		return
 	}
 	if req.now {
 		s.shapeNow(w, r, m, shape, req, def)
 		return
 	}
-	resp, err := s.readShape(r.Context(), shape, req)
+	resp, changed, err := s.readShape(r.Context(), shape, req)
+	if err == nil && req.live && waitsForChanges(resp) {
+		p := &parkedRequest{m: m, def: def, shape: shape, req: req, reply: replyOf(r), changed: changed}
+		if s.parking.park(w, r, p) {
+			return // answered when the shape changes or the long poll ends
+		}
+		resp, err = s.waitLive(r.Context(), shape, req)
+	}
 	if err != nil {
 		var oob outOfBounds
 		if errors.As(err, &oob) {
 			invalidRequest(w, shapeErrors{"offset": {"out of bounds for this shape"}})
 			return
 		}
-		s.shapeFailure(w, r, m, def, req.def, err)
+		s.shapeFailure(r.Context(), w, m, def, req.def, err)
 		return
 	}
+	s.answerShape(w, m, shape, req, resp, replyOf(r))
+}
+
+// shapeReply is what answering a shape request needs from the HTTP request.
+type shapeReply struct {
+	ifNoneMatch string
+	head        bool // HEAD: headers only
+	legacy      bool // /v1/shape/{root_table}: the old header names too
+}
+
+func replyOf(r *http.Request) shapeReply {
+	return shapeReply{ifNoneMatch: r.Header.Get("If-None-Match"), head: r.Method == http.MethodHead, legacy: r.PathValue("root_table") != ""}
+}
+
+// waitsForChanges says whether a live request with this response waits.
+func waitsForChanges(resp *shapes.Response) bool { return len(resp.Body) == 0 && resp.UpToDate }
+
+// answerShape writes a shape response: the Electric headers, the cache
+// headers and the messages.
+func (s *Server) answerShape(w http.ResponseWriter, m *shapes.Manager, shape *shapes.Shape, req *shapeRequest, resp *shapes.Response, reply shapeReply) {
+	legacy := reply.legacy
 	upToDate := resp.UpToDate && !req.offset.BeforeAll
 	h := w.Header()
 	h.Set("Electric-Handle", shape.Handle)
@@ -285,7 +312,7 @@ func (s *Server) shapeGet(w http.ResponseWriter, r *http.Request) {
 	default:
 		h.Set("Cache-Control", "public, max-age="+strconv.Itoa(s.cfg.Shape.MaxAge)+", stale-while-revalidate="+strconv.Itoa(s.cfg.Shape.StaleAge))
 	}
-	if inm := r.Header.Get("If-None-Match"); inm != "" && strings.Contains(inm, etag) {
+	if inm := reply.ifNoneMatch; inm != "" && strings.Contains(inm, etag) {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
@@ -308,7 +335,7 @@ func (s *Server) shapeGet(w http.ResponseWriter, r *http.Request) {
 	body = append(body, ']')
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
-	if r.Method != http.MethodHead {
+	if !reply.head {
 		_, _ = w.Write(body)
 	}
 }
@@ -325,9 +352,10 @@ func (s *Server) longPoll() time.Duration {
 	return 20 * time.Second
 }
 
-// readShape reads the messages after the request's offset; a live request
-// with nothing to read waits up to the long-poll timeout for some.
-func (s *Server) readShape(ctx context.Context, shape *shapes.Shape, req *shapeRequest) (*shapes.Response, error) {
+// readShape reads the messages after the request's offset, first waiting a
+// little for an offset past the shape's head to appear. changed is the
+// shape's change signal from before the read.
+func (s *Server) readShape(ctx context.Context, shape *shapes.Shape, req *shapeRequest) (*shapes.Response, <-chan struct{}, error) {
 	// An offset past the head may still be on its way (another engine
 	// instance behind the same cache, a head not yet advanced): wait a bit.
 	if req.offset.Tx > 0 {
@@ -336,7 +364,7 @@ func (s *Server) readShape(ctx context.Context, shape *shapes.Shape, req *shapeR
 		for {
 			head, changed, err := shape.Head()
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			if !head.BeforeAll && !head.Less(req.offset) {
 				break
@@ -344,24 +372,29 @@ func (s *Server) readShape(ctx context.Context, shape *shapes.Shape, req *shapeR
 			select {
 			case <-changed:
 			case <-deadline.C:
-				return nil, outOfBounds{}
+				return nil, nil, outOfBounds{}
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return nil, nil, ctx.Err()
 			}
 		}
 	}
-	if !req.live {
-		return shape.Read(ctx, req.offset)
+	_, changed, err := shape.Head()
+	if err != nil {
+		return nil, nil, err
 	}
+	resp, err := shape.Read(ctx, req.offset)
+	return resp, changed, err
+}
+
+// waitLive waits in the request's goroutine, up to the long-poll timeout,
+// for changes to a live request's shape; for connections the parking lot
+// cannot take.
+func (s *Server) waitLive(ctx context.Context, shape *shapes.Shape, req *shapeRequest) (*shapes.Response, error) {
 	timeout := time.NewTimer(s.longPoll())
 	defer timeout.Stop()
 	for {
-		_, changed, err := shape.Head()
-		if err != nil {
-			return nil, err
-		}
-		resp, err := shape.Read(ctx, req.offset)
-		if err != nil || len(resp.Body) > 0 || !resp.UpToDate {
+		resp, changed, err := s.readShape(ctx, shape, req)
+		if err != nil || !waitsForChanges(resp) {
 			return resp, err
 		}
 		select {
@@ -380,7 +413,7 @@ func (s *Server) shapeNow(w http.ResponseWriter, r *http.Request, m *shapes.Mana
 	for {
 		h, changed, err := shape.Head()
 		if err != nil {
-			s.shapeFailure(w, r, m, def, req.def, err)
+			s.shapeFailure(r.Context(), w, m, def, req.def, err)
 			return
 		}
 		if !h.BeforeAll {
@@ -424,18 +457,18 @@ func nextCursor(interval time.Duration, prev string) string {
 func (s *Server) shapeDelete(w http.ResponseWriter, r *http.Request) {
 	s.shapeCORS(w, r)
 	w.Header().Set("Cache-Control", "no-cache")
-	if !s.shapeAuthorized(w, r) {
+	q := r.URL.Query()
+	if !s.shapeAuthorized(w, q) {
 		return
 	}
 	if !s.cfg.Shape.AllowDelete {
 		writeShapeJSON(w, http.StatusMethodNotAllowed, map[string]string{"message": "DELETE not allowed"})
 		return
 	}
-	m := s.shapeDatabase(w, r)
+	m := s.shapeDatabase(w, q)
 	if m == nil {
 		return
 	}
-	q := r.URL.Query()
 	handle := q.Get("handle")
 	var shape *shapes.Shape
 	if q.Get("table") != "" {
@@ -445,7 +478,7 @@ func (s *Server) shapeDelete(w http.ResponseWriter, r *http.Request) {
 			invalidRequest(w, shapeErrors{pe.Field: {pe.Msg}})
 			return
 		} else if err != nil {
-			s.shapeFailure(w, r, m, nil, shapes.Request{}, err)
+			s.shapeFailure(r.Context(), w, m, nil, shapes.Request{}, err)
 			return
 		}
 		shape = m.Current(def)

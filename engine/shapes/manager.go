@@ -14,6 +14,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -61,23 +64,48 @@ type Manager struct {
 	byID     map[string]*Shape // definition identity → current shape
 	byHandle map[string]*Shape
 	// resolved caches definitions by request, so live requests (every
-	// client, after every change) cost no catalog queries.
-	resolved map[string]resolvedDef
+	// client, after every change) cost no catalog queries; resolving
+	// shares one resolution among concurrent requests with the same key.
+	resolved  map[string]resolvedDef
+	resolving map[string]*resolution
 }
 
-// resolvedDef is a cached definition; it expires after resolveTTL, and
-// at once when a shape of its table is invalidated (the table may have
-// changed).
+// resolvedDef is a cached definition; it is refreshed after resolveTTL
+// (requests meanwhile use it as it is), and dropped at once when a shape of
+// its table is invalidated (the table may have changed).
 type resolvedDef struct {
-	def *Definition
-	at  time.Time
+	def        *Definition
+	at         time.Time
+	refreshing bool
+}
+
+// resolution is a resolution in flight; done closes when def or err is set.
+type resolution struct {
+	done chan struct{}
+	def  *Definition
+	err  error
 }
 
 const resolveTTL = 10 * time.Second
 
+// requestKey identifies a request's definition parameters: each value
+// length-prefixed, params sorted.
 func requestKey(r Request) string {
-	b, _ := json.Marshal(r)
-	return string(b)
+	var b strings.Builder
+	field := func(s string) {
+		b.WriteString(strconv.Itoa(len(s)))
+		b.WriteByte(':')
+		b.WriteString(s)
+	}
+	field(r.Table)
+	field(r.Where)
+	field(r.Columns)
+	field(r.Replica)
+	for _, k := range slices.Sorted(maps.Keys(r.Params)) {
+		field(k)
+		field(r.Params[k])
+	}
+	return b.String()
 }
 
 // Open opens the shape storage and restores the shapes whose snapshots
@@ -92,7 +120,7 @@ func Open(ctx context.Context, cfg Config, store *shapelog.Store, snaps *snapsho
 	}
 	m := &Manager{cfg: cfg, store: store, snaps: snaps, pub: pub, pool: pool, types: types, db: db,
 		log: log.With().Str("component", "shapes").Logger(), runCtx: ctx,
-		byID: map[string]*Shape{}, byHandle: map[string]*Shape{}, resolved: map[string]resolvedDef{}}
+		byID: map[string]*Shape{}, byHandle: map[string]*Shape{}, resolved: map[string]resolvedDef{}, resolving: map[string]*resolution{}}
 	if err := m.restore(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -222,26 +250,54 @@ func (m *Manager) newShape(handle string, d *Definition) *Shape {
 }
 
 // Resolve checks a request against the catalog: a *ParamError names the
-// parameter at fault.
+// parameter at fault. Thousands of live clients re-requesting one shape after
+// a change cost one catalog lookup, not one each.
 func (m *Manager) Resolve(ctx context.Context, req Request) (*Definition, error) {
 	key := requestKey(req)
 	m.mu.Lock()
-	r, ok := m.resolved[key]
+	cached, ok := m.resolved[key]
+	var flight *resolution
+	switch {
+	case ok && (time.Since(cached.at) < resolveTTL || cached.refreshing):
+		m.mu.Unlock()
+		return cached.def, nil
+	case ok: // stale: this request refreshes it, the others keep using it
+		cached.refreshing = true
+		m.resolved[key] = cached
+	case m.resolving[key] != nil:
+		flight = m.resolving[key]
+		m.mu.Unlock()
+		select {
+		case <-flight.done:
+			return flight.def, flight.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	default:
+		flight = &resolution{done: make(chan struct{})}
+		m.resolving[key] = flight
+	}
 	m.mu.Unlock()
-	if ok && time.Since(r.at) < resolveTTL {
-		return r.def, nil
-	}
-	d, err := m.resolve(ctx, req)
-	if err != nil {
-		return nil, err
-	}
+	// Shared with other requests: not cancelled with this one.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	d, err := m.resolve(rctx, req)
+	cancel()
 	m.mu.Lock()
-	if len(m.resolved) >= 10000 {
-		clear(m.resolved)
+	if err != nil {
+		delete(m.resolved, key)
+	} else {
+		if len(m.resolved) >= 10000 {
+			clear(m.resolved)
+		}
+		m.resolved[key] = resolvedDef{def: d, at: time.Now()}
 	}
-	m.resolved[key] = resolvedDef{def: d, at: time.Now()}
+	if flight != nil {
+		flight.def, flight.err = d, err
+		delete(m.resolving, key)
+		close(flight.done)
+	}
 	m.mu.Unlock()
-	return d, nil
+	return d, err
 }
 
 // Get returns the current shape of a definition, creating it (and starting

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"runtime/debug"
@@ -13,11 +15,16 @@ import (
 	"time"
 )
 
-// shapeFollower follows one shape over /v1/shape like Electric's client.
+// shapeFollower follows one shape over /v1/shape like Electric's client,
+// on its own keep-alive connection. It speaks HTTP/1.1 over the connection
+// itself (net/http's parser reads the responses) rather than through
+// net/http's Transport, whose two goroutines per connection would make the
+// load generator, which shares the engine's two cores, the bottleneck.
 type shapeFollower struct {
-	base   string
-	client *http.Client
-	query  url.Values
+	addr   string
+	query  string // the shape's parameters, URL-encoded
+	conn   net.Conn
+	r      *bufio.Reader
 	handle string
 	offset string
 	cursor string
@@ -26,29 +33,25 @@ type shapeFollower struct {
 // step makes one request and reports whether it brought changes and
 // whether the shape is now up to date.
 func (f *shapeFollower) step(ctx context.Context, live bool) (data, upToDate bool, err error) {
-	q := url.Values{}
-	for k, v := range f.query {
-		q[k] = v
+	if f.conn == nil {
+		if f.conn, err = (&net.Dialer{}).DialContext(ctx, "tcp", f.addr); err != nil {
+			return false, false, err
+		}
+		f.r = bufio.NewReader(f.conn)
+		conn := f.conn
+		context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	}
-	q.Set("offset", f.offset)
+	target := "/v1/shape?" + f.query + "&offset=" + url.QueryEscape(f.offset)
 	if f.handle != "" {
-		q.Set("handle", f.handle)
+		target += "&handle=" + url.QueryEscape(f.handle)
 	}
 	if live {
-		q.Set("live", "true")
-		q.Set("cursor", f.cursor)
+		target += "&live=true&cursor=" + url.QueryEscape(f.cursor)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.base+"/v1/shape?"+q.Encode(), nil)
+	resp, body, err := f.roundTrip(target)
 	if err != nil {
-		return false, false, err
-	}
-	resp, err := f.client.Do(req)
-	if err != nil {
-		return false, false, err
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
+		_ = f.conn.Close()
+		f.conn = nil
 		return false, false, err
 	}
 	if resp.StatusCode != http.StatusOK {
@@ -57,6 +60,25 @@ func (f *shapeFollower) step(ctx context.Context, live bool) (data, upToDate boo
 	f.handle, f.offset, f.cursor = resp.Header.Get("electric-handle"), resp.Header.Get("electric-offset"), resp.Header.Get("electric-cursor")
 	_, upToDate = resp.Header["Electric-Up-To-Date"]
 	return resp.Header.Get("electric-has-data") == "true", upToDate, nil
+}
+
+func (f *shapeFollower) roundTrip(target string) (*http.Response, []byte, error) {
+	if _, err := io.WriteString(f.conn, "GET "+target+" HTTP/1.1\r\nHost: bench\r\n\r\n"); err != nil {
+		return nil, nil, err
+	}
+	resp, err := http.ReadResponse(f.r, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, body, err
+}
+
+func (f *shapeFollower) close() {
+	if f.conn != nil {
+		_ = f.conn.Close()
+	}
 }
 
 // catchUp requests until the shape is up to date.
@@ -84,12 +106,10 @@ func (h *harness) shapesBench(ctx context.Context, clients, writes int, add func
 	// Thousands of client connections need more than the bench's usual
 	// memory limit; a GC spinning at the limit would be measured as latency.
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(1 << 30))
-	base := fmt.Sprintf("http://127.0.0.1:%d", h.port)
-	transport := &http.Transport{MaxIdleConns: clients + 10, MaxIdleConnsPerHost: clients + 10, IdleConnTimeout: time.Minute}
-	hc := &http.Client{Transport: transport, Timeout: time.Minute}
-	defer transport.CloseIdleConnections()
-	query := url.Values{"table": {"live_items"}, "secret": {benchKey}}
-	lead := &shapeFollower{base: base, client: hc, query: query, offset: "-1"}
+	addr := fmt.Sprintf("127.0.0.1:%d", h.port)
+	query := url.Values{"table": {"live_items"}, "secret": {benchKey}}.Encode()
+	lead := &shapeFollower{addr: addr, query: query, offset: "-1"}
+	defer lead.close()
 	if err := lead.catchUp(ctx); err != nil {
 		return err
 	}
@@ -121,10 +141,11 @@ func (h *harness) shapesBench(ctx context.Context, clients, writes int, add func
 	var wg sync.WaitGroup
 	ready := make(chan struct{}, clients)
 	for i := 0; i < clients; i++ {
-		f := &shapeFollower{base: base, client: hc, query: query, handle: lead.handle, offset: lead.offset, cursor: lead.cursor}
+		f := &shapeFollower{addr: addr, query: query, handle: lead.handle, offset: lead.offset, cursor: lead.cursor}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer f.close()
 			first := true
 			for runCtx.Err() == nil {
 				if first {

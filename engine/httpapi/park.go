@@ -252,14 +252,36 @@ func (l *parkingLot) check(p *parkedRequest, memo *answerMemo) net.Conn {
 			memo.mu.Unlock()
 		}
 	}
-	_, err = p.conn.Write(answer)
-	// The deadline set at parking is for this write; net/http sets none.
-	_ = p.conn.SetWriteDeadline(time.Time{})
-	if err != nil {
-		_ = p.conn.Close()
+	if len(answer) > inlineAnswerBytes {
+		// A slow client may take a while to drain a big answer: write it
+		// in its own goroutine, not on the wake's.
+		go func() {
+			if send(p.conn, answer) {
+				l.handBack(p.conn)
+			}
+		}()
+		return nil
+	}
+	if !send(p.conn, answer) {
 		return nil
 	}
 	return p.conn
+}
+
+// inlineAnswerBytes is the largest answer written on the wake's goroutines:
+// smaller ones fit in the socket's send buffer, so the write never waits.
+const inlineAnswerBytes = 32 << 10
+
+// send writes an answer; false means the connection failed and is closed.
+func send(conn net.Conn, answer []byte) bool {
+	_, err := conn.Write(answer)
+	// The deadline set at parking is for this write; net/http sets none.
+	_ = conn.SetWriteDeadline(time.Time{})
+	if err != nil {
+		_ = conn.Close()
+		return false
+	}
+	return true
 }
 
 // handBack returns an answered request's connection to the HTTP server.

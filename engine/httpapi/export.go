@@ -196,18 +196,20 @@ type snapshotCursor struct {
 	After   string `json:"after"`
 }
 
-var ctidPattern = regexp.MustCompile(`^\((\d{1,10}),(\d{1,5})\)$`)
+var positionPattern = regexp.MustCompile(`^(?:(\d{1,10}):)?\((\d{1,10}),(\d{1,5})\)$`)
 
-// validCtid accepts a tuple id PostgreSQL will take: block < 2^32,
-// offset < 2^16 (a rejected one would abort the snapshot's transaction).
-func validCtid(s string) bool {
-	m := ctidPattern.FindStringSubmatch(s)
+// validPosition accepts a snapshot position PostgreSQL will take (a rejected
+// one would abort the snapshot's transaction): a tuple id, block < 2^32 and
+// offset < 2^16, prefixed by "<leaf OID>:" in a partitioned table.
+func validPosition(s string) bool {
+	m := positionPattern.FindStringSubmatch(s)
 	if m == nil {
 		return false
 	}
-	block, err1 := strconv.ParseUint(m[1], 10, 32)
-	offset, err2 := strconv.ParseUint(m[2], 10, 16)
-	return err1 == nil && err2 == nil && block <= 1<<32-1 && offset <= 1<<16-1
+	_, err1 := strconv.ParseUint(cmp.Or(m[1], "0"), 10, 32)
+	_, err2 := strconv.ParseUint(m[2], 10, 32)
+	_, err3 := strconv.ParseUint(m[3], 10, 16)
+	return err1 == nil && err2 == nil && err3 == nil
 }
 
 func parseSnapshotCursor(s string) (*snapshotCursor, *apiError) {
@@ -216,7 +218,7 @@ func parseSnapshotCursor(s string) (*snapshotCursor, *apiError) {
 	if err := json.Unmarshal([]byte(s), &c); err != nil || c.Session == "" || c.Table < 0 {
 		return nil, bad
 	}
-	if c.After != "" && !validCtid(c.After) {
+	if c.After != "" && !validPosition(c.After) {
 		return nil, bad
 	}
 	return &c, nil

@@ -20,6 +20,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -504,20 +505,55 @@ func (s *Session) release(ctx context.Context) error {
 	return err
 }
 
-// declare opens the server-side cursor over table ti after ctid after. The
-// table is read in physical (ctid) order, which a TID range scan continues
-// cheaply from any point.
+// declare opens the server-side cursor over table ti after position after.
+// The table is read in physical (ctid) order, which a TID range scan
+// continues cheaply from any point. A partitioned table is read leaf by leaf
+// (by OID), and positions name the leaf too ("<oid>:<ctid>"): tuple ids are
+// only unique within one leaf.
 func (s *Session) declare(ctx context.Context, ti int, after string) error {
 	t := s.Tables[ti]
-	cols := make([]string, 0, len(t.Columns)+1)
-	cols = append(cols, "ctid")
+	// The leaves, by OID, each with its name as regclass renders it (quoted,
+	// qualified): none for a table that is not partitioned.
+	var leaves []uint32
+	var names []string
+	if err := s.conn.QueryRow(ctx, `SELECT coalesce(array_agg(relid::oid ORDER BY relid::oid), '{}'), coalesce(array_agg(relid::text ORDER BY relid::oid), '{}')
+		FROM pg_partition_tree($1::oid) WHERE isleaf AND relid::oid <> $1::oid`, t.OID).Scan(&leaves, &names); err != nil {
+		return err
+	}
+	cols := make([]string, 0, len(t.Columns))
 	for _, c := range t.Columns {
 		cols = append(cols, pgx.Identifier{c.Name}.Sanitize())
 	}
-	q := "DECLARE shapelog_snapshot NO SCROLL CURSOR FOR SELECT " + strings.Join(cols, ", ") + " FROM " + pgx.Identifier{t.Schema, t.Name}.Sanitize()
-	if after != "" {
-		q += " WHERE ctid > '" + strings.ReplaceAll(after, "'", "''") + "'::tid"
+	var q string
+	if len(leaves) == 0 {
+		q = "SELECT ctid, " + strings.Join(cols, ", ") + " FROM " + pgx.Identifier{t.Schema, t.Name}.Sanitize()
+		if after != "" {
+			q += " WHERE ctid > '" + strings.ReplaceAll(after, "'", "''") + "'::tid"
+		}
+	} else {
+		leaf, ctid := uint64(0), ""
+		if after != "" {
+			l, c, _ := strings.Cut(after, ":")
+			leaf, _ = strconv.ParseUint(l, 10, 32)
+			ctid = c
+		}
+		var parts []string
+		for i, oid := range leaves {
+			if uint64(oid) < leaf {
+				continue
+			}
+			part := "SELECT tableoid::oid::text || ':' || ctid::text, " + strings.Join(cols, ", ") + " FROM ONLY " + names[i]
+			if uint64(oid) == leaf {
+				part += " WHERE ctid > '" + strings.ReplaceAll(ctid, "'", "''") + "'::tid"
+			}
+			parts = append(parts, part)
+		}
+		if len(parts) == 0 { // past the last leaf
+			parts = append(parts, "SELECT NULL::text, "+strings.Join(cols, ", ")+" FROM ONLY "+pgx.Identifier{t.Schema, t.Name}.Sanitize()+" WHERE false")
+		}
+		q = strings.Join(parts, " UNION ALL ")
 	}
+	q = "DECLARE shapelog_snapshot NO SCROLL CURSOR FOR " + q
 	switch {
 	case s.cursorTable == ti:
 		if _, err := s.conn.Exec(ctx, "CLOSE shapelog_snapshot"); err != nil {

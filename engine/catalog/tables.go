@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -111,6 +112,9 @@ func LoadTables(ctx context.Context, q Querier, types *Types, f Filter) ([]*Tabl
 	return tables, nil
 }
 
+// ErrTableNotFound is LoadTable's error for an OID no table has (any more).
+var ErrTableNotFound = errors.New("table not found")
+
 // LoadTable returns the table (any relation with columns) with the given
 // OID, with its columns and primary key.
 func LoadTable(ctx context.Context, q Querier, types *Types, oid uint32) (*Table, error) {
@@ -119,7 +123,7 @@ func LoadTable(ctx context.Context, q Querier, types *Types, oid uint32) (*Table
 		return nil, err
 	}
 	if len(tables) == 0 {
-		return nil, fmt.Errorf("catalog: table with OID %d not found", oid)
+		return nil, fmt.Errorf("catalog: OID %d: %w", oid, ErrTableNotFound)
 	}
 	if err := loadDetails(ctx, q, types, tables); err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -211,8 +212,14 @@ func (s *streamer) handleRelation(ctx context.Context, m *pglogrepl.RelationMess
 		table.Columns = append(table.Columns, catalog.Column{Name: c.Name, Type: typ})
 	}
 	// The stream names the replica identity columns (all of them under
-	// FULL); the primary key comes from the catalog.
-	if current, err := catalog.LoadTable(ctx, s.r.pool, s.r.types, m.RelationID); err == nil {
+	// FULL); the primary key comes from the catalog. A table dropped since
+	// has none to find; any other failure ends the session, and PostgreSQL
+	// sends the RELATION again when it resumes.
+	current, err := catalog.LoadTable(ctx, s.r.pool, s.r.types, m.RelationID)
+	if err != nil && !errors.Is(err, catalog.ErrTableNotFound) {
+		return fmt.Errorf("reading the primary key of %s.%s: %w", m.Namespace, m.RelationName, err)
+	}
+	if current != nil {
 		for _, k := range current.Key {
 			for i, c := range rel.Columns {
 				if c.Name == current.Columns[k].Name {

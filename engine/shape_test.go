@@ -396,6 +396,8 @@ func TestShapeRequestRules(t *testing.T) {
 	bad(url.Values{"table": {"t"}, "offset": {"-1"}, "live": {"true"}}, "live", "can't be true when offset == -1")
 	bad(url.Values{"table": {"t"}, "offset": {"now"}, "live": {""}}, "live", "offset is 'now'")
 	bad(url.Values{"table": {"t"}, "offset": {"-1"}, "replica": {"half"}}, "replica", "invalid")
+	bad(url.Values{"table": {"t"}, "offset": {"0_inf"}, "handle": {"h"}, "live": {"true"}, "live_sse": {"true"}}, "live_sse", "not supported")
+	bad(url.Values{"table": {"t"}, "offset": {"0_inf"}, "handle": {"h"}, "live": {"true"}, "experimental_live_sse": {""}}, "experimental_live_sse", "not supported")
 
 	// Auth.
 	resp, body := shapeGet(t, base, url.Values{"table": {"t"}, "offset": {"-1"}, "secret": {"wrong"}}, nil)

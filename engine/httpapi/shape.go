@@ -114,6 +114,13 @@ func parseShapeRequest(q url.Values, legacyTable string) (*shapeRequest, shapeEr
 	if req.live && req.now {
 		errs.add("live", "can't be true when offset is 'now'")
 	}
+	// Answering an SSE request with a long-poll body would make the client
+	// skip its messages: refuse it plainly instead.
+	for _, name := range []string{"live_sse", "experimental_live_sse"} {
+		if v, ok := q[name]; ok && v[0] != "false" {
+			errs.add(name, "is not supported by this server: use long polling (leave liveSse off in the client)")
+		}
+	}
 	if len(errs) > 0 {
 		return nil, errs
 	}

@@ -152,7 +152,7 @@ func (b *bodyReader) stringEnd(off int) (int, error) {
 		if b.pos+off >= b.end && !b.fill(off+1) {
 			return 0, b.failure()
 		}
-		k := bytes.IndexAny(b.buf[b.pos+off:b.end], "\"\\")
+		k := quoteOrBackslash(b.buf[b.pos+off : b.end])
 		if k < 0 {
 			off = b.end - b.pos
 			continue
@@ -163,6 +163,21 @@ func (b *bodyReader) stringEnd(off int) (int, error) {
 		}
 		off += 2 // a backslash and what it escapes
 	}
+}
+
+// quoteOrBackslash is the index of the first '"' or '\\' in b, or -1.
+func quoteOrBackslash(b []byte) int {
+	q := bytes.IndexByte(b, '"')
+	if q < 0 {
+		q = len(b)
+	}
+	if k := bytes.IndexByte(b[:q], '\\'); k >= 0 {
+		return k
+	}
+	if q == len(b) {
+		return -1
+	}
+	return q
 }
 
 // key reads an object member's name and its colon.

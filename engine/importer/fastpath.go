@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"math/big"
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // The fast path checks and encodes a record in one pass over its bytes,
@@ -28,7 +28,8 @@ type fastSchema struct {
 // fastProp is one property's constraint: the JSON types it may have and,
 // for strings, a format check.
 type fastProp struct {
-	types  uint8 // bit set of jt* (jtInteger accepts integral numbers)
+	name   string // the property's name, shared by every record's field
+	types  uint8  // bit set of jt* (jtInteger accepts integral numbers)
 	format func(string) bool
 }
 
@@ -71,6 +72,7 @@ func compileFast(doc map[string]any) *fastSchema {
 				if p == nil {
 					return nil
 				}
+				p.name = name
 				fs.props[name] = p
 			}
 		case k == "required":
@@ -147,8 +149,8 @@ func compileProp(v any) *fastProp {
 			if !ok {
 				return nil
 			}
-			if check, ok := airbyteFormats[f]; ok {
-				p.format = func(s string) bool { return check(s) }
+			if check, ok := formatChecks[f]; ok {
+				p.format = check
 			} else if _, known := knownFormats[f]; known {
 				return nil // asserted by the reference validator: leave it to it
 			}
@@ -194,14 +196,18 @@ func scanRecord(data []byte, fs *fastSchema, fields []namedField) ([]namedField,
 			if !ok {
 				return nil, errSlow
 			}
+			var fieldName string
 			if p := fs.props[string(name)]; p != nil {
-				if p.types&jt == 0 || (p.format != nil && jt == jtString && !p.format(string(value))) {
+				if p.types&jt == 0 || (p.format != nil && jt == jtString && !p.format(unsafe.String(unsafe.SliceData(value), len(value)))) {
 					return nil, errSlow
 				}
+				fieldName = p.name
 			} else if !fs.additional {
 				return nil, errSlow
+			} else {
+				fieldName = string(name)
 			}
-			fields = append(fields, namedField{name: string(name), kind: kind, value: value})
+			fields = append(fields, namedField{name: fieldName, kind: kind, value: value})
 			seen++
 			sc.ws()
 			if sc.eat('}') {
@@ -359,8 +365,69 @@ func (s *scanner) number() (integral, ok bool) {
 	if simple {
 		return true, true
 	}
-	f, _, err := big.ParseFloat(string(s.b[start:s.i]), 10, 256, big.ToNearestEven)
-	return err == nil && f.IsInt(), true
+	return integralNumber(s.b[start:s.i]), true
+}
+
+// integralNumber reports whether a valid JSON number's value is a whole
+// number, exactly, from its digits: the value is D × 10^(E - len(fraction))
+// with D the digits of the integer part and fraction, so it is whole when D
+// is zero or its trailing zeros make up for the negative power.
+func integralNumber(num []byte) bool {
+	i := 0
+	if i < len(num) && num[i] == '-' {
+		i++
+	}
+	intStart := i
+	for i < len(num) && num[i] >= '0' && num[i] <= '9' {
+		i++
+	}
+	intDigits := num[intStart:i]
+	var frac []byte
+	if i < len(num) && num[i] == '.' {
+		i++
+		fs := i
+		for i < len(num) && num[i] >= '0' && num[i] <= '9' {
+			i++
+		}
+		frac = num[fs:i]
+	}
+	exp := int64(0)
+	if i < len(num) && (num[i] == 'e' || num[i] == 'E') {
+		i++
+		neg := false
+		if i < len(num) && (num[i] == '+' || num[i] == '-') {
+			neg = num[i] == '-'
+			i++
+		}
+		for ; i < len(num); i++ {
+			if exp < 1<<40 { // saturate: no number has that many digits
+				exp = exp*10 + int64(num[i]-'0')
+			}
+		}
+		if neg {
+			exp = -exp
+		}
+	}
+	// Trailing zeros of D (the integer digits followed by the fraction's).
+	zeros, nonzero := int64(0), false
+	for j := len(frac) - 1; j >= 0 && !nonzero; j-- {
+		if frac[j] == '0' {
+			zeros++
+		} else {
+			nonzero = true
+		}
+	}
+	for j := len(intDigits) - 1; j >= 0 && !nonzero; j-- {
+		if intDigits[j] == '0' {
+			zeros++
+		} else {
+			nonzero = true
+		}
+	}
+	if !nonzero {
+		return true // zero
+	}
+	return exp-int64(len(frac))+zeros >= 0
 }
 
 // str scans a JSON string and returns it decoded.

@@ -179,10 +179,19 @@ func newStream(api string, d streamDecl) (*stream, error) {
 // timestamps and times with or without an offset (airbyte_type says which),
 // BC dates, years past 9999; anything PostgreSQL's input functions take.
 // They are hand-written scanners: they run for every date in every record.
-var airbyteFormats = map[string]func(any) bool{
-	"date":      stringFormat(func(s string) bool { rest, ok := scanDate(s); return ok && (rest == "" || rest == " BC") }),
-	"time":      stringFormat(func(s string) bool { rest, ok := scanTime(s); return ok && scanOffset(rest) == "" }),
-	"date-time": stringFormat(isDateTime),
+var airbyteFormats = map[string]func(any) bool{}
+
+// formatChecks are the same checks on strings, for the fast path.
+var formatChecks = map[string]func(string) bool{
+	"date":      func(s string) bool { rest, ok := scanDate(s); return ok && (rest == "" || rest == " BC") },
+	"time":      func(s string) bool { rest, ok := scanTime(s); return ok && scanOffset(rest) == "" },
+	"date-time": isDateTime,
+}
+
+func init() {
+	for name, check := range formatChecks {
+		airbyteFormats[name] = stringFormat(check)
+	}
 }
 
 func stringFormat(check func(string) bool) func(any) bool {
@@ -405,6 +414,7 @@ func (r *request) readMessages(br *bodyReader, haveTables bool) (*spool, error) 
 		return early, nil
 	}
 	var batch []message
+	var arena []byte
 	for more := true; more; {
 		raw, err := br.value()
 		if err != nil {
@@ -419,12 +429,19 @@ func (r *request) readMessages(br *bodyReader, haveTables bool) (*spool, error) 
 			if err != nil {
 				return nil, badRequest("BadJsonBody", "message %d: %v", r.n, err)
 			}
-			batch = append(batch, message{idx: r.n, table: table, data: append([]byte(nil), data...)})
+			// The batch's records share one copy (the body's buffer is reused).
+			if len(arena)+len(data) > cap(arena) {
+				arena = make([]byte, 0, max(256<<10, len(data)))
+			}
+			start := len(arena)
+			arena = append(arena, data...)
+			batch = append(batch, message{idx: r.n, table: table, data: arena[start:len(arena):len(arena)]})
 			if len(batch) == checkBatch {
 				if err := r.addBatch(batch); err != nil {
 					return nil, err
 				}
 				batch = batch[:0]
+				arena = nil
 			}
 		}
 		r.n++
@@ -591,7 +608,6 @@ func (r *request) prepareFast(s *stream, m message) (prepared, bool) {
 		return prepared{}, false
 	}
 	p := prepared{s: s, fields: fields[:0]}
-	present := map[string]bool{}
 	for _, f := range fields {
 		if strings.HasPrefix(f.name, cdcPrefix) {
 			if f.name == cdcPrefix+"deleted_at" && f.kind != kindNull {
@@ -599,13 +615,17 @@ func (r *request) prepareFast(s *stream, m message) (prepared, bool) {
 			}
 			continue
 		}
-		if f.kind != kindNull {
-			present[f.name] = true
-		}
 		p.fields = append(p.fields, f)
 	}
 	for _, k := range s.key {
-		if !present[k[0]] {
+		present := false
+		for _, f := range p.fields {
+			if f.name == k[0] && f.kind != kindNull {
+				present = true
+				break
+			}
+		}
+		if !present {
 			return prepared{}, false
 		}
 	}

@@ -25,14 +25,19 @@ const (
 // Record: uvarint(field count), deleted byte, then per field
 // uvarint(column index), kind byte, uvarint(len), bytes.
 type spool struct {
-	mem  bytes.Buffer
-	file *os.File
-	w    *bufio.Writer
-	n    int
-	tmp  []byte
+	mem     [][]byte // chunks, so growing never copies
+	memSize int
+	file    *os.File
+	w       *bufio.Writer
+	n       int
+	tmp     []byte
 }
 
-const spoolMemory = 1 << 20
+// spoolMemory is how much of a table's records a request keeps in memory
+// before spilling to a file: a 10,000-record batch of typical rows fits.
+const spoolMemory = 4 << 20
+
+const spoolChunk = 256 << 10
 
 type field struct {
 	col   int
@@ -56,30 +61,41 @@ func (s *spool) add(deleted bool, fields []field) error {
 	}
 	s.tmp = b
 	s.n++
-	if s.w == nil && s.mem.Len()+len(b) > spoolMemory {
+	if s.w == nil && s.memSize+len(b) > spoolMemory {
 		f, err := os.CreateTemp("", "shapelog-import-")
 		if err != nil {
 			return err
 		}
 		_ = os.Remove(f.Name()) // unlinked: it disappears with the handle
 		s.file, s.w = f, bufio.NewWriterSize(f, 256<<10)
-		if _, err := s.w.Write(s.mem.Bytes()); err != nil {
-			return err
+		for _, c := range s.mem {
+			if _, err := s.w.Write(c); err != nil {
+				return err
+			}
 		}
-		s.mem = bytes.Buffer{}
+		s.mem, s.memSize = nil, 0
 	}
 	if s.w != nil {
 		_, err := s.w.Write(b)
 		return err
 	}
-	s.mem.Write(b)
+	if len(s.mem) == 0 || cap(s.mem[len(s.mem)-1])-len(s.mem[len(s.mem)-1]) < len(b) {
+		s.mem = append(s.mem, make([]byte, 0, max(spoolChunk, len(b))))
+	}
+	last := &s.mem[len(s.mem)-1]
+	*last = append(*last, b...)
+	s.memSize += len(b)
 	return nil
 }
 
 // reader replays the records.
 func (s *spool) reader() (*bufio.Reader, error) {
 	if s.w == nil {
-		return bufio.NewReader(bytes.NewReader(s.mem.Bytes())), nil
+		readers := make([]io.Reader, len(s.mem))
+		for i, c := range s.mem {
+			readers[i] = bytes.NewReader(c)
+		}
+		return bufio.NewReader(io.MultiReader(readers...)), nil
 	}
 	if err := s.w.Flush(); err != nil {
 		return nil, err

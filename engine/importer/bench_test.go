@@ -51,7 +51,7 @@ func BenchmarkParseAndEncode(b *testing.B) {
 				}
 				for _, s := range req.streams {
 					pr, pw := io.Pipe()
-					go func() { _ = copySource(s, pw, key) }()
+					go func() { _ = copySource(s, pw, key, 0) }()
 					if _, err := io.Copy(io.Discard, pr); err != nil {
 						b.Fatal(err)
 					}

@@ -46,6 +46,21 @@ type stream struct {
 	byColumn map[string]int // by column name
 	msgIdx   []int32        // the request's message index of each spooled record
 	spool    spool
+	empty    *bool // whether the table was empty before the request wrote to it
+	hint     []int // the column of each position of the previous record's fields
+}
+
+// isEmpty says whether the table was empty before this request wrote to it
+// (asked once: the live path asks before it copies).
+func (s *stream) isEmpty(ctx context.Context, tx pgx.Tx) (bool, error) {
+	if s.empty == nil {
+		var e bool
+		if err := tx.QueryRow(ctx, "SELECT NOT EXISTS (SELECT 1 FROM "+s.t.ident()+")").Scan(&e); err != nil {
+			return false, err
+		}
+		s.empty = &e
+	}
+	return *s.empty, nil
 }
 
 // column returns the index of the column for field name, adding it (typed
@@ -76,6 +91,25 @@ func (s *stream) column(name string, kind byte, value []byte) (int, string) {
 	s.byColumn[col] = len(s.cols)
 	s.cols = append(s.cols, c)
 	return len(s.cols) - 1, ""
+}
+
+// columnAt is column for the field at position pos of a record: a
+// declared field at the position it had in the previous record (records
+// mostly list their fields in one order) skips the lookup.
+func (s *stream) columnAt(pos int, name string, kind byte, value []byte) (int, string) {
+	if pos < len(s.hint) {
+		if i := s.hint[pos]; s.cols[i].declared && s.cols[i].field == name {
+			return i, ""
+		}
+	}
+	i, why := s.column(name, kind, value)
+	if why == "" {
+		for len(s.hint) <= pos {
+			s.hint = append(s.hint, 0)
+		}
+		s.hint[pos] = i
+	}
+	return i, why
 }
 
 // observe types an undeclared field from one more of its values.
@@ -310,6 +344,7 @@ const cdcPrefix = "_ab_cdc_"
 type request struct {
 	streams map[string]*stream
 	n       int
+	live    *live // nil: parse only, load afterwards
 }
 
 func (r *request) close() {
@@ -321,9 +356,13 @@ func (r *request) close() {
 // parseRequest reads and validates a whole request body, streaming: records
 // go to per-table spools, so memory does not grow with the body. Any
 // invalid record fails the whole request before anything is written.
-func parseRequest(body io.Reader) (*request, error) {
+func parseRequest(body io.Reader) (*request, error) { return parseRequestLive(body, nil) }
+
+// parseRequestLive is parseRequest copying records into PostgreSQL as they
+// are checked, through l, where it can (see live).
+func parseRequestLive(body io.Reader, l *live) (*request, error) {
 	br := newBodyReader(body)
-	req := &request{streams: map[string]*stream{}}
+	req := &request{streams: map[string]*stream{}, live: l}
 	fail := func(err error) (*request, error) {
 		req.close()
 		return nil, err
@@ -505,8 +544,9 @@ func (r *request) addBatch(batch []message) error {
 	out := make([]prepared, len(batch))
 	workers := min(runtime.GOMAXPROCS(0), (len(batch)+63)/64)
 	if workers <= 1 {
+		var hint []*fastProp
 		for i := range batch {
-			out[i] = r.prepare(batch[i])
+			out[i] = r.prepare(batch[i], &hint)
 		}
 	} else {
 		var wg sync.WaitGroup
@@ -516,8 +556,9 @@ func (r *request) addBatch(batch []message) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				var hint []*fastProp
 				for i := lo; i < hi; i++ {
-					out[i] = r.prepare(batch[i])
+					out[i] = r.prepare(batch[i], &hint)
 				}
 			}()
 		}
@@ -530,12 +571,15 @@ func (r *request) addBatch(batch []message) error {
 			return p.err
 		}
 		fields = fields[:0]
-		for _, f := range p.fields {
-			col, why := p.s.column(f.name, f.kind, f.value)
+		for pos, f := range p.fields {
+			col, why := p.s.columnAt(pos, f.name, f.kind, f.value)
 			if why != "" {
 				return badRequest("InvalidFieldName", "message %d (table %s): %s", batch[i].idx, p.s.t.api, why)
 			}
 			fields = append(fields, field{col: col, kind: f.kind, value: f.value})
+		}
+		if r.live != nil && r.live.add(r, p.s, p.deleted, fields, batch[i].idx) {
+			continue
 		}
 		if err := p.s.spool.add(p.deleted, fields); err != nil {
 			return err
@@ -547,12 +591,12 @@ func (r *request) addBatch(batch []message) error {
 
 // prepare decodes, validates and encodes one message; it only reads the
 // request, so messages are prepared concurrently.
-func (r *request) prepare(m message) prepared {
+func (r *request) prepare(m message, hint *[]*fastProp) prepared {
 	s := r.streams[m.table]
 	if s == nil {
 		return prepared{err: badRequest("MissingStream", "Missing stream for table %s (message %d): declare it in `tables`", m.table, m.idx)}
 	}
-	if p, ok := r.prepareFast(s, m); ok {
+	if p, ok := r.prepareFast(s, m, hint); ok {
 		return p
 	}
 	dec := json.NewDecoder(bytes.NewReader(m.data))
@@ -594,7 +638,7 @@ func (r *request) prepare(m message) prepared {
 
 // prepareFast is prepare for records the one-pass checker accepts; ok is
 // false when the record must go the reference way (invalid, a nested key).
-func (r *request) prepareFast(s *stream, m message) (prepared, bool) {
+func (r *request) prepareFast(s *stream, m message, hint *[]*fastProp) (prepared, bool) {
 	if s.fast == nil {
 		return prepared{}, false
 	}
@@ -603,7 +647,7 @@ func (r *request) prepareFast(s *stream, m message) (prepared, bool) {
 			return prepared{}, false
 		}
 	}
-	fields, err := scanRecord(m.data, s.fast, make([]namedField, 0, 16))
+	fields, err := scanRecordHinted(m.data, s.fast, make([]namedField, 0, 16), hint)
 	if err != nil {
 		return prepared{}, false
 	}
@@ -684,6 +728,18 @@ func encodeValue(v any) (byte, []byte, error) {
 // copyText renders one value for COPY's text format into a column of type
 // typ.
 func copyText(dst []byte, f field, typ string) ([]byte, error) {
+	switch f.kind { // the common cases first
+	case kindNull:
+		return append(dst, `\N`...), nil
+	case kindNumber:
+		if !fracOrExp(f.value) || !isIntColumn(typ) {
+			return append(dst, f.value...), nil // a number needs no escaping
+		}
+	case kindString:
+		if typ != typeJSONB && typ != "json" && typ != typeBytea {
+			return appendCopyEscaped(dst, f.value), nil
+		}
+	}
 	var v []byte
 	switch {
 	case f.kind == kindNull:
@@ -703,28 +759,41 @@ func copyText(dst []byte, f field, typ string) ([]byte, error) {
 		if v, err = catalog.AppendArrayLiteral(nil, f.value); err != nil {
 			return nil, err
 		}
-	case f.kind == kindNumber && bytes.ContainsAny(f.value, ".eE") && isIntColumn(typ):
+	case f.kind == kindNumber && fracOrExp(f.value) && isIntColumn(typ):
 		v = integralText(f.value)
 	case f.kind == kindBool && typ != typeBoolean:
 		v = []byte(strconv.FormatBool(f.value[0] == 't'))
 	default:
 		v = f.value
 	}
-	for _, c := range v {
-		switch c {
-		case '\\':
-			dst = append(dst, '\\', '\\')
-		case '\n':
-			dst = append(dst, '\\', 'n')
-		case '\r':
-			dst = append(dst, '\\', 'r')
-		case '\t':
-			dst = append(dst, '\\', 't')
-		default:
-			dst = append(dst, c)
+	return appendCopyEscaped(dst, v), nil
+}
+
+// copyEscapes are the bytes COPY's text format escapes.
+var copyEscapes = [256]byte{'\\': '\\', '\n': 'n', '\r': 'r', '\t': 't'}
+
+// appendCopyEscaped appends v escaped for COPY's text format, copying the
+// runs between escapes whole.
+func appendCopyEscaped(dst, v []byte) []byte {
+	start := 0
+	for i, c := range v {
+		if e := copyEscapes[c]; e != 0 {
+			dst = append(dst, v[start:i]...)
+			dst = append(dst, '\\', e)
+			start = i + 1
 		}
 	}
-	return dst, nil
+	return append(dst, v[start:]...)
+}
+
+// fracOrExp says whether a number is written with a fraction or exponent.
+func fracOrExp(num []byte) bool {
+	for _, c := range num {
+		if c == '.' || c == 'e' || c == 'E' {
+			return true
+		}
+	}
+	return false
 }
 
 func isIntColumn(typ string) bool {
@@ -746,7 +815,7 @@ func integralText(num []byte) []byte {
 
 // copySource streams a stream's spooled records as COPY text rows: every
 // column, preceded by the sequence and deleted flag when staged.
-func copySource(s *stream, w *io.PipeWriter, staged bool) (err error) {
+func copySource(s *stream, w *io.PipeWriter, staged bool, seq0 int) (err error) {
 	defer func() { w.CloseWithError(err) }()
 	rd, err := s.spool.reader()
 	if err != nil {
@@ -766,28 +835,9 @@ func copySource(s *stream, w *io.PipeWriter, staged bool) (err error) {
 		for i := range rec.fields {
 			vals[rec.fields[i].col] = &rec.fields[i]
 		}
-		line = line[:0]
-		if staged {
-			line = strconv.AppendInt(line, int64(seq), 10)
-			if rec.deleted {
-				line = append(line, "\tt\t"...)
-			} else {
-				line = append(line, "\tf\t"...)
-			}
+		if line, err = copyLine(line[:0], s, staged, seq0+seq, rec.deleted, vals, s.msgIdx[seq]); err != nil {
+			return err
 		}
-		for i, f := range vals {
-			if i > 0 {
-				line = append(line, '\t')
-			}
-			if f == nil {
-				line = append(line, `\N`...)
-				continue
-			}
-			if line, err = copyText(line, *f, s.cols[i].typ); err != nil {
-				return badRequest("InvalidValue", "message %d (table %s), field %s: %v (column type %s)", s.msgIdx[seq], s.t.api, s.cols[i].field, err, s.cols[i].typ)
-			}
-		}
-		line = append(line, '\n')
 		if _, err := bw.Write(line); err != nil {
 			return err
 		}
@@ -795,44 +845,76 @@ func copySource(s *stream, w *io.PipeWriter, staged bool) (err error) {
 	return bw.Flush()
 }
 
-// load writes a parsed request in one transaction. A repeated
-// idempotency key makes it a no-op (duplicate = true).
-func (im *Importer) load(ctx context.Context, req *request, idemKey string) (duplicate bool, err error) {
-	if idemKey != "" {
-		if err := im.ensureMeta(ctx); err != nil {
-			return false, err
+// copyLine renders one record as a COPY text row: every column, preceded
+// by the sequence and deleted flag when staged. vals are the record's
+// values by column (nil: absent); msg is its message index, for errors.
+func copyLine(line []byte, s *stream, staged bool, seq int, deleted bool, vals []*field, msg int32) ([]byte, error) {
+	if staged {
+		line = strconv.AppendInt(line, int64(seq), 10)
+		if deleted {
+			line = append(line, "\tt\t"...)
+		} else {
+			line = append(line, "\tf\t"...)
 		}
 	}
-	streams := make([]*stream, 0, len(req.streams))
-	for _, s := range req.streams {
+	var err error
+	for i, f := range vals {
+		if i > 0 {
+			line = append(line, '\t')
+		}
+		if f == nil {
+			line = append(line, `\N`...)
+			continue
+		}
+		if line, err = copyText(line, *f, s.cols[i].typ); err != nil {
+			return line, badRequest("InvalidValue", "message %d (table %s), field %s: %v (column type %s)", msg, s.t.api, s.cols[i].field, err, s.cols[i].typ)
+		}
+	}
+	return append(line, '\n'), nil
+}
+
+// sortedStreams are a request's streams in lock order.
+func (r *request) sortedStreams() []*stream {
+	streams := make([]*stream, 0, len(r.streams))
+	for _, s := range r.streams {
 		streams = append(streams, s)
 	}
 	sort.Slice(streams, func(i, j int) bool { return streams[i].t.ident() < streams[j].t.ident() })
-	tx, err := im.pool.Begin(ctx)
-	if err != nil {
-		return false, err
+	return streams
+}
+
+// begin opens a request's transaction: it locks the request's tables and
+// records the idempotency key; a repeated key makes the request a no-op
+// (duplicate = true).
+func (im *Importer) begin(ctx context.Context, streams []*stream, idemKey string) (tx pgx.Tx, duplicate bool, err error) {
+	if idemKey != "" {
+		if err := im.ensureMeta(ctx); err != nil {
+			return nil, false, err
+		}
 	}
-	defer tx.Rollback(context.Background())
+	tx, err = im.pool.Begin(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	fail := func(err error) (pgx.Tx, bool, error) {
+		_ = tx.Rollback(context.Background())
+		return nil, false, err
+	}
 	for _, s := range streams {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockKey(s.t)); err != nil {
-			return false, err
+			return fail(err)
 		}
 	}
 	if idemKey != "" {
 		tag, err := tx.Exec(ctx, `INSERT INTO `+metaSchema+`.import_keys (key) VALUES ($1) ON CONFLICT DO NOTHING`, idemKey)
 		if err != nil {
-			return false, err
+			return fail(err)
 		}
 		if tag.RowsAffected() == 0 {
-			return true, nil
+			return tx, true, nil
 		}
 	}
-	for _, s := range streams {
-		if err := im.loadStream(ctx, tx, s); err != nil {
-			return false, err
-		}
-	}
-	return false, explain(tx.Commit(ctx))
+	return tx, false, nil
 }
 
 // loadStream evolves the table, copies the stream's records into a staging
@@ -864,7 +946,7 @@ func (im *Importer) loadStream(ctx context.Context, tx pgx.Tx, s *stream) error 
 	}
 	if s.key == nil {
 		// Append: straight into the table, inside the request's transaction.
-		return copyRows(ctx, tx, s, s.t.name, "COPY "+s.t.ident()+" ("+list+") FROM STDIN", false)
+		return copyRows(ctx, tx, s, s.t.name, "COPY "+s.t.ident()+" ("+list+") FROM STDIN", false, 0)
 	}
 	defs := []string{"_shapelog_seq bigint", "_shapelog_deleted boolean"}
 	for i, c := range s.cols {
@@ -873,7 +955,7 @@ func (im *Importer) loadStream(ctx context.Context, tx pgx.Tx, s *stream) error 
 	if _, err := tx.Exec(ctx, "CREATE TEMP TABLE _shapelog_stage ("+strings.Join(defs, ", ")+") ON COMMIT DROP"); err != nil {
 		return err
 	}
-	if err := copyRows(ctx, tx, s, "_shapelog_stage", "COPY _shapelog_stage (_shapelog_seq, _shapelog_deleted, "+list+") FROM STDIN", true); err != nil {
+	if err := copyRows(ctx, tx, s, "_shapelog_stage", "COPY _shapelog_stage (_shapelog_seq, _shapelog_deleted, "+list+") FROM STDIN", true, 0); err != nil {
 		return err
 	}
 	if _, err := tx.Exec(ctx, mergeSQL(s, cols, others)); err != nil {
@@ -885,10 +967,10 @@ func (im *Importer) loadStream(ctx context.Context, tx pgx.Tx, s *stream) error 
 
 // copyRows streams the stream's records through one COPY into relation
 // rel.
-func copyRows(ctx context.Context, tx pgx.Tx, s *stream, rel, sql string, staged bool) error {
+func copyRows(ctx context.Context, tx pgx.Tx, s *stream, rel, sql string, staged bool, seq0 int) error {
 	pr, pw := io.Pipe()
 	srcErr := make(chan error, 1)
-	go func() { srcErr <- copySource(s, pw, staged) }()
+	go func() { srcErr <- copySource(s, pw, staged, seq0) }()
 	_, err := tx.Conn().PgConn().CopyFrom(ctx, pr, sql)
 	pr.Close()
 	if err != nil {
@@ -898,7 +980,7 @@ func copyRows(ctx context.Context, tx pgx.Tx, s *stream, rel, sql string, staged
 		if e := <-srcErr; errors.As(e, &ie) {
 			return ie
 		}
-		return copyFailure(s, rel, err)
+		return copyFailure(s, rel, err, s.msgIdx)
 	}
 	return nil
 }
@@ -906,8 +988,8 @@ func copyRows(ctx context.Context, tx pgx.Tx, s *stream, rel, sql string, staged
 // copyFailure explains a value PostgreSQL refused during COPY (one its
 // column type cannot take, a constraint it breaks) by the message and field
 // it came from: the error's context reads `COPY <rel>, line N[, column C]: …`,
-// and line N is the stream's Nth record.
-func copyFailure(s *stream, rel string, err error) error {
+// and line N is the COPY's Nth record, message idx[N-1].
+func copyFailure(s *stream, rel string, err error, idx []int32) error {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || !(strings.HasPrefix(pgErr.Code, "22") || strings.HasPrefix(pgErr.Code, "23")) {
 		return explain(err)
@@ -918,7 +1000,7 @@ func copyFailure(s *stream, rel string, err error) error {
 	}
 	digits := len(where) - len(strings.TrimLeft(where, "0123456789"))
 	line, convErr := strconv.Atoi(where[:digits])
-	if convErr != nil || line < 1 || line > len(s.msgIdx) {
+	if convErr != nil || line < 1 || line > len(idx) {
 		return explain(err)
 	}
 	where = where[digits:]
@@ -935,9 +1017,9 @@ func copyFailure(s *stream, rel string, err error) error {
 		msg += " (" + pgErr.Detail + ")"
 	}
 	if i, ok := s.byColumn[col]; ok {
-		return badRequest("InvalidValue", "message %d (table %s), field %s: %s", s.msgIdx[line-1], s.t.api, s.cols[i].field, msg)
+		return badRequest("InvalidValue", "message %d (table %s), field %s: %s", idx[line-1], s.t.api, s.cols[i].field, msg)
 	}
-	return badRequest("InvalidValue", "message %d (table %s): %s", s.msgIdx[line-1], s.t.api, msg)
+	return badRequest("InvalidValue", "message %d (table %s): %s", idx[line-1], s.t.api, msg)
 }
 
 // mergeSQL upserts the newest record per key and deletes the keys whose
@@ -1011,17 +1093,7 @@ func evolve(ctx context.Context, tx pgx.Tx, s *stream) (others []string, err err
 	if err := tx.QueryRow(ctx, `SELECT coalesce(starts_with(obj_description($1::regclass, 'pg_class'), $2), false)`, s.t.ident(), ownTablePrefix).Scan(&own); err != nil {
 		return nil, err
 	}
-	var empty *bool
-	isEmpty := func() (bool, error) {
-		if empty == nil {
-			var e bool
-			if err := tx.QueryRow(ctx, "SELECT NOT EXISTS (SELECT 1 FROM "+s.t.ident()+")").Scan(&e); err != nil {
-				return false, err
-			}
-			empty = &e
-		}
-		return *empty, nil
-	}
+	isEmpty := func() (bool, error) { return s.isEmpty(ctx, tx) }
 	// Decide every column's type first, then check the key, then alter.
 	target := make([]string, len(s.cols))
 	var add, retype, unmark []int
@@ -1138,8 +1210,8 @@ func (im *Importer) ensureKeyIndex(ctx context.Context, tx pgx.Tx, s *stream) er
 		}
 		return nil
 	}
-	var empty bool
-	if err := tx.QueryRow(ctx, "SELECT NOT EXISTS (SELECT 1 FROM "+s.t.ident()+")").Scan(&empty); err != nil {
+	empty, err := s.isEmpty(ctx, tx)
+	if err != nil {
 		return err
 	}
 	if !empty {
@@ -1164,13 +1236,17 @@ func keyList(key []keyPath) string {
 	return "(" + strings.Join(parts, ", ") + ")"
 }
 
-// Import parses, validates and loads one import_airbyte_records body.
+// Import parses, validates and loads one import_airbyte_records body, in
+// one transaction: records are copied while the body is still being read
+// (see live), and any invalid record rolls the whole request back.
 func (im *Importer) Import(ctx context.Context, body io.Reader, idemKey string) (records int, duplicate bool, err error) {
-	req, err := parseRequest(body)
+	l := &live{im: im, ctx: ctx, idemKey: idemKey}
+	defer l.abort()
+	req, err := parseRequestLive(body, l)
 	if err != nil {
 		return 0, false, err
 	}
 	defer req.close()
-	duplicate, err = im.load(ctx, req, idemKey)
+	duplicate, err = l.finish(req)
 	return req.n, duplicate, err
 }

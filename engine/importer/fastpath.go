@@ -173,6 +173,13 @@ var errSlow = errors.New("not handled by the fast path")
 // when the record is invalid (or not a JSON object) so the reference
 // validator can say why. Fields alias buf-owned copies.
 func scanRecord(data []byte, fs *fastSchema, fields []namedField) ([]namedField, error) {
+	return scanRecordHinted(data, fs, fields, nil)
+}
+
+// scanRecordHinted is scanRecord remembering in hint which property each
+// position held, so records with their fields in the same order as the
+// previous one (most) skip the property lookups. A hint is one goroutine's.
+func scanRecordHinted(data []byte, fs *fastSchema, fields []namedField, hint *[]*fastProp) ([]namedField, error) {
 	sc := scanner{b: data}
 	sc.ws()
 	if !sc.eat('{') {
@@ -197,7 +204,19 @@ func scanRecord(data []byte, fs *fastSchema, fields []namedField) ([]namedField,
 				return nil, errSlow
 			}
 			var fieldName string
-			if p := fs.props[string(name)]; p != nil {
+			var p *fastProp
+			if pos := len(fields); hint != nil && pos < len(*hint) && (*hint)[pos] != nil && (*hint)[pos].name == string(name) {
+				p = (*hint)[pos]
+			} else {
+				p = fs.props[string(name)]
+				if hint != nil && p != nil {
+					for len(*hint) <= pos {
+						*hint = append(*hint, nil)
+					}
+					(*hint)[pos] = p
+				}
+			}
+			if p != nil {
 				if p.types&jt == 0 || (p.format != nil && jt == jtString && !p.format(unsafe.String(unsafe.SliceData(value), len(value)))) {
 					return nil, errSlow
 				}
@@ -436,26 +455,39 @@ func (s *scanner) str() ([]byte, bool) {
 		return nil, false
 	}
 	start := s.i
+	var high byte
 	for s.i < len(s.b) {
 		c := s.b[s.i]
-		if c == '"' {
-			v := s.b[start:s.i]
-			s.i++
-			if !utf8.Valid(v) {
-				return []byte(string([]rune(string(v)))), true
+		if strSpecial[c] {
+			switch {
+			case c == '"':
+				v := s.b[start:s.i]
+				s.i++
+				if high >= utf8.RuneSelf && !utf8.Valid(v) {
+					return []byte(string([]rune(string(v)))), true
+				}
+				return v, true
+			case c == '\\':
+				return s.strSlow(start)
+			default: // a control character
+				return nil, false
 			}
-			return v, true
 		}
-		if c == '\\' {
-			return s.strSlow(start)
-		}
-		if c < 0x20 {
-			return nil, false
-		}
+		high |= c
 		s.i++
 	}
 	return nil, false
 }
+
+// strSpecial are the bytes that end a string's plain run: its closing
+// quote, an escape, and control characters (invalid in JSON strings).
+var strSpecial = func() (t [256]bool) {
+	for c := 0; c < 0x20; c++ {
+		t[c] = true
+	}
+	t['"'], t['\\'] = true, true
+	return t
+}()
 
 // strSlow decodes a string with escapes from start.
 func (s *scanner) strSlow(start int) ([]byte, bool) {

@@ -1,9 +1,11 @@
 package engine_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -164,8 +166,25 @@ func TestDatabasesAddServeAndRemove(t *testing.T) {
 	if status, got := adminDatabase(t, http.MethodDelete, admin+"/default", "", auth); status != http.StatusBadRequest || !strings.Contains(got, "cannot be removed") {
 		t.Errorf("removing the engine's database: %d %s", status, got)
 	}
+	// A live request parked on tenant-b's shape while it is removed.
+	parked, err := net.Dial("tcp", e.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer parked.Close()
+	live := url.Values{"table": {"t"}, "database_id": {"tenant-b"}, "offset": {b.offset}, "handle": {b.handle}, "live": {"true"}, "secret": {testKey}}
+	if _, err := parked.Write([]byte("GET /v1/shape?" + live.Encode() + " HTTP/1.1\r\nHost: engine\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
 	if status, got := adminDatabase(t, http.MethodDelete, admin+"/tenant-b", "", auth); status != http.StatusOK || got != "\"tenant-b\"\n" {
 		t.Fatalf("removing tenant-b: %d %s", status, got)
+	}
+	// Its long poll ends on closed storage: an error answer or a closed
+	// connection, and the engine lives on.
+	_ = parked.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if resp, err := http.ReadResponse(bufio.NewReader(parked), nil); err == nil && resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("live request parked on a removed database: %d", resp.StatusCode)
 	}
 	if slotExists(t, connB, slot) {
 		t.Errorf("slot %s survived the removal", slot)

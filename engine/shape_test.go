@@ -703,3 +703,71 @@ func TestShapeParkedRequestsHoldNoGoroutine(t *testing.T) {
 		}
 	}
 }
+
+// rawRequest sends a request line on a raw connection.
+func rawRequest(t *testing.T, c net.Conn, method, target string) {
+	t.Helper()
+	if _, err := c.Write([]byte(method + " " + target + " HTTP/1.1\r\nHost: engine\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A parked HEAD request gets headers only, whatever the answer (here a 409),
+// and its connection stays usable; a client that stops reading does not hold
+// up the answers of the others on its shape.
+func TestShapeParkedHeadAndSlowReader(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	conn := connect(t, dbURL)
+	mustExec(t, conn, `CREATE TABLE t (id int PRIMARY KEY, v text)`)
+	mustExec(t, conn, `INSERT INTO t SELECT g, repeat('y', 1000) FROM generate_series(1000, 10000) g`)
+	e := startShapeEngine(t, dbURL, func(c *engine.Config) { c.Shape.LongPoll = 30 * time.Second; c.Shape.AllowDelete = true })
+	c := newShapeClient(t, e.URL(), url.Values{"table": {"t"}})
+	c.sync()
+	live := "/v1/shape?" + url.Values{"table": {"t"}, "offset": {c.offset}, "handle": {c.handle}, "live": {"true"}, "secret": {testKey}}.Encode()
+
+	// A asks for the whole snapshot and a live update, and stops reading.
+	a, err := net.Dial("tcp", e.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	_ = a.(*net.TCPConn).SetReadBuffer(64 << 10)
+	rawRequest(t, a, "GET", "/v1/shape?"+url.Values{"table": {"t"}, "offset": {"-1"}, "secret": {testKey}}.Encode())
+	rawRequest(t, a, "GET", live)
+	// B waits for the same update.
+	b, err := net.Dial("tcp", e.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	rawRequest(t, b, "GET", live)
+	time.Sleep(500 * time.Millisecond)
+	mustExec(t, conn, `INSERT INTO t VALUES (1, repeat('x', 20000))`)
+	_ = b.SetReadDeadline(time.Now().Add(10 * time.Second)) // A would hold it for the whole long poll
+	rb := bufio.NewReader(b)
+	resp, err := http.ReadResponse(rb, nil)
+	if err != nil {
+		t.Fatalf("B's live answer while A does not read: %v", err)
+	}
+	if body, _ := io.ReadAll(resp.Body); resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"insert"`) {
+		t.Fatalf("B: %d %s", resp.StatusCode, body)
+	}
+
+	// A parked HEAD answered with a 409.
+	live = "/v1/shape?" + url.Values{"table": {"t"}, "offset": {resp.Header.Get("Electric-Offset")}, "handle": {c.handle}, "live": {"true"}, "secret": {testKey}}.Encode()
+	rawRequest(t, b, "HEAD", live)
+	time.Sleep(500 * time.Millisecond)
+	req, _ := http.NewRequest(http.MethodDelete, e.URL()+"/v1/shape?handle="+c.handle+"&secret="+testKey, nil)
+	del, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	del.Body.Close()
+	if resp, err = http.ReadResponse(rb, &http.Request{Method: http.MethodHead}); err != nil || resp.StatusCode != http.StatusConflict {
+		t.Fatalf("parked HEAD after DELETE: %v %v", resp, err)
+	}
+	rawRequest(t, b, "GET", "/v1/health")
+	if resp, err = http.ReadResponse(rb, nil); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("the connection after a HEAD answer (a body would have corrupted it): %v %v", resp, err)
+	}
+}

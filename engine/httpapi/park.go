@@ -3,8 +3,10 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -69,9 +71,6 @@ func (l *parkingLot) park(w http.ResponseWriter, r *http.Request, p *parkedReque
 		b, _ := rw.Reader.Peek(n)
 		conn = &prefixedConn{Conn: conn, prefix: bytes.Clone(b)}
 	}
-	// No read deadline while parked; the answer's write must not hang.
-	_ = conn.SetReadDeadline(time.Time{})
-	_ = conn.SetWriteDeadline(time.Now().Add(l.s.longPoll() + 30*time.Second))
 	p.conn, p.header = conn, w.Header()
 	p.timer = time.AfterFunc(l.s.longPoll(), func() { l.expire(p) })
 	l.add(p)
@@ -100,8 +99,9 @@ func (l *parkingLot) add(p *parkedRequest) {
 		go l.watch(p.shape)
 	}
 	waiting[p] = struct{}{}
+	changed := p.changed // p may belong to the watcher once unlocked
 	l.mu.Unlock()
-	if closed(p.changed) && l.remove(p) {
+	if closed(changed) && l.remove(p) {
 		l.recheck(p)
 	}
 }
@@ -143,13 +143,18 @@ func (l *parkingLot) expire(p *parkedRequest) {
 }
 
 // watch answers the requests parked on shape each time it changes, until
-// no request waits on it.
+// no request waits on it (it looks at least once per long poll, when every
+// request it had has expired).
 func (l *parkingLot) watch(shape *shapes.Shape) {
+	idle := time.NewTimer(l.s.longPoll())
+	defer idle.Stop()
 	for {
 		_, changed, err := shape.Head()
 		if err == nil {
+			idle.Reset(l.s.longPoll())
 			select {
 			case <-changed:
+			case <-idle.C:
 			case <-l.ctx.Done():
 				return
 			}
@@ -219,6 +224,11 @@ func answerKey(p *parkedRequest) string {
 // connection of an answered request, for handBack. The caller has taken p
 // out of the lot; memo, when given, shares rendered answers.
 func (l *parkingLot) check(p *parkedRequest, memo *answerMemo) net.Conn {
+	if l.ctx.Err() != nil { // closing: the client retries
+		p.timer.Stop()
+		_ = p.conn.Close()
+		return nil
+	}
 	_, changed, err := p.shape.Head()
 	var resp *shapes.Response
 	if err == nil {
@@ -239,11 +249,15 @@ func (l *parkingLot) check(p *parkedRequest, memo *answerMemo) net.Conn {
 		memo.mu.Unlock()
 	}
 	if answer == nil {
-		out := &rawResponse{header: p.header}
+		out := &rawResponse{header: p.header, head: p.reply.head}
 		if err != nil {
 			l.s.shapeFailure(l.ctx, out, p.m, p.def, p.req.def, err)
 		} else {
 			l.s.answerShape(out, p.m, p.shape, p.req, resp, p.reply)
+		}
+		if out.status == 0 { // nothing to say: the engine is closing
+			_ = p.conn.Close()
+			return nil
 		}
 		answer = out.render()
 		if key != "" {
@@ -252,37 +266,41 @@ func (l *parkingLot) check(p *parkedRequest, memo *answerMemo) net.Conn {
 			memo.mu.Unlock()
 		}
 	}
-	if len(answer) > inlineAnswerBytes {
-		// A slow client may take a while to drain a big answer: write it
-		// in its own goroutine, not on the wake's.
-		go func() {
-			if send(p.conn, answer) {
-				l.handBack(p.conn)
-			}
-		}()
-		return nil
+	// Most answers go straight into the socket's send buffer. A client that
+	// does not read (or a big answer) must not hold up the wake: what the
+	// buffer does not take at once is written from a goroutine of its own.
+	written := 0
+	if len(answer) <= inlineAnswerBytes {
+		_ = p.conn.SetWriteDeadline(time.Now().Add(inlineWriteWait))
+		written, err = p.conn.Write(answer)
+		if err == nil {
+			_ = p.conn.SetWriteDeadline(time.Time{})
+			return p.conn
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			_ = p.conn.Close()
+			return nil
+		}
 	}
-	if !send(p.conn, answer) {
-		return nil
-	}
-	return p.conn
+	go func() {
+		_ = p.conn.SetWriteDeadline(time.Now().Add(time.Minute))
+		_, err := p.conn.Write(answer[written:])
+		_ = p.conn.SetWriteDeadline(time.Time{})
+		if err != nil {
+			_ = p.conn.Close()
+			return
+		}
+		l.handBack(p.conn)
+	}()
+	return nil
 }
 
-// inlineAnswerBytes is the largest answer written on the wake's goroutines:
-// smaller ones fit in the socket's send buffer, so the write never waits.
-const inlineAnswerBytes = 32 << 10
-
-// send writes an answer; false means the connection failed and is closed.
-func send(conn net.Conn, answer []byte) bool {
-	_, err := conn.Write(answer)
-	// The deadline set at parking is for this write; net/http sets none.
-	_ = conn.SetWriteDeadline(time.Time{})
-	if err != nil {
-		_ = conn.Close()
-		return false
-	}
-	return true
-}
+// inlineAnswerBytes is the largest answer written on a wake's goroutines,
+// which wait at most inlineWriteWait for the socket to take it.
+const (
+	inlineAnswerBytes = 32 << 10
+	inlineWriteWait   = 5 * time.Millisecond
+)
 
 // handBack returns an answered request's connection to the HTTP server.
 func (l *parkingLot) handBack(conn net.Conn) {
@@ -311,6 +329,7 @@ func (l *parkingLot) close() {
 // for a connection taken from net/http.
 type rawResponse struct {
 	header http.Header
+	head   bool // a HEAD request: no body, whatever the handler writes
 	status int
 	body   bytes.Buffer
 }
@@ -349,7 +368,9 @@ func (w *rawResponse) render() []byte {
 		}
 	}
 	out.WriteString("\r\n")
-	out.Write(w.body.Bytes())
+	if !w.head {
+		out.Write(w.body.Bytes())
+	}
 	return out.Bytes()
 }
 
@@ -381,6 +402,8 @@ type resumeListener struct {
 	accepted chan accepted
 	done     chan struct{}
 	once     sync.Once
+	sending  sync.RWMutex
+	closed   bool
 }
 
 type accepted struct {
@@ -431,6 +454,13 @@ func (l *resumeListener) Accept() (net.Conn, error) {
 }
 
 func (l *resumeListener) resume(c net.Conn) bool {
+	// Held while sending, so that Close, which takes it after closing done,
+	// drains every connection sent before it.
+	l.sending.RLock()
+	defer l.sending.RUnlock()
+	if l.closed {
+		return false
+	}
 	select {
 	case l.resumed <- c:
 		return true
@@ -441,6 +471,9 @@ func (l *resumeListener) resume(c net.Conn) bool {
 
 func (l *resumeListener) Close() error {
 	l.once.Do(func() { close(l.done) })
+	l.sending.Lock()
+	l.closed = true
+	l.sending.Unlock()
 	// Connections handed back but not yet accepted are closed.
 	for {
 		select {

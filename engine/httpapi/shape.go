@@ -177,7 +177,16 @@ func (s *Server) shapeOptions(w http.ResponseWriter, r *http.Request) {
 // mustRefetch answers 409 with the handle to start over with.
 func (s *Server) mustRefetch(ctx context.Context, w http.ResponseWriter, m *shapes.Manager, def *shapes.Definition, req shapes.Request) {
 	h := w.Header()
-	if cur, err := m.Get(ctx, def, req); err == nil {
+	// The table may have changed since def was resolved (a parked request's
+	// definition is up to a long poll old): the new handle is for today's.
+	if d, err := m.Resolve(ctx, req); err == nil {
+		def = d
+	}
+	var cur *shapes.Shape
+	if def != nil {
+		cur, _ = m.Get(ctx, def, req)
+	}
+	if cur != nil {
 		h.Set("Electric-Handle", cur.Handle)
 		h.Set("Cache-Control", "public, max-age=60, must-revalidate")
 	} else {

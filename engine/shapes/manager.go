@@ -60,6 +60,11 @@ type Manager struct {
 	runCtx    context.Context
 	snapshots sync.WaitGroup // snapshots being taken
 
+	// use keeps the storage open while reads (including those of parked
+	// live requests, which outlive HTTP handlers) use it: Close waits.
+	use    sync.RWMutex
+	closed bool
+
 	mu       sync.Mutex
 	byID     map[string]*Shape // definition identity → current shape
 	byHandle map[string]*Shape
@@ -131,9 +136,31 @@ func Open(ctx context.Context, cfg Config, store *shapelog.Store, snaps *snapsho
 // Close waits for snapshots in progress (they stop with the context given
 // to Open) and closes the storage.
 func (m *Manager) Close() error {
+	// Reads in flight end (those waiting for a snapshot chunk see the
+	// snapshot fail once the run context is cancelled); later ones and new
+	// shapes are refused, so no snapshot starts after the wait below.
+	m.use.Lock()
+	m.closed = true
+	m.use.Unlock()
 	m.snapshots.Wait()
 	return m.db.Close()
 }
+
+// ErrClosed is the error of a read from a closed manager (the engine is
+// stopping, or the database was removed).
+var ErrClosed = errors.New("shapes: the database's shapes are closed")
+
+// enter holds the storage open for a read; false means it is closed.
+func (m *Manager) enter() bool {
+	m.use.RLock()
+	if m.closed {
+		m.use.RUnlock()
+		return false
+	}
+	return true
+}
+
+func (m *Manager) leave() { m.use.RUnlock() }
 
 type pebbleLogger struct{ log zerolog.Logger }
 
@@ -278,31 +305,40 @@ func (m *Manager) Resolve(ctx context.Context, req Request) (*Definition, error)
 		m.resolving[key] = flight
 	}
 	m.mu.Unlock()
+	var d *Definition
+	err := errors.New("resolving the shape failed")
+	// Published even if resolve panics, so no request waits on it forever.
+	defer func() {
+		m.mu.Lock()
+		if err != nil {
+			delete(m.resolved, key)
+		} else {
+			if len(m.resolved) >= 10000 {
+				clear(m.resolved)
+			}
+			m.resolved[key] = resolvedDef{def: d, at: time.Now()}
+		}
+		if flight != nil {
+			flight.def, flight.err = d, err
+			delete(m.resolving, key)
+			close(flight.done)
+		}
+		m.mu.Unlock()
+	}()
 	// Shared with other requests: not cancelled with this one.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	d, err := m.resolve(rctx, req)
-	cancel()
-	m.mu.Lock()
-	if err != nil {
-		delete(m.resolved, key)
-	} else {
-		if len(m.resolved) >= 10000 {
-			clear(m.resolved)
-		}
-		m.resolved[key] = resolvedDef{def: d, at: time.Now()}
-	}
-	if flight != nil {
-		flight.def, flight.err = d, err
-		delete(m.resolving, key)
-		close(flight.done)
-	}
-	m.mu.Unlock()
+	defer cancel()
+	d, err = m.resolve(rctx, req)
 	return d, err
 }
 
 // Get returns the current shape of a definition, creating it (and starting
 // its snapshot) when there is none.
 func (m *Manager) Get(ctx context.Context, d *Definition, req Request) (*Shape, error) {
+	if !m.enter() {
+		return nil, ErrClosed
+	}
+	defer m.leave()
 	id := d.Identity()
 	m.mu.Lock()
 	if s := m.byID[id]; s != nil {

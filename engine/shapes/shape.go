@@ -89,6 +89,10 @@ type Response struct {
 // changes of at most about the chunk size. It waits for a snapshot chunk
 // that is still being written.
 func (s *Shape) Read(ctx context.Context, offset Offset) (*Response, error) {
+	if !s.m.enter() {
+		return nil, ErrClosed
+	}
+	defer s.m.leave()
 	if offset.BeforeAll || (offset.inSnapshot() && offset.Op != infOp) {
 		chunk := 0
 		if !offset.BeforeAll {

@@ -179,8 +179,16 @@ type databases struct {
 	admin  sync.Mutex // serializes Add, Remove and close
 	mu     sync.Mutex // guards added and specs, which change under admin too
 	added  map[string]*database
-	specs  map[string]httpapi.DatabaseSpec
+	specs  map[string]registered
 	closed bool
+}
+
+// registered is a database in the registry, with the slot and publication
+// it was given (kept, so that changing --slot later orphans nothing).
+type registered struct {
+	httpapi.DatabaseSpec
+	Slot        string `json:"slot"`
+	Publication string `json:"publication"`
 }
 
 var databaseIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,40}$`)
@@ -196,11 +204,18 @@ func (r *databases) restore() error {
 	} else if err != nil {
 		return fmt.Errorf("reading the database registry: %w", err)
 	}
-	var specs []httpapi.DatabaseSpec
+	var specs []registered
 	if err := json.Unmarshal(b, &specs); err != nil {
-		return fmt.Errorf("reading the database registry %s: %w", r.registryPath(), err)
+		// Serve the engine's own database anyway; keep the file for a human.
+		aside := r.registryPath() + ".unreadable"
+		_ = os.Rename(r.registryPath(), aside)
+		r.log.Error().Err(err).Str("file", aside).Msg("the database registry is unreadable: added databases are not served; re-add them (their slots are still on their servers)")
+		return nil
 	}
 	for _, spec := range specs {
+		if spec.Slot == "" || spec.Publication == "" {
+			spec = r.register(spec.DatabaseSpec)
+		}
 		r.specs[spec.ID] = spec
 		d, err := openDatabase(context.Background(), r.databaseConfig(spec), false, r.log.With().Str("database_id", spec.ID).Logger())
 		if err != nil {
@@ -215,15 +230,22 @@ func (r *databases) restore() error {
 
 // databaseConfig derives an added database's slot, publication and storage
 // from the engine's.
-func (r *databases) databaseConfig(spec httpapi.DatabaseSpec) databaseConfig {
-	suffix := "_" + strings.ToLower(strings.ReplaceAll(spec.ID, "-", "_"))
+func (r *databases) databaseConfig(spec registered) databaseConfig {
 	return databaseConfig{
 		id: spec.ID, url: spec.URL, lookup: addressFamily(spec.UseIPv6),
 		dir: filepath.Join(r.cfg.StorageDir, "databases", spec.ID), shapesOnly: true,
-		publication: r.cfg.Publication + suffix, slot: r.cfg.Slot + suffix,
+		publication: spec.Publication, slot: spec.Slot,
 		snapshotIdle: r.cfg.SnapshotIdle, maxSnapshots: r.cfg.MaxSnapshots, chunkBytes: r.cfg.ShapeChunkBytes,
 	}
 }
+
+// register names a new database's slot and publication after the engine's.
+func (r *databases) register(spec httpapi.DatabaseSpec) registered {
+	suffix := "_" + strings.ToLower(strings.ReplaceAll(spec.ID, "-", "_"))
+	return registered{DatabaseSpec: spec, Slot: r.cfg.Slot + suffix, Publication: r.cfg.Publication + suffix}
+}
+
+var errShuttingDown = &httpapi.DatabaseError{Status: http.StatusServiceUnavailable, Message: "The engine is shutting down."}
 
 func notFound(id string) error {
 	return &httpapi.DatabaseError{Status: http.StatusNotFound, Message: "Database " + id + " not found."}
@@ -294,7 +316,7 @@ func (r *databases) Add(ctx context.Context, spec httpapi.DatabaseSpec) (string,
 	r.admin.Lock()
 	defer r.admin.Unlock()
 	if r.closed {
-		return "", errors.New("the engine is shutting down")
+		return "", errShuttingDown
 	}
 	canonical := func(id string) string { return strings.ToLower(strings.ReplaceAll(id, "-", "_")) }
 	for id, other := range r.specs {
@@ -311,10 +333,14 @@ func (r *databases) Add(ctx context.Context, spec httpapi.DatabaseSpec) (string,
 	if t, err := databaseTarget(r.cfg.DatabaseURL); err == nil && t == target {
 		return bad("The database " + target.String() + " is already in use by another tenant (" + r.main.id + ").")
 	}
-	cfg := r.databaseConfig(spec)
-	if len(cfg.slot) > 63 {
-		return bad("database_id " + spec.ID + " is too long: its replication slot name " + cfg.slot + " would exceed PostgreSQL's 63 characters")
+	reg := r.register(spec)
+	for _, name := range []string{reg.Slot, reg.Publication} {
+		if len(name) > 63 {
+			return bad("database_id " + spec.ID + " is too long: the name " + name + " it gives its slot or publication exceeds PostgreSQL's 63 characters")
+		}
 	}
+	cfg := r.databaseConfig(reg)
+	_ = os.RemoveAll(cfg.dir) // left over from an earlier, failed attempt
 	log := r.log.With().Str("database_id", spec.ID).Logger()
 	d, err := openDatabase(ctx, cfg, true, log)
 	if err != nil {
@@ -327,13 +353,13 @@ func (r *databases) Add(ctx context.Context, spec httpapi.DatabaseSpec) (string,
 		return bad("Cannot serve database " + spec.ID + ": " + err.Error())
 	}
 	specs := maps.Clone(r.specs)
-	specs[spec.ID] = spec
+	specs[spec.ID] = reg
 	if err := r.save(specs); err != nil {
 		r.discard(d, cfg)
 		return "", err
 	}
 	r.mu.Lock()
-	r.specs[spec.ID], r.added[spec.ID] = spec, d
+	r.specs[spec.ID], r.added[spec.ID] = reg, d
 	r.mu.Unlock()
 	log.Info().Str("database", target.String()).Str("slot", cfg.slot).Msg("database added")
 	return spec.ID, nil
@@ -344,6 +370,9 @@ func (r *databases) Add(ctx context.Context, spec httpapi.DatabaseSpec) (string,
 func (r *databases) Remove(ctx context.Context, id string) error {
 	r.admin.Lock()
 	defer r.admin.Unlock()
+	if r.closed {
+		return errShuttingDown
+	}
 	if id == r.main.id {
 		return &httpapi.DatabaseError{Status: http.StatusBadRequest, Message: "Database " + id + " is the engine's own (DATABASE_URL) and cannot be removed."}
 	}
@@ -361,10 +390,16 @@ func (r *databases) Remove(ctx context.Context, id string) error {
 	delete(r.added, id)
 	delete(r.specs, id)
 	r.mu.Unlock()
+	if d == nil { // never opened since the start: open it to drop its slot
+		var err error
+		if d, err = openDatabase(ctx, r.databaseConfig(spec), false, r.log.With().Str("database_id", id).Logger()); err != nil {
+			r.log.Warn().Err(err).Str("database_id", id).Str("slot", spec.Slot).Str("publication", spec.Publication).
+				Msg("database removed, but its slot and publication could not be dropped: drop them by hand, or the slot keeps WAL")
+			_ = os.RemoveAll(r.databaseConfig(spec).dir)
+		}
+	}
 	if d != nil {
 		r.discard(d, r.databaseConfig(spec))
-	} else if err := os.RemoveAll(r.databaseConfig(spec).dir); err != nil {
-		r.log.Warn().Err(err).Str("database_id", id).Msg("could not delete the removed database's storage")
 	}
 	r.log.Info().Str("database_id", id).Msg("database removed")
 	return nil
@@ -409,20 +444,46 @@ func waitActive(ctx context.Context, d *database) error {
 
 // save writes the registry atomically; it holds passwords, so only the
 // engine's user may read it.
-func (r *databases) save(specs map[string]httpapi.DatabaseSpec) error {
-	list := slices.SortedFunc(maps.Values(specs), func(a, b httpapi.DatabaseSpec) int { return strings.Compare(a.ID, b.ID) })
+func (r *databases) save(specs map[string]registered) error {
+	list := slices.SortedFunc(maps.Values(specs), func(a, b registered) int { return strings.Compare(a.ID, b.ID) })
 	b, err := json.MarshalIndent(list, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp := r.registryPath() + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("saving the database registry: %w", err)
-	}
-	if err := os.Rename(tmp, r.registryPath()); err != nil {
+	if err := writeFileDurably(r.registryPath(), b); err != nil {
 		return fmt.Errorf("saving the database registry: %w", err)
 	}
 	return nil
+}
+
+// writeFileDurably replaces path with data (mode 0600) so that a crash
+// leaves the old or the new file, never a torn one.
+func writeFileDurably(path string, data []byte) error {
+	tmp := path + ".tmp"
+	_ = os.Remove(tmp)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err = f.Write(data); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	dir, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	return dir.Sync()
 }
 
 // close stops every added database.

@@ -208,4 +208,14 @@ func TestDatabasesAddServeAndRemove(t *testing.T) {
 	if err != nil || json.Unmarshal(raw, &registry) != nil || len(registry) != 0 {
 		t.Errorf("registry after removal: %s (%v)", raw, err)
 	}
+
+	// A damaged registry does not keep the engine's own database down.
+	e.Close(5 * time.Second)
+	if err := os.WriteFile(filepath.Join(dir, "databases.json"), []byte(`[{"database_id": "x", "datab`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startShapeEngine(t, urlA, storage)
+	if _, err := os.Stat(filepath.Join(dir, "databases.json.unreadable")); err != nil {
+		t.Errorf("the damaged registry was not set aside: %v", err)
+	}
 }

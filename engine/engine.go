@@ -100,7 +100,7 @@ func Start(ctx context.Context, c Config, log zerolog.Logger) (*Engine, error) {
 	if e.functions, err = functions.New(ctx, c.DatabaseURL, c.Functions, e.main.types, log); err != nil {
 		return nil, fmt.Errorf("DATABASE_URL: %w", err)
 	}
-	e.databases = &databases{cfg: c, main: e.main, log: log, added: map[string]*database{}, specs: map[string]httpapi.DatabaseSpec{}}
+	e.databases = &databases{cfg: c, main: e.main, log: log, added: map[string]*database{}, specs: map[string]registered{}}
 	if err := e.databases.restore(); err != nil {
 		return nil, err
 	}

@@ -48,6 +48,7 @@ type stream struct {
 	spool    spool
 	empty    *bool // whether the table was empty before the request wrote to it
 	hint     []int // the column of each position of the previous record's fields
+	keys     keySet
 }
 
 // isEmpty says whether the table was empty before this request wrote to it
@@ -578,6 +579,9 @@ func (r *request) addBatch(batch []message) error {
 			}
 			fields = append(fields, field{col: col, kind: f.kind, value: f.value})
 		}
+		if p.s.key != nil {
+			p.s.keys.note(p.s, p.deleted, fields)
+		}
 		if r.live != nil && r.live.add(r, p.s, p.deleted, fields, batch[i].idx) {
 			continue
 		}
@@ -958,11 +962,37 @@ func (im *Importer) loadStream(ctx context.Context, tx pgx.Tx, s *stream) error 
 	if err := copyRows(ctx, tx, s, "_shapelog_stage", "COPY _shapelog_stage (_shapelog_seq, _shapelog_deleted, "+list+") FROM STDIN", true, 0); err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, mergeSQL(s, cols, others)); err != nil {
-		return explain(err)
+	if err := merge(ctx, tx, s, cols, others); err != nil {
+		return err
 	}
 	_, err = tx.Exec(ctx, "DROP TABLE _shapelog_stage")
 	return err
+}
+
+// merge applies the staged records to the table. When the request has no
+// deletes and no key twice (as far as the engine can tell: PostgreSQL may
+// still find two spellings of one key equal), one plain upsert does,
+// without ordering the staged rows; if PostgreSQL does find a key twice,
+// the full merge runs instead.
+func merge(ctx context.Context, tx pgx.Tx, s *stream, cols, others []string) error {
+	if s.keys.plain() {
+		if _, err := tx.Exec(ctx, "SAVEPOINT _shapelog_merge"); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, upsertSQL(s, cols, others))
+		var pgErr *pgconn.PgError
+		if err == nil {
+			_, err = tx.Exec(ctx, "RELEASE SAVEPOINT _shapelog_merge")
+			return err
+		} else if !errors.As(err, &pgErr) || pgErr.Code != "21000" { // cardinality_violation: a key twice
+			return explain(err)
+		}
+		if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT _shapelog_merge"); err != nil {
+			return err
+		}
+	}
+	_, err := tx.Exec(ctx, mergeSQL(s, cols, others))
+	return explain(err)
 }
 
 // copyRows streams the stream's records through one COPY into relation
@@ -1027,6 +1057,16 @@ func copyFailure(s *stream, rel string, err error, idx []int32) error {
 // whole row, as the newest version of a document does: the table's columns
 // the records do not carry (others) become NULL.
 func mergeSQL(s *stream, cols, others []string) string {
+	return mergeStatement(s, cols, others, false)
+}
+
+// upsertSQL is mergeSQL for staged records without deletes or repeated
+// keys: a plain upsert.
+func upsertSQL(s *stream, cols, others []string) string {
+	return mergeStatement(s, cols, others, true)
+}
+
+func mergeStatement(s *stream, cols, others []string, plain bool) string {
 	keys := make([]string, len(s.key))
 	match := make([]string, len(s.key))
 	target := make([]string, len(s.key))
@@ -1056,6 +1096,10 @@ func mergeSQL(s *stream, cols, others []string) string {
 	}
 	list := strings.Join(cols, ", ")
 	keyList := strings.Join(keys, ", ")
+	if plain {
+		return "INSERT INTO " + s.t.ident() + " (" + list + ") SELECT " + list + " FROM _shapelog_stage " +
+			"ON CONFLICT (" + strings.Join(target, ", ") + ") " + conflict
+	}
 	return "WITH l AS (SELECT DISTINCT ON (" + keyList + ") * FROM _shapelog_stage ORDER BY " + keyList + ", _shapelog_seq DESC), " +
 		"d AS (DELETE FROM " + s.t.ident() + " t USING l WHERE l._shapelog_deleted AND " + strings.Join(match, " AND ") + ") " +
 		"INSERT INTO " + s.t.ident() + " (" + list + ") SELECT " + list + " FROM l WHERE NOT l._shapelog_deleted " +

@@ -71,11 +71,16 @@ func (r ImportRequest) MarshalJSON() ([]byte, error) {
 	b = append(b, `{"tables":`...)
 	b = append(b, t...)
 	b = append(b, `,"messages":[`...)
+	var lastName string
+	var name []byte
 	for i, m := range r.Messages {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		name, _ := json.Marshal(m.TableName)
+		if name == nil || m.TableName != lastName { // batches are mostly one table
+			name, _ = json.Marshal(m.TableName)
+			lastName = m.TableName
+		}
 		b = append(b, `{"tableName":`...)
 		b = append(b, name...)
 		b = append(b, `,"data":`...)

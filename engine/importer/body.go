@@ -29,7 +29,9 @@ func newBodyReaderSize(r io.Reader, size int) *bodyReader {
 // fill makes at least n unread bytes available if the body has them.
 func (b *bodyReader) fill(n int) bool {
 	for b.end-b.pos < n && b.err == nil {
-		if b.pos > 0 {
+		// Move the unread bytes to the front only when the buffer is full:
+		// reads are often much smaller than the buffer.
+		if b.end == len(b.buf) && b.pos > 0 {
 			copy(b.buf, b.buf[b.pos:b.end])
 			b.end -= b.pos
 			b.consumed += int64(b.pos)

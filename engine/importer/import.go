@@ -481,7 +481,7 @@ func (r *request) readMessages(br *bodyReader, haveTables bool) (*spool, error) 
 					return nil, err
 				}
 				batch = batch[:0]
-				arena = nil
+				arena = arena[:0] // the batch is done with it: records were spooled or copied
 			}
 		}
 		r.n++

@@ -224,3 +224,60 @@ func TestKeySet(t *testing.T) {
 		t.Fatal("a delete was missed")
 	}
 }
+
+func TestLiveDedupLargeRequests(t *testing.T) {
+	im, pool := liveSetup(t)
+	ctx := context.Background()
+	tables := `"c":{"primaryKey":[["id"]],"jsonSchema":{"type":"object","properties":{"id":{"type":"integer"},"v":{"type":"integer"}}}}`
+	// Many blocks of distinct keys: a plain upsert.
+	var recs []string
+	for i := 0; i < 3*2000+17; i++ {
+		recs = append(recs, fmt.Sprintf(`c:{"id":%d,"v":%d}`, i, i))
+	}
+	if copied, _ := importCounting(t, im, body(tables, recs...)); copied != len(recs) {
+		t.Fatalf("%d records copied, want %d", copied, len(recs))
+	}
+	// Keys repeated across blocks, with deletes: the last wins.
+	want := map[int]int{}
+	for i := 0; i < 3*2000+17; i++ {
+		want[i] = i
+	}
+	recs = recs[:0]
+	for i := 0; i < 4*2000; i++ {
+		id := (i * 7) % 1500
+		if i%5 == 0 {
+			recs = append(recs, fmt.Sprintf(`c:{"id":%d,"_ab_cdc_deleted_at":"2024-01-01"}`, id))
+			delete(want, id)
+		} else {
+			recs = append(recs, fmt.Sprintf(`c:{"id":%d,"v":%d}`, id, -i))
+			want[id] = -i
+		}
+	}
+	if _, _, err := im.Import(ctx, strings.NewReader(body(tables, recs...)), ""); err != nil {
+		t.Fatal(err)
+	}
+	sum := 0
+	for id, v := range want {
+		sum += id*100000 + v
+	}
+	if got, exp := rows(t, pool, `SELECT count(*), sum(id * 100000 + v)::text FROM c`), fmt.Sprintf("%d %d", len(want), sum); got != exp {
+		t.Errorf("got %s, want %s", got, exp)
+	}
+	// A value PostgreSQL refuses far into the COPY names its message.
+	if _, err := pool.Exec(ctx, `CREATE TABLE c2 (id bigint, v smallint)`); err != nil {
+		t.Fatal(err)
+	}
+	recs = recs[:0]
+	for i := 0; i < 3*2000; i++ {
+		v := i % 1000
+		if i == 2*2000+5 {
+			v = 2000000
+		}
+		recs = append(recs, fmt.Sprintf(`c2:{"id":%d,"v":%d}`, i, v))
+	}
+	_, _, err := im.Import(ctx, strings.NewReader(body(strings.Replace(tables, `"c"`, `"c2"`, 1), recs...)), "")
+	wantError(t, err, "InvalidValue", fmt.Sprintf("message %d (table c2), field v", 2*2000+5))
+	if got := rows(t, pool, `SELECT count(*) FROM c2`); got != "0" {
+		t.Errorf("c2 has %s rows", got)
+	}
+}

@@ -109,26 +109,33 @@ func (b *bodyReader) value() ([]byte, error) {
 			return nil, err
 		}
 	case c == '{' || c == '[':
-		for depth := 0; ; {
-			ch, ok := at(off)
-			if !ok {
+		depth := 0
+	scan:
+		for {
+			if b.pos+off >= b.end && !b.fill(off+1) {
 				return nil, b.failure()
 			}
-			switch ch {
-			case '"':
-				if off, err = b.stringEnd(off); err != nil {
-					return nil, err
+			buf := b.buf[b.pos+off : b.end]
+			for i, ch := range buf {
+				if !structural[ch] {
+					continue
 				}
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
+				switch ch {
+				case '"':
+					if off, err = b.stringEnd(off + i); err != nil {
+						return nil, err
+					}
+					continue scan // the buffer may have moved
+				case '{', '[':
+					depth++
+				default:
+					if depth--; depth == 0 {
+						off += i + 1
+						break scan
+					}
+				}
 			}
-			off++
-			if depth == 0 {
-				break
-			}
+			off += len(buf)
 		}
 	default:
 		for {
@@ -146,6 +153,9 @@ func (b *bodyReader) value() ([]byte, error) {
 	b.pos += off
 	return v, nil
 }
+
+// structural are the bytes that delimit nested values.
+var structural = [256]bool{'"': true, '{': true, '}': true, '[': true, ']': true}
 
 // stringEnd returns the offset just past the string whose quote is at off.
 func (b *bodyReader) stringEnd(off int) (int, error) {
@@ -267,6 +277,27 @@ func splitMessage(raw []byte) (table string, data []byte, err error) {
 	return table, data, nil
 }
 
+// skipString passes over a string by its boundaries (its quote at s.i):
+// its contents are checked when its record is parsed.
+func (s *scanner) skipString() bool {
+	i := s.i + 1
+	for {
+		k := quoteOrBackslash(s.b[i:])
+		if k < 0 {
+			return false
+		}
+		i += k
+		if s.b[i] == '"' {
+			s.i = i + 1
+			return true
+		}
+		i += 2 // a backslash and what it escapes
+		if i > len(s.b) {
+			return false
+		}
+	}
+}
+
 // skipValue passes over one value by its boundaries; the value itself is
 // validated later, when its record is parsed.
 func (s *scanner) skipValue() bool {
@@ -282,7 +313,7 @@ func (s *scanner) skipValue() bool {
 		for s.i < len(s.b) {
 			switch s.b[s.i] {
 			case '"':
-				if _, ok := s.str(); !ok {
+				if !s.skipString() {
 					return false
 				}
 				continue

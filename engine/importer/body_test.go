@@ -77,3 +77,21 @@ func TestQuoteOrBackslash(t *testing.T) {
 		}
 	}
 }
+
+func TestSplitMessageSkipsDataByBoundaries(t *testing.T) {
+	for raw, want := range map[string]string{
+		`{"data":{"s":"a\"}b\\","t":[1,"]"]},"tableName":"x"}`: `{"s":"a\"}b\\","t":[1,"]"]}`,
+		`{"tableName":"x","data":"str\"ing"}`:                  `"str\"ing"`,
+		`{"tableName":"x","data":{"a":"\u00e9"}}`:              `{"a":"\u00e9"}`,
+	} {
+		table, data, err := splitMessage([]byte(raw))
+		if err != nil || table != "x" || string(data) != want {
+			t.Errorf("splitMessage(%s) = %q, %s, %v", raw, table, data, err)
+		}
+	}
+	for _, raw := range []string{`{"tableName":"x","data":{"a":"unterminated}}`, `{"tableName":"x","data":{"a":"\`} {
+		if _, _, err := splitMessage([]byte(raw)); err == nil {
+			t.Errorf("splitMessage(%s) accepted", raw)
+		}
+	}
+}

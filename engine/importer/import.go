@@ -545,9 +545,9 @@ func (r *request) addBatch(batch []message) error {
 	out := make([]prepared, len(batch))
 	workers := min(runtime.GOMAXPROCS(0), (len(batch)+63)/64)
 	if workers <= 1 {
-		var hint []*fastProp
+		var w worker
 		for i := range batch {
-			out[i] = r.prepare(batch[i], &hint)
+			out[i] = r.prepare(batch[i], &w)
 		}
 	} else {
 		var wg sync.WaitGroup
@@ -557,9 +557,9 @@ func (r *request) addBatch(batch []message) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				var hint []*fastProp
+				var w worker
 				for i := lo; i < hi; i++ {
-					out[i] = r.prepare(batch[i], &hint)
+					out[i] = r.prepare(batch[i], &w)
 				}
 			}()
 		}
@@ -595,12 +595,29 @@ func (r *request) addBatch(batch []message) error {
 
 // prepare decodes, validates and encodes one message; it only reads the
 // request, so messages are prepared concurrently.
-func (r *request) prepare(m message, hint *[]*fastProp) prepared {
+// worker is what one goroutine preparing messages keeps between them.
+type worker struct {
+	hint []*fastProp  // see scanRecordHinted
+	slab []namedField // records' fields are cut from it
+}
+
+// fields returns an empty slice for a record's fields.
+func (w *worker) fields() []namedField {
+	const per = 16
+	if cap(w.slab)-len(w.slab) < per {
+		w.slab = make([]namedField, 0, 64*per)
+	}
+	f := w.slab[len(w.slab) : len(w.slab) : len(w.slab)+per]
+	w.slab = w.slab[:len(w.slab)+per]
+	return f
+}
+
+func (r *request) prepare(m message, w *worker) prepared {
 	s := r.streams[m.table]
 	if s == nil {
 		return prepared{err: badRequest("MissingStream", "Missing stream for table %s (message %d): declare it in `tables`", m.table, m.idx)}
 	}
-	if p, ok := r.prepareFast(s, m, hint); ok {
+	if p, ok := r.prepareFast(s, m, w); ok {
 		return p
 	}
 	dec := json.NewDecoder(bytes.NewReader(m.data))
@@ -642,7 +659,7 @@ func (r *request) prepare(m message, hint *[]*fastProp) prepared {
 
 // prepareFast is prepare for records the one-pass checker accepts; ok is
 // false when the record must go the reference way (invalid, a nested key).
-func (r *request) prepareFast(s *stream, m message, hint *[]*fastProp) (prepared, bool) {
+func (r *request) prepareFast(s *stream, m message, w *worker) (prepared, bool) {
 	if s.fast == nil {
 		return prepared{}, false
 	}
@@ -651,7 +668,7 @@ func (r *request) prepareFast(s *stream, m message, hint *[]*fastProp) (prepared
 			return prepared{}, false
 		}
 	}
-	fields, err := scanRecordHinted(m.data, s.fast, make([]namedField, 0, 16), hint)
+	fields, err := scanRecordHinted(m.data, s.fast, w.fields(), &w.hint)
 	if err != nil {
 		return prepared{}, false
 	}

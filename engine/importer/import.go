@@ -157,37 +157,14 @@ func newStream(api string, d streamDecl) (*stream, error) {
 		}
 	}
 	if d.JSONSchema != nil && string(*d.JSONSchema) != "null" {
-		s.fast = nil
-		c := jsonschema.NewCompiler()
-		c.Draft = jsonschema.Draft7
-		c.LoadURL = loadSchemaURL
-		for name, check := range airbyteFormats {
-			c.Formats[name] = check
+		cs, err := compileSchema(api, *d.JSONSchema)
+		if err != nil {
+			return nil, err
 		}
-		if err := c.AddResource("stream.json", bytes.NewReader(*d.JSONSchema)); err != nil {
-			return nil, badRequest("InvalidJsonSchema", "The jsonSchema of table %s is not valid JSON Schema: %v", api, err)
-		}
-		if s.schema, err = c.Compile("stream.json"); err != nil {
-			return nil, badRequest("InvalidJsonSchema", "The jsonSchema of table %s does not compile: %v", api, err)
-		}
-		var doc map[string]any
-		if err := json.Unmarshal(*d.JSONSchema, &doc); err == nil {
-			s.fast = compileFast(doc)
-			props, _ := doc["properties"].(map[string]any)
-			names := make([]string, 0, len(props))
-			for name := range props {
-				if !strings.HasPrefix(name, cdcPrefix) {
-					names = append(names, name)
-				}
-			}
-			sort.Strings(names)
-			for _, name := range names {
-				if !nullOnly(props[name]) {
-					s.declared[name] = declaredType(props[name])
-				}
-				if _, why := s.column(name, kindNull, nil); why != "" {
-					return nil, badRequest("InvalidFieldName", "Table %s, property of its jsonSchema: %s", api, why)
-				}
+		s.schema, s.fast, s.declared = cs.schema, cs.fast, cs.declared
+		for _, name := range cs.names {
+			if _, why := s.column(name, kindNull, nil); why != "" {
+				return nil, badRequest("InvalidFieldName", "Table %s, property of its jsonSchema: %s", api, why)
 			}
 		}
 	}
@@ -208,6 +185,71 @@ func newStream(api string, d streamDecl) (*stream, error) {
 		}
 	}
 	return s, nil
+}
+
+// compiledSchema is a stream's jsonSchema, compiled: the reference
+// validator, the fast path's subset (or nil), the declared column types by
+// field and the properties that get columns, sorted. It is only read.
+type compiledSchema struct {
+	schema   *jsonschema.Schema
+	fast     *fastSchema
+	declared map[string]string
+	names    []string
+}
+
+// schemaCache keeps compiled schemas by their text: a sync sends the same
+// schema with every batch, and compiling it costs more than a small batch.
+var schemaCache = struct {
+	sync.Mutex
+	m map[string]*compiledSchema
+}{m: map[string]*compiledSchema{}}
+
+const schemaCacheSize = 256
+
+func compileSchema(api string, raw []byte) (*compiledSchema, error) {
+	schemaCache.Lock()
+	cs := schemaCache.m[string(raw)]
+	schemaCache.Unlock()
+	if cs != nil {
+		return cs, nil
+	}
+	c := jsonschema.NewCompiler()
+	c.Draft = jsonschema.Draft7
+	c.LoadURL = loadSchemaURL
+	for name, check := range airbyteFormats {
+		c.Formats[name] = check
+	}
+	if err := c.AddResource("stream.json", bytes.NewReader(raw)); err != nil {
+		return nil, badRequest("InvalidJsonSchema", "The jsonSchema of table %s is not valid JSON Schema: %v", api, err)
+	}
+	schema, err := c.Compile("stream.json")
+	if err != nil {
+		return nil, badRequest("InvalidJsonSchema", "The jsonSchema of table %s does not compile: %v", api, err)
+	}
+	cs = &compiledSchema{schema: schema, declared: map[string]string{}}
+	var doc map[string]any
+	if err := json.Unmarshal(raw, &doc); err == nil {
+		cs.fast = compileFast(doc)
+		props, _ := doc["properties"].(map[string]any)
+		for name := range props {
+			if !strings.HasPrefix(name, cdcPrefix) {
+				cs.names = append(cs.names, name)
+			}
+		}
+		sort.Strings(cs.names)
+		for _, name := range cs.names {
+			if !nullOnly(props[name]) {
+				cs.declared[name] = declaredType(props[name])
+			}
+		}
+	}
+	schemaCache.Lock()
+	if len(schemaCache.m) >= schemaCacheSize {
+		clear(schemaCache.m)
+	}
+	schemaCache.m[string(raw)] = cs
+	schemaCache.Unlock()
+	return cs, nil
 }
 
 // airbyteFormats check date and time formats the way Airbyte uses them:

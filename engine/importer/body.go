@@ -1,11 +1,12 @@
 package importer
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/shapelog/shapelog/internal/jsonscan"
 )
 
 // bodyReader walks a request body's JSON top level and splits arrays into
@@ -164,7 +165,7 @@ func (b *bodyReader) stringEnd(off int) (int, error) {
 		if b.pos+off >= b.end && !b.fill(off+1) {
 			return 0, b.failure()
 		}
-		k := quoteOrBackslash(b.buf[b.pos+off : b.end])
+		k := jsonscan.QuoteOrBackslash(b.buf[b.pos+off : b.end])
 		if k < 0 {
 			off = b.end - b.pos
 			continue
@@ -175,21 +176,6 @@ func (b *bodyReader) stringEnd(off int) (int, error) {
 		}
 		off += 2 // a backslash and what it escapes
 	}
-}
-
-// quoteOrBackslash is the index of the first '"' or '\\' in b, or -1.
-func quoteOrBackslash(b []byte) int {
-	q := bytes.IndexByte(b, '"')
-	if q < 0 {
-		q = len(b)
-	}
-	if k := bytes.IndexByte(b[:q], '\\'); k >= 0 {
-		return k
-	}
-	if q == len(b) {
-		return -1
-	}
-	return q
 }
 
 // key reads an object member's name and its colon.
@@ -223,48 +209,48 @@ func (b *bodyReader) next(closer byte) (bool, error) {
 
 // splitMessage extracts a message's tableName and data.
 func splitMessage(raw []byte) (table string, data []byte, err error) {
-	sc := scanner{b: raw}
-	sc.ws()
-	if !sc.eat('{') {
+	sc := jsonscan.Scanner{B: raw}
+	sc.WS()
+	if !sc.Eat('{') {
 		return "", nil, errors.New("a message must be an object")
 	}
 	haveTable := false
-	sc.ws()
-	if sc.eat('}') {
+	sc.WS()
+	if sc.Eat('}') {
 		return "", nil, errors.New("a message needs tableName and data")
 	}
 	for {
-		sc.ws()
-		name, ok := sc.str()
+		sc.WS()
+		name, ok := sc.Str()
 		if !ok {
 			return "", nil, errors.New("malformed message")
 		}
-		sc.ws()
-		if !sc.eat(':') {
+		sc.WS()
+		if !sc.Eat(':') {
 			return "", nil, errors.New("malformed message")
 		}
-		sc.ws()
-		start := sc.i
+		sc.WS()
+		start := sc.I
 		switch string(name) {
 		case "tableName":
-			t, ok := sc.str()
+			t, ok := sc.Str()
 			if !ok {
 				return "", nil, errors.New("tableName must be a string")
 			}
 			table, haveTable = string(t), true
 		default:
-			if !sc.skipValue() {
+			if !sc.SkipBounds() {
 				return "", nil, errors.New("malformed message")
 			}
 			if string(name) == "data" {
-				data = raw[start:sc.i]
+				data = raw[start:sc.I]
 			}
 		}
-		sc.ws()
-		if sc.eat('}') {
+		sc.WS()
+		if sc.Eat('}') {
 			break
 		}
-		if !sc.eat(',') {
+		if !sc.Eat(',') {
 			return "", nil, errors.New("malformed message")
 		}
 	}
@@ -275,60 +261,4 @@ func splitMessage(raw []byte) (table string, data []byte, err error) {
 		data = []byte("null")
 	}
 	return table, data, nil
-}
-
-// skipString passes over a string by its boundaries (its quote at s.i):
-// its contents are checked when its record is parsed.
-func (s *scanner) skipString() bool {
-	i := s.i + 1
-	for {
-		k := quoteOrBackslash(s.b[i:])
-		if k < 0 {
-			return false
-		}
-		i += k
-		if s.b[i] == '"' {
-			s.i = i + 1
-			return true
-		}
-		i += 2 // a backslash and what it escapes
-		if i > len(s.b) {
-			return false
-		}
-	}
-}
-
-// skipValue passes over one value by its boundaries; the value itself is
-// validated later, when its record is parsed.
-func (s *scanner) skipValue() bool {
-	if s.i >= len(s.b) {
-		return false
-	}
-	switch s.b[s.i] {
-	case '"':
-		_, ok := s.str()
-		return ok
-	case '{', '[':
-		depth := 0
-		for s.i < len(s.b) {
-			switch s.b[s.i] {
-			case '"':
-				if !s.skipString() {
-					return false
-				}
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-			}
-			s.i++
-			if depth == 0 {
-				return true
-			}
-		}
-		return false
-	}
-	_, _, _, ok := s.value()
-	return ok
 }

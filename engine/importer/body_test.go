@@ -70,14 +70,6 @@ func TestParseRequestErrors(t *testing.T) {
 	}
 }
 
-func TestQuoteOrBackslash(t *testing.T) {
-	for in, want := range map[string]int{``: -1, `abc`: -1, `a"b`: 1, `a\b"`: 1, `ab"\`: 2, `"`: 0, `\`: 0} {
-		if got := quoteOrBackslash([]byte(in)); got != want {
-			t.Errorf("quoteOrBackslash(%q) = %d, want %d", in, got, want)
-		}
-	}
-}
-
 func TestSplitMessageSkipsDataByBoundaries(t *testing.T) {
 	for raw, want := range map[string]string{
 		`{"data":{"s":"a\"}b\\","t":[1,"]"]},"tableName":"x"}`: `{"s":"a\"}b\\","t":[1,"]"]}`,

@@ -4,10 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"strconv"
-	"unicode/utf16"
-	"unicode/utf8"
 	"unsafe"
+
+	"github.com/shapelog/shapelog/internal/jsonscan"
 )
 
 // The fast path checks and encodes a record in one pass over its bytes,
@@ -180,26 +179,26 @@ func scanRecord(data []byte, fs *fastSchema, fields []namedField) ([]namedField,
 // position held, so records with their fields in the same order as the
 // previous one (most) skip the property lookups. A hint is one goroutine's.
 func scanRecordHinted(data []byte, fs *fastSchema, fields []namedField, hint *[]*fastProp) ([]namedField, error) {
-	sc := scanner{b: data}
-	sc.ws()
-	if !sc.eat('{') {
+	sc := jsonscan.Scanner{B: data}
+	sc.WS()
+	if !sc.Eat('{') {
 		return nil, errSlow
 	}
-	sc.ws()
+	sc.WS()
 	seen := 0
-	if !sc.eat('}') {
+	if !sc.Eat('}') {
 		for {
-			sc.ws()
-			name, ok := sc.str()
+			sc.WS()
+			name, ok := sc.Str()
 			if !ok {
 				return nil, errSlow
 			}
-			sc.ws()
-			if !sc.eat(':') {
+			sc.WS()
+			if !sc.Eat(':') {
 				return nil, errSlow
 			}
-			sc.ws()
-			kind, value, jt, ok := sc.value()
+			sc.WS()
+			kind, value, jt, ok := scanValue(&sc)
 			if !ok {
 				return nil, errSlow
 			}
@@ -228,17 +227,17 @@ func scanRecordHinted(data []byte, fs *fastSchema, fields []namedField, hint *[]
 			}
 			fields = append(fields, namedField{name: fieldName, kind: kind, value: value})
 			seen++
-			sc.ws()
-			if sc.eat('}') {
+			sc.WS()
+			if sc.Eat('}') {
 				break
 			}
-			if !sc.eat(',') {
+			if !sc.Eat(',') {
 				return nil, errSlow
 			}
 		}
 	}
-	sc.ws()
-	if sc.i != len(sc.b) {
+	sc.WS()
+	if sc.I != len(sc.B) {
 		return nil, errSlow
 	}
 	for _, r := range fs.required {
@@ -267,38 +266,19 @@ func scanRecordHinted(data []byte, fs *fastSchema, fields []namedField, hint *[]
 	return fields, nil
 }
 
-type scanner struct {
-	b []byte
-	i int
-}
-
-func (s *scanner) ws() {
-	for s.i < len(s.b) && (s.b[s.i] == ' ' || s.b[s.i] == '\t' || s.b[s.i] == '\n' || s.b[s.i] == '\r') {
-		s.i++
-	}
-}
-
-func (s *scanner) eat(c byte) bool {
-	if s.i < len(s.b) && s.b[s.i] == c {
-		s.i++
-		return true
-	}
-	return false
-}
-
-// value scans one JSON value: strings come back decoded, numbers and
+// scanValue scans one JSON value: strings come back decoded, numbers and
 // literals as written, objects and arrays as their (validated) JSON text.
-func (s *scanner) value() (kind byte, value []byte, jt uint8, ok bool) {
-	if s.i >= len(s.b) {
+func scanValue(s *jsonscan.Scanner) (kind byte, value []byte, jt uint8, ok bool) {
+	if s.I >= len(s.B) {
 		return 0, nil, 0, false
 	}
-	switch c := s.b[s.i]; {
+	switch c := s.B[s.I]; {
 	case c == '"':
-		v, ok := s.str()
+		v, ok := s.Str()
 		return kindString, v, jtString, ok
 	case c == '{' || c == '[':
-		start := s.i
-		if !s.skip() {
+		start := s.I
+		if !s.Skip() {
 			return 0, nil, 0, false
 		}
 		t := uint8(jtObject)
@@ -306,27 +286,23 @@ func (s *scanner) value() (kind byte, value []byte, jt uint8, ok bool) {
 			t = jtArray
 		}
 		var compact bytes.Buffer
-		if err := json.Compact(&compact, s.b[start:s.i]); err != nil {
+		if err := json.Compact(&compact, s.B[start:s.I]); err != nil {
 			return 0, nil, 0, false
 		}
 		return kindJSON, compact.Bytes(), t, true
 	case c == 't' || c == 'f' || c == 'n':
-		for _, lit := range []string{"true", "false", "null"} {
-			if len(s.b)-s.i >= len(lit) && string(s.b[s.i:s.i+len(lit)]) == lit {
-				s.i += len(lit)
-				switch lit {
-				case "true":
-					return kindBool, []byte{'t'}, jtBool, true
-				case "false":
-					return kindBool, []byte{'f'}, jtBool, true
-				}
-				return kindNull, nil, jtNull, true
-			}
+		switch lit, ok := s.Literal(); {
+		case !ok:
+			return 0, nil, 0, false
+		case lit == "true":
+			return kindBool, []byte{'t'}, jtBool, true
+		case lit == "false":
+			return kindBool, []byte{'f'}, jtBool, true
 		}
-		return 0, nil, 0, false
+		return kindNull, nil, jtNull, true
 	default:
-		start := s.i
-		integral, ok := s.number()
+		start := s.I
+		integral, ok := s.Number()
 		if !ok {
 			return 0, nil, 0, false
 		}
@@ -334,268 +310,6 @@ func (s *scanner) value() (kind byte, value []byte, jt uint8, ok bool) {
 		if integral {
 			t = jtInteger
 		}
-		return kindNumber, s.b[start:s.i], t, true
-	}
-}
-
-// number scans a JSON number; integral reports whether its value is a
-// whole number (1, 1.0 and 1e3 are; the schema's "integer" accepts them).
-func (s *scanner) number() (integral, ok bool) {
-	start := s.i
-	if s.i < len(s.b) && s.b[s.i] == '-' {
-		s.i++
-	}
-	if s.i >= len(s.b) {
-		return false, false
-	}
-	if s.b[s.i] == '0' {
-		s.i++
-	} else if s.b[s.i] >= '1' && s.b[s.i] <= '9' {
-		for s.i < len(s.b) && s.b[s.i] >= '0' && s.b[s.i] <= '9' {
-			s.i++
-		}
-	} else {
-		return false, false
-	}
-	simple := true
-	if s.i < len(s.b) && s.b[s.i] == '.' {
-		simple = false
-		s.i++
-		if s.i >= len(s.b) || s.b[s.i] < '0' || s.b[s.i] > '9' {
-			return false, false
-		}
-		for s.i < len(s.b) && s.b[s.i] >= '0' && s.b[s.i] <= '9' {
-			s.i++
-		}
-	}
-	if s.i < len(s.b) && (s.b[s.i] == 'e' || s.b[s.i] == 'E') {
-		simple = false
-		s.i++
-		if s.i < len(s.b) && (s.b[s.i] == '+' || s.b[s.i] == '-') {
-			s.i++
-		}
-		if s.i >= len(s.b) || s.b[s.i] < '0' || s.b[s.i] > '9' {
-			return false, false
-		}
-		for s.i < len(s.b) && s.b[s.i] >= '0' && s.b[s.i] <= '9' {
-			s.i++
-		}
-	}
-	if simple {
-		return true, true
-	}
-	return integralNumber(s.b[start:s.i]), true
-}
-
-// integralNumber reports whether a valid JSON number's value is a whole
-// number, exactly, from its digits: the value is D × 10^(E - len(fraction))
-// with D the digits of the integer part and fraction, so it is whole when D
-// is zero or its trailing zeros make up for the negative power.
-func integralNumber(num []byte) bool {
-	i := 0
-	if i < len(num) && num[i] == '-' {
-		i++
-	}
-	intStart := i
-	for i < len(num) && num[i] >= '0' && num[i] <= '9' {
-		i++
-	}
-	intDigits := num[intStart:i]
-	var frac []byte
-	if i < len(num) && num[i] == '.' {
-		i++
-		fs := i
-		for i < len(num) && num[i] >= '0' && num[i] <= '9' {
-			i++
-		}
-		frac = num[fs:i]
-	}
-	exp := int64(0)
-	if i < len(num) && (num[i] == 'e' || num[i] == 'E') {
-		i++
-		neg := false
-		if i < len(num) && (num[i] == '+' || num[i] == '-') {
-			neg = num[i] == '-'
-			i++
-		}
-		for ; i < len(num); i++ {
-			if exp < 1<<40 { // saturate: no number has that many digits
-				exp = exp*10 + int64(num[i]-'0')
-			}
-		}
-		if neg {
-			exp = -exp
-		}
-	}
-	// Trailing zeros of D (the integer digits followed by the fraction's).
-	zeros, nonzero := int64(0), false
-	for j := len(frac) - 1; j >= 0 && !nonzero; j-- {
-		if frac[j] == '0' {
-			zeros++
-		} else {
-			nonzero = true
-		}
-	}
-	for j := len(intDigits) - 1; j >= 0 && !nonzero; j-- {
-		if intDigits[j] == '0' {
-			zeros++
-		} else {
-			nonzero = true
-		}
-	}
-	if !nonzero {
-		return true // zero
-	}
-	return exp-int64(len(frac))+zeros >= 0
-}
-
-// str scans a JSON string and returns it decoded.
-func (s *scanner) str() ([]byte, bool) {
-	if !s.eat('"') {
-		return nil, false
-	}
-	start := s.i
-	var high byte
-	for s.i < len(s.b) {
-		c := s.b[s.i]
-		if strSpecial[c] {
-			switch {
-			case c == '"':
-				v := s.b[start:s.i]
-				s.i++
-				if high >= utf8.RuneSelf && !utf8.Valid(v) {
-					return []byte(string([]rune(string(v)))), true
-				}
-				return v, true
-			case c == '\\':
-				return s.strSlow(start)
-			default: // a control character
-				return nil, false
-			}
-		}
-		high |= c
-		s.i++
-	}
-	return nil, false
-}
-
-// strSpecial are the bytes that end a string's plain run: its closing
-// quote, an escape, and control characters (invalid in JSON strings).
-var strSpecial = func() (t [256]bool) {
-	for c := 0; c < 0x20; c++ {
-		t[c] = true
-	}
-	t['"'], t['\\'] = true, true
-	return t
-}()
-
-// strSlow decodes a string with escapes from start.
-func (s *scanner) strSlow(start int) ([]byte, bool) {
-	out := append([]byte(nil), s.b[start:s.i]...)
-	for s.i < len(s.b) {
-		c := s.b[s.i]
-		switch {
-		case c == '"':
-			s.i++
-			if !utf8.Valid(out) {
-				out = []byte(string([]rune(string(out))))
-			}
-			return out, true
-		case c < 0x20:
-			return nil, false
-		case c != '\\':
-			out = append(out, c)
-			s.i++
-			continue
-		}
-		if s.i+1 >= len(s.b) {
-			return nil, false
-		}
-		e := s.b[s.i+1]
-		s.i += 2
-		switch e {
-		case '"', '\\', '/':
-			out = append(out, e)
-		case 'b':
-			out = append(out, '\b')
-		case 'f':
-			out = append(out, '\f')
-		case 'n':
-			out = append(out, '\n')
-		case 'r':
-			out = append(out, '\r')
-		case 't':
-			out = append(out, '\t')
-		case 'u':
-			r, ok := s.hex4()
-			if !ok {
-				return nil, false
-			}
-			if utf16.IsSurrogate(r) {
-				if s.i+1 < len(s.b) && s.b[s.i] == '\\' && s.b[s.i+1] == 'u' {
-					s.i += 2
-					r2, ok := s.hex4()
-					if !ok {
-						return nil, false
-					}
-					r = utf16.DecodeRune(r, r2)
-				} else {
-					r = utf8.RuneError
-				}
-			}
-			out = utf8.AppendRune(out, r)
-		default:
-			return nil, false
-		}
-	}
-	return nil, false
-}
-
-func (s *scanner) hex4() (rune, bool) {
-	if s.i+4 > len(s.b) {
-		return 0, false
-	}
-	v, err := strconv.ParseUint(string(s.b[s.i:s.i+4]), 16, 32)
-	if err != nil {
-		return 0, false
-	}
-	s.i += 4
-	return rune(v), true
-}
-
-// skip validates and skips a nested object or array.
-func (s *scanner) skip() bool {
-	open := s.b[s.i]
-	s.i++
-	s.ws()
-	closer := byte('}')
-	if open == '[' {
-		closer = ']'
-	}
-	if s.eat(closer) {
-		return true
-	}
-	for {
-		s.ws()
-		if open == '{' {
-			if _, ok := s.str(); !ok {
-				return false
-			}
-			s.ws()
-			if !s.eat(':') {
-				return false
-			}
-			s.ws()
-		}
-		if _, _, _, ok := s.value(); !ok {
-			return false
-		}
-		s.ws()
-		if s.eat(closer) {
-			return true
-		}
-		if !s.eat(',') {
-			return false
-		}
+		return kindNumber, s.B[start:s.I], t, true
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"math/big"
 	"math/rand"
 	"sort"
 	"strings"
@@ -185,32 +184,4 @@ func FuzzScanRecord(f *testing.F) {
 			t.Fatalf("accepted invalid JSON %q (%d fields)", data, len(fields))
 		}
 	})
-}
-
-func TestIntegralNumber(t *testing.T) {
-	cases := []string{"0", "-0", "1", "1.0", "1.5", "0.0", "0.000", "10e-1", "100e-2", "100e-3", "1e0", "1e1", "1e-1",
-		"1.5e1", "1.25e1", "1.25e2", "-3.000e-0", "0e-999999999999999999999", "0.0e5", "1e-99999999999999999999",
-		"1e99999999999999999999", "120.00e-1", "120.00e-2", "12345678901234567890.000000000001", "5E+2", "5e-0"}
-	rng := rand.New(rand.NewSource(7))
-	for i := 0; i < 2000; i++ {
-		n := fmt.Sprintf("%d", rng.Intn(2000)-1000)
-		if rng.Intn(2) == 0 {
-			n += "." + strings.Repeat("0", rng.Intn(3)) + fmt.Sprint(rng.Intn(100))
-		}
-		if rng.Intn(2) == 0 {
-			n += fmt.Sprintf("e%d", rng.Intn(9)-4)
-		}
-		cases = append(cases, n)
-	}
-	for _, c := range cases {
-		// The reference: exact with enough precision for these inputs.
-		f, _, err := big.ParseFloat(c, 10, 4096, big.ToNearestEven)
-		want := err == nil && f.IsInt()
-		if strings.Contains(c, "99999999999999999999") { // beyond big.Float's exponent
-			want = !strings.Contains(c, "e-") || strings.HasPrefix(c, "0")
-		}
-		if got := integralNumber([]byte(c)); got != want {
-			t.Errorf("integralNumber(%s) = %v, want %v", c, got, want)
-		}
-	}
 }

@@ -135,6 +135,7 @@ func (h *harness) connectorsBench(ctx context.Context, rows, changes int, add fu
 	add("| end to end: %d rows source → engine → destination → engine → PostgreSQL (append_dedup), rows/s | %s | %s (pg_dump --data-only \\| psql) | %.2f× |",
 		rows, rate(rows, full.Took), rate(rows, dumpTook), dumpTook.Seconds()/full.Took.Seconds())
 	add("| connector peak RSS, source / destination | %.0f MiB / %.0f MiB | | |", full.SourceRSS, full.DestinationRSS)
+	add("| connector CPU for the full load, source / destination | %.1f s / %.1f s | | |", full.SourceCPU.Seconds(), full.DestinationCPU.Seconds())
 
 	// Incremental: changes committed in A, synced from the saved states.
 	if _, err := h.conn.Exec(ctx, fmt.Sprintf(`UPDATE firenibble SET f1 = f1 + 1 WHERE f0 <= %d`, changes)); err != nil {

@@ -8,7 +8,10 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"sync"
+
+	"github.com/shapelog/shapelog/internal/jsonscan"
 )
 
 // Reader reads newline-delimited messages of any length.
@@ -92,15 +95,21 @@ func (e *LineError) Error() string {
 func (e *LineError) Unwrap() error { return e.Err }
 
 // ReadMessage returns the next message, io.EOF at the end, or a
-// *LineError naming a malformed line.
+// *LineError naming a malformed line. A record's Data is a slice of the
+// line and stays valid until the next call.
 func (r *Reader) ReadMessage() (*InputMessage, error) {
 	line, err := r.Next()
 	if err != nil {
 		return nil, err
 	}
-	var m InputMessage
-	if err := json.Unmarshal(line, &m); err != nil {
-		return nil, &LineError{Line: r.line, Err: err}
+	m, ok := scanMessage(line)
+	if !ok {
+		// Not the common shape, or not valid: encoding/json decides, and
+		// says what is wrong.
+		m = &InputMessage{}
+		if err := json.Unmarshal(line, m); err != nil {
+			return nil, &LineError{Line: r.line, Err: err}
+		}
 	}
 	if m.Type == "" {
 		return nil, &LineError{Line: r.line, Err: errors.New(`the "type" field is missing`)}
@@ -114,7 +123,131 @@ func (r *Reader) ReadMessage() (*InputMessage, error) {
 	if m.Type == TypeState && (len(m.State) == 0 || m.State[0] != '{') {
 		return nil, &LineError{Line: r.line, Err: errors.New(`a STATE needs a "state" object`)}
 	}
-	return &m, nil
+	return m, nil
+}
+
+// scanMessage reads a message in one pass over the line (a source sends
+// millions of records; encoding/json would validate, decode and copy each
+// in three). It handles the exact field names with their usual types and
+// returns false for anything else, valid or not, for encoding/json to
+// decide: it matches field names case-insensitively and reports errors.
+func scanMessage(line []byte) (*InputMessage, bool) {
+	m := &InputMessage{}
+	s := jsonscan.Scanner{B: line}
+	ok := scanObject(&s, func(name string) bool {
+		switch name {
+		case "type":
+			v, ok := scanString(&s)
+			m.Type = v
+			return ok
+		case "record":
+			if m.Record != nil || s.I >= len(s.B) || s.B[s.I] != '{' {
+				return false // null, or a repeated field encoding/json would merge
+			}
+			m.Record = &InputRecord{}
+			return scanRecord(&s, m.Record)
+		case "state", "trace":
+			start := s.I
+			if !s.Skip() {
+				return false
+			}
+			raw := bytes.Clone(line[start:s.I])
+			if name == "state" {
+				m.State = raw
+				return true
+			}
+			return json.Unmarshal(raw, &m.Trace) == nil
+		}
+		return !isFieldName(name, "type", "record", "state", "trace") && s.Skip()
+	})
+	return m, ok && s.Done()
+}
+
+// scanRecord reads a RECORD's fields; data stays a slice of the line.
+func scanRecord(s *jsonscan.Scanner, r *InputRecord) bool {
+	return scanObject(s, func(name string) bool {
+		switch name {
+		case "stream":
+			v, ok := scanString(s)
+			r.Stream = v
+			return ok
+		case "namespace":
+			if lit, ok := s.Literal(); ok {
+				return lit == "null"
+			}
+			v, ok := scanString(s)
+			r.Namespace = &v
+			return ok
+		case "data":
+			start := s.I
+			ok := s.Skip()
+			r.Data = s.B[start:s.I]
+			return ok
+		case "emitted_at":
+			start := s.I
+			if integral, ok := s.Number(); !ok || !integral {
+				return false
+			}
+			v, err := strconv.ParseInt(string(s.B[start:s.I]), 10, 64)
+			r.EmittedAt = v
+			return err == nil
+		case "meta":
+			start := s.I
+			return s.Skip() && json.Unmarshal(s.B[start:s.I], &r.Meta) == nil
+		}
+		return !isFieldName(name, "stream", "namespace", "data", "emitted_at", "meta") && s.Skip()
+	})
+}
+
+// scanObject reads an object, calling field for each member with the
+// scanner at its value.
+func scanObject(s *jsonscan.Scanner, field func(name string) bool) bool {
+	s.WS()
+	if !s.Eat('{') {
+		return false
+	}
+	s.WS()
+	if s.Eat('}') {
+		return true
+	}
+	for {
+		s.WS()
+		name, ok := s.Str()
+		if !ok {
+			return false
+		}
+		s.WS()
+		if !s.Eat(':') {
+			return false
+		}
+		s.WS()
+		if !field(string(name)) {
+			return false
+		}
+		s.WS()
+		if s.Eat('}') {
+			return true
+		}
+		if !s.Eat(',') {
+			return false
+		}
+	}
+}
+
+func scanString(s *jsonscan.Scanner) (string, bool) {
+	v, ok := s.Str()
+	return string(v), ok
+}
+
+// isFieldName reports whether name is one of fields in another case, which
+// encoding/json would match.
+func isFieldName(name string, fields ...string) bool {
+	for _, f := range fields {
+		if strings.EqualFold(name, f) {
+			return true
+		}
+	}
+	return false
 }
 
 // Writer writes messages to stdout, one per line, from any goroutine. It

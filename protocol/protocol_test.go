@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,6 +58,65 @@ func TestReaderRejectsIncompleteMessages(t *testing.T) {
 			t.Errorf("%s: want a LineError for line 1, got %v", line, err)
 		}
 	}
+}
+
+// TestScanMessageAgreesWithEncodingJSON: whenever the one-pass reader
+// takes a line, encoding/json decodes it to the same message; lines it
+// leaves alone go to encoding/json.
+func TestScanMessageAgreesWithEncodingJSON(t *testing.T) {
+	seeds := []string{
+		`{"type":"RECORD","record":{"stream":"s","namespace":"public","data":{"a":1,"b":"x\u00e9","c":[null,{"d":true}]},"emitted_at":1700000000000}}`,
+		`{"record":{"namespace":null,"emitted_at":-5,"data":{},"stream":"s","meta":{"changes":[{"field":"f","change":"NULLED","reason":"SOURCE_FIELD_SIZE_LIMITATION"}]}},"type":"RECORD","extra":[1,2]}`,
+		`{"type":"STATE","state":{"type":"STREAM","stream":{"stream_descriptor":{"name":"s"},"stream_state":{"c":1}},"id":3}}`,
+		`{"type":"TRACE","trace":{"type":"STREAM_STATUS","emitted_at":1.5,"stream_status":{"stream_descriptor":{"name":"s"},"status":"COMPLETE"}}}`,
+		`{"type":"LOG","log":{"level":"INFO","message":"m"}}`,
+		` {"Type":"RECORD","Record":{"Stream":"s","Data":{}}} `,
+		`{"type":"RECORD","record":{"stream":"s","data":{},"emitted_at":1e3}}`,
+		`{"type":"RECORD","record":{"stream":"s","data":{},"emitted_at":1},"record":{"namespace":"n"}}`,
+		`{"type":"RECORD","record":null}`,
+	}
+	rng := rand.New(rand.NewSource(11))
+	var lines []string
+	for _, s := range seeds {
+		lines = append(lines, s)
+		for i := 0; i < 300; i++ {
+			b := []byte(s)
+			k := rng.Intn(len(b))
+			switch rng.Intn(3) {
+			case 0:
+				b = append(b[:k], b[k+1:]...)
+			case 1:
+				b[k] = `{}[]",:01-n tT`[rng.Intn(14)]
+			default:
+				b = append(b[:k], append([]byte{`{}[]",:1 `[rng.Intn(9)]}, b[k:]...)...)
+			}
+			lines = append(lines, string(b))
+		}
+	}
+	taken := 0
+	for _, line := range lines {
+		fast, ok := scanMessage([]byte(line))
+		if !ok {
+			continue
+		}
+		taken++
+		var slow InputMessage
+		if err := json.Unmarshal([]byte(line), &slow); err != nil {
+			t.Errorf("%s: read in one pass, but encoding/json says %v", line, err)
+			continue
+		}
+		a, _ := json.Marshal(fast)
+		b, _ := json.Marshal(&slow)
+		if !bytes.Equal(a, b) {
+			t.Errorf("%s:\none pass      %s\nencoding/json %s", line, a, b)
+		}
+	}
+	for _, s := range seeds[:5] {
+		if _, ok := scanMessage([]byte(s)); !ok {
+			t.Errorf("the one-pass reader left %s to encoding/json", s)
+		}
+	}
+	t.Logf("the one-pass reader took %d of %d lines", taken, len(lines))
 }
 
 func TestEchoStateKeepsEveryFieldAndAddsStats(t *testing.T) {

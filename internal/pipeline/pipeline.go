@@ -45,6 +45,8 @@ type Result struct {
 	Records int64
 	// SourceRSS and DestinationRSS are the processes' peaks in MiB.
 	SourceRSS, DestinationRSS float64
+	// SourceCPU and DestinationCPU are the processes' user+system CPU time.
+	SourceCPU, DestinationCPU time.Duration
 }
 
 // Run runs the sync and waits for both processes. It fails if either
@@ -129,6 +131,7 @@ func (s Sync) Run(ctx context.Context) (*Result, error) {
 	srcErr, dstErr := src.Wait(), dst.Wait()
 	res.Took = time.Since(start)
 	res.SourceRSS, res.DestinationRSS = maxRSS(src), maxRSS(dst)
+	res.SourceCPU, res.DestinationCPU = cpuTime(src), cpuTime(dst)
 	keys := make([]string, 0, len(last))
 	for k := range last {
 		keys = append(keys, k)
@@ -144,6 +147,14 @@ func (s Sync) Run(ctx context.Context) (*Result, error) {
 		dstErr = fmt.Errorf("destination: %w", dstErr)
 	}
 	return res, errors.Join(destErr, srcErr, dstErr)
+}
+
+// cpuTime is a finished process's user+system CPU time.
+func cpuTime(cmd *exec.Cmd) time.Duration {
+	if cmd.ProcessState == nil {
+		return 0
+	}
+	return cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 }
 
 // maxRSS is a finished process's peak resident set size in MiB.

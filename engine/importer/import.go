@@ -1021,7 +1021,7 @@ func (im *Importer) loadStream(ctx context.Context, tx pgx.Tx, s *stream) error 
 	if err := copyRows(ctx, tx, s, "_shapelog_stage", "COPY _shapelog_stage (_shapelog_seq, _shapelog_deleted, "+list+") FROM STDIN", true, 0); err != nil {
 		return err
 	}
-	if err := merge(ctx, tx, s, cols, others); err != nil {
+	if err := im.merge(ctx, tx, s, cols, others); err != nil {
 		return err
 	}
 	_, err = tx.Exec(ctx, "DROP TABLE _shapelog_stage")
@@ -1030,28 +1030,79 @@ func (im *Importer) loadStream(ctx context.Context, tx pgx.Tx, s *stream) error 
 
 // merge applies the staged records to the table. When the request has no
 // deletes and no key twice (as far as the engine can tell: PostgreSQL may
-// still find two spellings of one key equal), one plain upsert does,
-// without ordering the staged rows; if PostgreSQL does find a key twice,
-// the full merge runs instead.
-func merge(ctx context.Context, tx pgx.Tx, s *stream, cols, others []string) error {
-	if s.keys.plain() {
-		if _, err := tx.Exec(ctx, "SAVEPOINT _shapelog_merge"); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, upsertSQL(s, cols, others))
-		var pgErr *pgconn.PgError
+// still find two spellings of one key equal), the staged rows are first
+// simply inserted: a load of new keys (a first sync, an append-mostly
+// stream) then costs about half of an upsert, which probes the key index
+// for every row before inserting it. If a key is already in the table the
+// insert is rolled back to a savepoint and one plain upsert runs, and that
+// table's next merges go straight to the upsert for a while; if PostgreSQL
+// finds a key twice, the full merge runs.
+func (im *Importer) merge(ctx context.Context, tx pgx.Tx, s *stream, cols, others []string) error {
+	if !s.keys.plain() {
+		_, err := tx.Exec(ctx, mergeSQL(s, cols, others))
+		return explain(err)
+	}
+	attempts := []string{upsertSQL(s, cols, others)}
+	if im.tryInsertFirst(s.t.ident()) {
+		attempts = append([]string{insertSQL(s, cols)}, attempts...)
+	}
+	if _, err := tx.Exec(ctx, "SAVEPOINT _shapelog_merge"); err != nil {
+		return err
+	}
+	for i, sql := range attempts {
+		_, err := tx.Exec(ctx, sql)
 		if err == nil {
 			_, err = tx.Exec(ctx, "RELEASE SAVEPOINT _shapelog_merge")
 			return err
-		} else if !errors.As(err, &pgErr) || pgErr.Code != "21000" { // cardinality_violation: a key twice
+		}
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) {
+			return explain(err)
+		}
+		switch {
+		case pgErr.Code == "23505" && i+1 < len(attempts): // unique_violation: a key already there
+			im.sawExistingKeys(s.t.ident())
+		case pgErr.Code != "21000": // cardinality_violation: a key twice
 			return explain(err)
 		}
 		if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT _shapelog_merge"); err != nil {
 			return err
 		}
+		if pgErr.Code == "21000" {
+			break
+		}
 	}
 	_, err := tx.Exec(ctx, mergeSQL(s, cols, others))
 	return explain(err)
+}
+
+// insertFirstPause is how many merges into a table skip the plain-insert
+// attempt after one found a key already there.
+const insertFirstPause = 16
+
+// tryInsertFirst reports whether a merge into table should try a plain
+// insert before the upsert.
+func (im *Importer) tryInsertFirst(table string) bool {
+	im.insertFirstMu.Lock()
+	defer im.insertFirstMu.Unlock()
+	if n := im.insertFirst[table]; n > 0 {
+		if n == 1 {
+			delete(im.insertFirst, table)
+		} else {
+			im.insertFirst[table] = n - 1
+		}
+		return false
+	}
+	return true
+}
+
+func (im *Importer) sawExistingKeys(table string) {
+	im.insertFirstMu.Lock()
+	defer im.insertFirstMu.Unlock()
+	if len(im.insertFirst) > 10000 { // bounded: forgetting only costs a failed attempt
+		clear(im.insertFirst)
+	}
+	im.insertFirst[table] = insertFirstPause
 }
 
 // copyRows streams the stream's records through one COPY into relation
@@ -1117,6 +1168,12 @@ func copyFailure(s *stream, rel string, err error, idx []int32) error {
 // the records do not carry (others) become NULL.
 func mergeSQL(s *stream, cols, others []string) string {
 	return mergeStatement(s, cols, others, false)
+}
+
+// insertSQL inserts the staged records as they are.
+func insertSQL(s *stream, cols []string) string {
+	list := strings.Join(cols, ", ")
+	return "INSERT INTO " + s.t.ident() + " (" + list + ") SELECT " + list + " FROM _shapelog_stage"
 }
 
 // upsertSQL is mergeSQL for staged records without deletes or repeated

@@ -47,11 +47,17 @@ type Importer struct {
 
 	buildsMu sync.Mutex
 	builds   map[string]*indexBuild // by qualified table name
+
+	// insertFirst holds, per qualified table name, how many more dedup
+	// merges should skip the plain-insert attempt because one recently
+	// found keys already in the table (see merge).
+	insertFirstMu sync.Mutex
+	insertFirst   map[string]int
 }
 
 // New creates an importer writing through pool.
 func New(pool *pgxpool.Pool, log zerolog.Logger) *Importer {
-	return &Importer{pool: pool, log: log.With().Str("component", "import").Logger(), builds: map[string]*indexBuild{}}
+	return &Importer{pool: pool, log: log.With().Str("component", "import").Logger(), builds: map[string]*indexBuild{}, insertFirst: map[string]int{}}
 }
 
 // tableName is a table named on the API.

@@ -294,7 +294,7 @@ func (l *live) finishLive(ctx context.Context, tx pgx.Tx, s *stream) error {
 	for i, c := range s.cols {
 		cols[i] = pgx.Identifier{c.name}.Sanitize()
 	}
-	if err := merge(ctx, tx, s, cols, l.others); err != nil {
+	if err := l.im.merge(ctx, tx, s, cols, l.others); err != nil {
 		return err
 	}
 	_, err := tx.Exec(ctx, "DROP TABLE _shapelog_stage")

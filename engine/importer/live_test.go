@@ -186,11 +186,25 @@ func TestDedupPlainUpsertAndItsFallback(t *testing.T) {
 	im, pool := liveSetup(t)
 	ctx := context.Background()
 	tables := `"n":{"primaryKey":[["id"]],"jsonSchema":{"type":"object","properties":{"id":{"type":"number"},"v":{"type":"string"}}}}`
-	// Distinct keys, no deletes: the plain upsert, updating an existing row.
-	for _, b := range []string{body(tables, `n:{"id":1,"v":"a"}`, `n:{"id":2,"v":"b"}`), body(tables, `n:{"id":2,"v":"b2"}`, `n:{"id":3,"v":"c"}`)} {
-		if _, _, err := im.Import(ctx, strings.NewReader(b), ""); err != nil {
-			t.Fatal(err)
-		}
+	paused := func() int {
+		im.insertFirstMu.Lock()
+		defer im.insertFirstMu.Unlock()
+		return im.insertFirst[`"public"."n"`]
+	}
+	// New keys: a plain insert takes them.
+	if _, _, err := im.Import(ctx, strings.NewReader(body(tables, `n:{"id":1,"v":"a"}`, `n:{"id":2,"v":"b"}`)), ""); err != nil {
+		t.Fatal(err)
+	}
+	if n := paused(); n != 0 {
+		t.Fatalf("a load of new keys paused the plain insert (%d)", n)
+	}
+	// Distinct keys, no deletes, one already there: the insert is rolled
+	// back, the plain upsert updates it, and the next merges skip the insert.
+	if _, _, err := im.Import(ctx, strings.NewReader(body(tables, `n:{"id":2,"v":"b2"}`, `n:{"id":3,"v":"c"}`)), ""); err != nil {
+		t.Fatal(err)
+	}
+	if n := paused(); n != insertFirstPause {
+		t.Fatalf("after a key already there, the plain insert is paused for %d merges, want %d", n, insertFirstPause)
 	}
 	// 4 and 4.0 are one numeric key the engine cannot tell apart: PostgreSQL
 	// refuses the plain upsert and the full merge keeps the last.
@@ -198,6 +212,17 @@ func TestDedupPlainUpsertAndItsFallback(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got, want := rows(t, pool, `SELECT id::text, v FROM n ORDER BY id`), "1 a2; 2 b2; 3 c; 4.0 d2"; got != want {
+		t.Errorf("rows %q, want %q", got, want)
+	}
+	// The same on a fresh table, where the plain insert is tried first and
+	// refuses 5 and 5.0.
+	im.insertFirstMu.Lock()
+	clear(im.insertFirst)
+	im.insertFirstMu.Unlock()
+	if _, _, err := im.Import(ctx, strings.NewReader(body(tables, `n:{"id":5,"v":"e"}`, `n:{"id":5.0,"v":"e2"}`)), ""); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := rows(t, pool, `SELECT id::text, v FROM n WHERE id = 5`), "5.0 e2"; got != want {
 		t.Errorf("rows %q, want %q", got, want)
 	}
 }

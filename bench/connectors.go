@@ -161,27 +161,6 @@ func (h *harness) connectorsBench(ctx context.Context, rows, changes int, add fu
 	return nil
 }
 
-// waitEngineCaughtUp waits until the engine has confirmed (made durable)
-// everything committed so far on its slot.
-func (h *harness) waitEngineCaughtUp(ctx context.Context, slot string) error {
-	var target string
-	if err := h.conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&target); err != nil {
-		return err
-	}
-	for {
-		var done bool
-		err := h.conn.QueryRow(ctx, "SELECT confirmed_flush_lsn >= $1::pg_lsn FROM pg_replication_slots WHERE slot_name = $2", target, slot).Scan(&done)
-		if err != nil || done {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
 // discoverSchema returns firenibble's stream schema from `source discover`.
 func (h *harness) discoverSchema(ctx context.Context, config string) json.RawMessage {
 	out, err := exec.CommandContext(ctx, "bin/source-shapelog", "discover", "--config", config).Output()

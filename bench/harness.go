@@ -117,6 +117,39 @@ func (h *harness) stopEngine() {
 	h.engine = nil
 }
 
+// waitEngineCaughtUp waits until the engine has confirmed (made durable)
+// everything committed so far on its slot.
+func (h *harness) waitEngineCaughtUp(ctx context.Context, slot string) error {
+	var target string
+	if err := h.conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&target); err != nil {
+		return err
+	}
+	for {
+		var done bool
+		err := h.conn.QueryRow(ctx, "SELECT confirmed_flush_lsn >= $1::pg_lsn FROM pg_replication_slots WHERE slot_name = $2", target, slot).Scan(&done)
+		if err != nil || done {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// settle prepares a measured phase: what earlier phases wrote is vacuumed
+// (autovacuum would otherwise run during it), checkpointed, and replicated
+// by the engine.
+func (h *harness) settle(ctx context.Context) error {
+	for _, sql := range []string{"VACUUM (ANALYZE)", "CHECKPOINT"} {
+		if _, err := h.conn.Exec(ctx, sql); err != nil {
+			return err
+		}
+	}
+	return h.waitEngineCaughtUp(ctx, "bench")
+}
+
 // peakRSS is the engine's peak resident set size in MiB.
 func (h *harness) peakRSS() float64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", h.engine.Process.Pid))

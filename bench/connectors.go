@@ -83,13 +83,27 @@ func (h *harness) connectorsBench(ctx context.Context, rows, changes int, add fu
 	add("| source: %d rows to stdout (RECORD lines), rows/s | %s | %s (COPY TO STDOUT) | %.0f%% |", rows, rate(rows, sourceTook), rate(rows, copyTook), 100*copyTook.Seconds()/sourceTook.Seconds())
 	add("| source peak RSS | %.0f MiB | | |", float64(src.ProcessState.SysUsage().(*syscall.Rusage).Maxrss)/1024)
 
-	// End to end into database B through engine B.
+	// End to end into database B, on a second PostgreSQL server as in a
+	// real deployment (a server's walsenders decode all of its WAL, so one
+	// server for both would have engine A's slot decode B's writes too),
+	// through engine B.
+	fmt.Fprintln(os.Stderr, "starting PostgreSQL B…")
+	clusterB, err := startCluster()
+	if err != nil {
+		return err
+	}
+	defer clusterB.Stop()
+	adminB, err := pgx.Connect(ctx, clusterB.URL("postgres"))
+	if err != nil {
+		return err
+	}
+	defer adminB.Close(ctx)
 	for _, db := range []string{"bench_b", "bench_dump"} {
-		if _, err := h.conn.Exec(ctx, "CREATE DATABASE "+db); err != nil {
+		if _, err := adminB.Exec(ctx, "CREATE DATABASE "+db); err != nil {
 			return err
 		}
 	}
-	urlB := pgtest.WithDatabase(h.dbURL, "bench_b")
+	urlB := clusterB.URL("bench_b")
 	storageB := filepath.Join(dir, "engine-b")
 	portB, err := pgtest.FreePort()
 	if err != nil {
@@ -128,7 +142,7 @@ func (h *harness) connectorsBench(ctx context.Context, rows, changes int, add fu
 	}
 
 	fmt.Fprintln(os.Stderr, "pg_dump | psql…")
-	dumpTook, err := h.dumpRestore(ctx, "firenibble", pgtest.WithDatabase(h.dbURL, "bench_dump"))
+	dumpTook, err := h.dumpRestore(ctx, "firenibble", clusterB.URL("bench_dump"))
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -41,7 +42,7 @@ func newHarness(ctx context.Context, bin string) (*harness, error) {
 		return nil, fmt.Errorf("engine binary %s: %w (run make build)", bin, err)
 	}
 	fmt.Fprintln(os.Stderr, "starting PostgreSQL (durable: fsync on)…")
-	cluster, err := pgtest.Start(pgtest.Options{Durable: true, Settings: []string{"shared_buffers = 1GB", "max_wal_size = 8GB"}})
+	cluster, err := startCluster()
 	if err != nil {
 		return nil, err
 	}
@@ -140,14 +141,49 @@ func (h *harness) waitEngineCaughtUp(ctx context.Context, slot string) error {
 
 // settle prepares a measured phase: what earlier phases wrote is vacuumed
 // (autovacuum would otherwise run during it), checkpointed, and replicated
-// by the engine.
+// by the engine, and the engine is idle (its log store's compactions of
+// what it replicated are done).
 func (h *harness) settle(ctx context.Context) error {
 	for _, sql := range []string{"VACUUM (ANALYZE)", "CHECKPOINT"} {
 		if _, err := h.conn.Exec(ctx, sql); err != nil {
 			return err
 		}
 	}
-	return h.waitEngineCaughtUp(ctx, "bench")
+	if err := h.waitEngineCaughtUp(ctx, "bench"); err != nil {
+		return err
+	}
+	return waitIdle(ctx, h.engine.Process.Pid)
+}
+
+// waitIdle waits (up to a minute) until process pid uses less than 5% of a
+// core over half a second.
+func waitIdle(ctx context.Context, pid int) error {
+	cpu := func() (int64, error) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return 0, err
+		}
+		// Fields after the command name (which may hold spaces): utime and
+		// stime are the 12th and 13th.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		s, _ := strconv.ParseInt(f[12], 10, 64)
+		return u + s, nil
+	}
+	last, err := cpu()
+	for deadline := time.Now().Add(time.Minute); err == nil && time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+		var now int64
+		if now, err = cpu(); err == nil && now-last < 3 { // clock ticks of 10 ms
+			return nil
+		}
+		last = now
+	}
+	return err
 }
 
 // peakRSS is the engine's peak resident set size in MiB.
@@ -163,6 +199,11 @@ func (h *harness) peakRSS() float64 {
 		}
 	}
 	return 0
+}
+
+// startCluster starts a durable throwaway PostgreSQL for the benchmarks.
+func startCluster() (*pgtest.Cluster, error) {
+	return pgtest.Start(pgtest.Options{Durable: true, Settings: []string{"shared_buffers = 1GB", "max_wal_size = 8GB"}})
 }
 
 // createTable makes a firenibble-shaped table (16 mixed columns, ~280 B/row).

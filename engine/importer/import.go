@@ -982,7 +982,9 @@ func (im *Importer) begin(ctx context.Context, streams []*stream, idemKey string
 
 // loadStream evolves the table, copies the stream's records into a staging
 // table and merges them in one statement.
-func (im *Importer) loadStream(ctx context.Context, tx pgx.Tx, s *stream) error {
+// loadStream loads a stream's spooled records; insertFirst lets a dedup
+// merge try a plain insert first (see merge).
+func (im *Importer) loadStream(ctx context.Context, tx pgx.Tx, s *stream, insertFirst bool) error {
 	if _, err := createSchemaTable(ctx, tx, s.t, s.cols); err != nil {
 		return err
 	}
@@ -1021,7 +1023,7 @@ func (im *Importer) loadStream(ctx context.Context, tx pgx.Tx, s *stream) error 
 	if err := copyRows(ctx, tx, s, "_shapelog_stage", "COPY _shapelog_stage (_shapelog_seq, _shapelog_deleted, "+list+") FROM STDIN", true, 0); err != nil {
 		return err
 	}
-	if err := im.merge(ctx, tx, s, cols, others); err != nil {
+	if err := im.merge(ctx, tx, s, cols, others, insertFirst); err != nil {
 		return err
 	}
 	_, err = tx.Exec(ctx, "DROP TABLE _shapelog_stage")
@@ -1036,14 +1038,15 @@ func (im *Importer) loadStream(ctx context.Context, tx pgx.Tx, s *stream) error 
 // for every row before inserting it. If a key is already in the table the
 // insert is rolled back to a savepoint and one plain upsert runs, and that
 // table's next merges go straight to the upsert for a while; if PostgreSQL
-// finds a key twice, the full merge runs.
-func (im *Importer) merge(ctx context.Context, tx pgx.Tx, s *stream, cols, others []string) error {
+// finds a key twice, the full merge runs. Callers ask tryInsertFirst
+// whether to try the insert (once per request and table).
+func (im *Importer) merge(ctx context.Context, tx pgx.Tx, s *stream, cols, others []string, insertFirst bool) error {
 	if !s.keys.plain() {
 		_, err := tx.Exec(ctx, mergeSQL(s, cols, others))
 		return explain(err)
 	}
 	attempts := []string{upsertSQL(s, cols, others)}
-	if im.tryInsertFirst(s.t.ident()) {
+	if insertFirst {
 		attempts = append([]string{insertSQL(s, cols)}, attempts...)
 	}
 	if _, err := tx.Exec(ctx, "SAVEPOINT _shapelog_merge"); err != nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // live copies a request's records into PostgreSQL while the rest of the
@@ -23,6 +24,14 @@ import (
 // stream: it and every later record of the stream are spooled, and loaded
 // after the body, as are the other streams' records, with the new columns
 // added (rows already copied have NULL there, as they lack the field).
+//
+// A dedup stream is copied straight into its table, under a savepoint,
+// while its records are also spooled: when the keys are new (a first sync,
+// an append-mostly stream) that is the whole load, at the cost of an
+// append. A record that deletes, a key seen twice, a new column or a COPY
+// failure (a key already in the table) abandons it: the savepoint is rolled
+// back and the spooled records go through the staging table and the merge.
+// A table that had keys already skips the attempt for a while (see merge).
 //
 // Nothing is committed before the whole body has been checked: an invalid
 // record rolls everything back, and it is reported before any failure of
@@ -41,15 +50,19 @@ type live struct {
 	s      *stream // the stream being copied
 	ncols  int     // its columns when copying started
 	staged bool
-	rel    string   // the relation COPY names in errors
-	others []string // the table's columns the stream lacks
-	n      int      // records copied
-	idx    []int32  // their message indexes
-	pw     *io.PipeWriter
-	bw     *bufio.Writer
-	done   chan error // the COPY's outcome
-	line   []byte
-	vals   []*field
+	// direct: a dedup stream copied into its table and spooled as well;
+	// abandoned once the copy cannot stand (see live).
+	direct, abandoned bool
+	directErr         error    // why the COPY of an abandoned direct stream failed
+	rel               string   // the relation COPY names in errors
+	others            []string // the table's columns the stream lacks
+	n                 int      // records copied
+	idx               []int32  // their message indexes
+	pw                *io.PipeWriter
+	bw                *bufio.Writer
+	done              chan error // the COPY's outcome
+	line              []byte
+	vals              []*field
 }
 
 var errAborted = errors.New("import aborted")
@@ -86,14 +99,36 @@ func (l *live) add(r *request, s *stream, deleted bool, fields []field, msg int)
 			return true
 		}
 	}
-	if s != l.s || s.spool.n > 0 {
-		return false
+	if l.direct {
+		if s == l.s && !l.abandoned {
+			if deleted || !s.keys.plain() || newColumn(fields, l.ncols) || !l.write(s, deleted, fields, msg) {
+				l.abandon()
+			}
+		}
+		return false // spooled as well, for the merge if the copy is abandoned
 	}
+	if s != l.s || s.spool.n > 0 || newColumn(fields, l.ncols) {
+		return false // a new column: this and later records are spooled
+	}
+	if !l.write(s, deleted, fields, msg) {
+		l.fail(l.endCopy()) // the COPY failed: its error says why
+	}
+	return true
+}
+
+// newColumn reports whether a record has a field without a column when
+// copying started.
+func newColumn(fields []field, ncols int) bool {
 	for _, f := range fields {
-		if f.col >= l.ncols {
-			return false // a new column: this and later records are spooled
+		if f.col >= ncols {
+			return true
 		}
 	}
+	return false
+}
+
+// write sends one record to the COPY; false when the COPY failed.
+func (l *live) write(s *stream, deleted bool, fields []field, msg int) bool {
 	for i := range l.vals {
 		l.vals[i] = nil
 	}
@@ -106,12 +141,22 @@ func (l *live) add(r *request, s *stream, deleted bool, fields []field, msg int)
 		return true
 	}
 	if _, err := l.bw.Write(l.line); err != nil {
-		l.fail(l.endCopy()) // the COPY failed: its error says why
-		return true
+		return false
 	}
 	l.n++
 	l.idx = append(l.idx, int32(msg))
 	return true
+}
+
+// abandon stops copying a dedup stream into its table; finish rolls the
+// copy back and merges the spooled records.
+func (l *live) abandon() {
+	l.abandoned = true
+	if l.pw != nil {
+		l.pw.CloseWithError(errAborted)
+		l.pw = nil
+		l.directErr = <-l.done
+	}
 }
 
 func (l *live) begin(r *request) {
@@ -158,7 +203,13 @@ func (l *live) start(s *stream) error {
 	}
 	list := columnList(s.cols)
 	var sql string
-	if s.key == nil {
+	if s.key != nil && l.im.tryInsertFirst(s.t.ident()) {
+		if _, err := tx.Exec(ctx, "SAVEPOINT _shapelog_direct"); err != nil {
+			return err
+		}
+		l.direct = true
+	}
+	if s.key == nil || l.direct {
 		sql, l.rel = "COPY "+s.t.ident()+" ("+list+") FROM STDIN", s.t.name
 	} else {
 		defs := []string{"_shapelog_seq bigint", "_shapelog_deleted boolean"}
@@ -193,6 +244,42 @@ func (l *live) endCopy() error {
 		return l.endCopyWith(err)
 	}
 	return l.endCopyWith(nil)
+}
+
+// endCopyRaw ends the COPY with the rows sent and returns PostgreSQL's
+// error as it is.
+func (l *live) endCopyRaw() error {
+	if l.pw == nil {
+		return nil
+	}
+	err := l.bw.Flush()
+	if err != nil {
+		l.pw.CloseWithError(err)
+	} else {
+		l.pw.Close()
+	}
+	l.pw = nil
+	if copyErr := <-l.done; copyErr != nil {
+		return copyErr
+	}
+	return err
+}
+
+// finishDirect keeps a dedup stream copied straight into its table, or
+// rolls it back and loads the spooled records through the merge.
+func (l *live) finishDirect(ctx context.Context, tx pgx.Tx, s *stream) error {
+	if !l.abandoned && s.keys.plain() && len(s.cols) == l.ncols {
+		_, err := tx.Exec(ctx, "RELEASE SAVEPOINT _shapelog_direct")
+		return err
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(l.directErr, &pgErr) && pgErr.Code == "23505" { // unique_violation: a key already there
+		l.im.sawExistingKeys(s.t.ident())
+	}
+	if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT _shapelog_direct"); err != nil {
+		return err
+	}
+	return l.im.loadStream(ctx, tx, s, false) // the copy was the insert attempt
 }
 
 // endCopyWith closes the COPY's input (with cause: aborting it) and waits
@@ -231,7 +318,11 @@ func (l *live) finish(req *request) (duplicate bool, err error) {
 	if !l.begun {
 		l.begin(req)
 	}
-	if err := l.endCopy(); err != nil && l.err == nil {
+	if l.direct {
+		if err := l.endCopyRaw(); err != nil {
+			l.abandoned, l.directErr = true, err
+		}
+	} else if err := l.endCopy(); err != nil && l.err == nil {
 		l.err = err
 	}
 	if l.err != nil {
@@ -241,7 +332,11 @@ func (l *live) finish(req *request) (duplicate bool, err error) {
 		return true, nil
 	}
 	ctx, tx := l.ctx, l.tx
-	if s := l.s; s != nil {
+	if s := l.s; s != nil && l.direct {
+		if err := l.finishDirect(ctx, tx, s); err != nil {
+			return false, err
+		}
+	} else if s != nil {
 		if err := l.finishLive(ctx, tx, s); err != nil {
 			return false, err
 		}
@@ -250,7 +345,7 @@ func (l *live) finish(req *request) (duplicate bool, err error) {
 		if s == l.s {
 			continue
 		}
-		if err := l.im.loadStream(ctx, tx, s); err != nil {
+		if err := l.im.loadStream(ctx, tx, s, s.key != nil && l.im.tryInsertFirst(s.t.ident())); err != nil {
 			return false, err
 		}
 	}
@@ -294,7 +389,7 @@ func (l *live) finishLive(ctx context.Context, tx pgx.Tx, s *stream) error {
 	for i, c := range s.cols {
 		cols[i] = pgx.Identifier{c.name}.Sanitize()
 	}
-	if err := l.im.merge(ctx, tx, s, cols, l.others); err != nil {
+	if err := l.im.merge(ctx, tx, s, cols, l.others, false); err != nil { // not copied directly: tryInsertFirst said no
 		return err
 	}
 	_, err := tx.Exec(ctx, "DROP TABLE _shapelog_stage")

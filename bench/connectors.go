@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -68,7 +67,9 @@ func (h *harness) connectorsBench(ctx context.Context, rows, changes int, add fu
 	if err := src.Start(); err != nil {
 		return err
 	}
+	rss := pipeline.WatchRSS(src.Process)
 	records, err := countRecords(stdout)
+	sourceRSS := rss.Stop()[0]
 	if err := errors.Join(err, src.Wait()); err != nil {
 		return fmt.Errorf("source read: %w", err)
 	}
@@ -81,7 +82,7 @@ func (h *harness) connectorsBench(ctx context.Context, rows, changes int, add fu
 		return err
 	}
 	add("| source: %d rows to stdout (RECORD lines), rows/s | %s | %s (COPY TO STDOUT) | %.0f%% |", rows, rate(rows, sourceTook), rate(rows, copyTook), 100*copyTook.Seconds()/sourceTook.Seconds())
-	add("| source peak RSS | %.0f MiB | | |", float64(src.ProcessState.SysUsage().(*syscall.Rusage).Maxrss)/1024)
+	add("| source peak RSS | %.0f MiB | | |", sourceRSS)
 
 	// End to end into database B, on a second PostgreSQL server as in a
 	// real deployment (a server's walsenders decode all of its WAL, so one

@@ -15,7 +15,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"syscall"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/shapelog/shapelog/protocol"
@@ -90,6 +91,7 @@ func (s Sync) Run(ctx context.Context) (*Result, error) {
 		_ = src.Wait()
 		return nil, err
 	}
+	rss := WatchRSS(src.Process, dst.Process)
 	res := &Result{}
 	last := map[string]json.RawMessage{}
 	var destErr error
@@ -128,9 +130,10 @@ func (s Sync) Run(ctx context.Context) (*Result, error) {
 		}
 	}
 	_, _ = io.Copy(io.Discard, out)
+	peaks := rss.Stop() // before Wait: a reaped process's pid can be reused
 	srcErr, dstErr := src.Wait(), dst.Wait()
 	res.Took = time.Since(start)
-	res.SourceRSS, res.DestinationRSS = maxRSS(src), maxRSS(dst)
+	res.SourceRSS, res.DestinationRSS = peaks[0], peaks[1]
 	res.SourceCPU, res.DestinationCPU = cpuTime(src), cpuTime(dst)
 	keys := make([]string, 0, len(last))
 	for k := range last {
@@ -157,13 +160,58 @@ func cpuTime(cmd *exec.Cmd) time.Duration {
 	return cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 }
 
-// maxRSS is a finished process's peak resident set size in MiB.
-func maxRSS(cmd *exec.Cmd) float64 {
-	if cmd.ProcessState == nil {
+// RSSWatch follows processes' peak resident set size while they run.
+// getrusage cannot tell it for a child: Linux starts a child's ru_maxrss
+// from its parent's size at fork, so a large parent shows in every child.
+type RSSWatch struct {
+	stop, done chan struct{}
+	peaks      []float64
+}
+
+// WatchRSS samples the processes' VmHWM (their peak RSS so far) every 50 ms
+// until Stop.
+func WatchRSS(procs ...*os.Process) *RSSWatch {
+	w := &RSSWatch{stop: make(chan struct{}), done: make(chan struct{}), peaks: make([]float64, len(procs))}
+	sample := func() {
+		for i, p := range procs {
+			w.peaks[i] = max(w.peaks[i], vmHWM(p.Pid))
+		}
+	}
+	go func() {
+		defer close(w.done)
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			sample()
+			select {
+			case <-w.stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return w
+}
+
+// Stop ends the watch and returns each process's peak in MiB (the last
+// sample before it exited).
+func (w *RSSWatch) Stop() []float64 {
+	close(w.stop)
+	<-w.done
+	return w.peaks
+}
+
+// vmHWM is a running process's peak RSS in MiB, 0 once it has exited.
+func vmHWM(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
 		return 0
 	}
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		return float64(ru.Maxrss) / 1024
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			return kb / 1024
+		}
 	}
 	return 0
 }

@@ -436,6 +436,11 @@ func (h *harness) rssBench(ctx context.Context, rows int, add func(string, ...an
 	if err := h.createTable(ctx, "big", rows); err != nil {
 		return err
 	}
+	// The running engine first replicates the load (else its walsender,
+	// still decoding it, holds the slot from the fresh engine).
+	if err := h.settle(ctx); err != nil {
+		return err
+	}
 	// A fresh engine process, so its peak RSS is this snapshot's alone.
 	h.stopEngine()
 	if err := h.startEngine(); err != nil {

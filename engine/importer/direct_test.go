@@ -37,8 +37,15 @@ func TestDirectDedupCopyEdges(t *testing.T) {
 	if got, want := rows(t, pool, `SELECT id, v FROM b ORDER BY id`), "1 b1'; 2 b2"; got != want {
 		t.Errorf("b: %q, want %q", got, want)
 	}
-	// A key already there, late in a long request: the copy is rolled back
-	// and the merge updates it; nothing is doubled.
+	// The delete paused the direct copy of a; with the pause over, a key
+	// already there, late in a long request: the copy is rolled back and the
+	// merge updates it; nothing is doubled.
+	im.insertFirstMu.Lock()
+	if n := im.insertFirst[`"public"."a"`]; n == 0 {
+		t.Error("an abandoned direct copy did not pause the table's next ones")
+	}
+	clear(im.insertFirst)
+	im.insertFirstMu.Unlock()
 	recs := []string{}
 	for i := 100; i < 3000; i++ {
 		recs = append(recs, `a:{"id":`+strconv.Itoa(i)+`,"v":"x"}`)

@@ -1064,7 +1064,7 @@ func (im *Importer) merge(ctx context.Context, tx pgx.Tx, s *stream, cols, other
 		}
 		switch {
 		case pgErr.Code == "23505" && i+1 < len(attempts): // unique_violation: a key already there
-			im.sawExistingKeys(s.t.ident())
+			im.pauseInsertFirst(s.t.ident())
 		case pgErr.Code != "21000": // cardinality_violation: a key twice
 			return explain(err)
 		}
@@ -1079,8 +1079,9 @@ func (im *Importer) merge(ctx context.Context, tx pgx.Tx, s *stream, cols, other
 	return explain(err)
 }
 
-// insertFirstPause is how many merges into a table skip the plain-insert
-// attempt after one found a key already there.
+// insertFirstPause is how many requests into a table skip the direct copy
+// and the plain-insert attempt after one could not keep its rows: a key was
+// already there, or the request deleted or repeated keys.
 const insertFirstPause = 16
 
 // tryInsertFirst reports whether a merge into table should try a plain
@@ -1099,7 +1100,8 @@ func (im *Importer) tryInsertFirst(table string) bool {
 	return true
 }
 
-func (im *Importer) sawExistingKeys(table string) {
+// pauseInsertFirst starts table's pause of the insert attempts.
+func (im *Importer) pauseInsertFirst(table string) {
 	im.insertFirstMu.Lock()
 	defer im.insertFirstMu.Unlock()
 	if len(im.insertFirst) > 10000 { // bounded: forgetting only costs a failed attempt

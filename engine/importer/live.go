@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // live copies a request's records into PostgreSQL while the rest of the
@@ -31,7 +30,8 @@ import (
 // append. A record that deletes, a key seen twice, a new column or a COPY
 // failure (a key already in the table) abandons it: the savepoint is rolled
 // back and the spooled records go through the staging table and the merge.
-// A table that had keys already skips the attempt for a while (see merge).
+// A table whose copy was abandoned skips it for its next requests (see
+// merge): change streams delete or update in most batches.
 //
 // Nothing is committed before the whole body has been checked: an invalid
 // record rolls everything back, and it is reported before any failure of
@@ -53,7 +53,6 @@ type live struct {
 	// direct: a dedup stream copied into its table and spooled as well;
 	// abandoned once the copy cannot stand (see live).
 	direct, abandoned bool
-	directErr         error    // why the COPY of an abandoned direct stream failed
 	rel               string   // the relation COPY names in errors
 	others            []string // the table's columns the stream lacks
 	n                 int      // records copied
@@ -155,7 +154,7 @@ func (l *live) abandon() {
 	if l.pw != nil {
 		l.pw.CloseWithError(errAborted)
 		l.pw = nil
-		l.directErr = <-l.done
+		<-l.done // the COPY's error: the merge will say what is wrong, if anything
 	}
 }
 
@@ -272,10 +271,9 @@ func (l *live) finishDirect(ctx context.Context, tx pgx.Tx, s *stream) error {
 		_, err := tx.Exec(ctx, "RELEASE SAVEPOINT _shapelog_direct")
 		return err
 	}
-	var pgErr *pgconn.PgError
-	if errors.As(l.directErr, &pgErr) && pgErr.Code == "23505" { // unique_violation: a key already there
-		l.im.sawExistingKeys(s.t.ident())
-	}
+	// A key already there, a delete or a repeated key: the next requests
+	// (change streams send those in every batch) go straight to the merge.
+	l.im.pauseInsertFirst(s.t.ident())
 	if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT _shapelog_direct"); err != nil {
 		return err
 	}
@@ -320,7 +318,7 @@ func (l *live) finish(req *request) (duplicate bool, err error) {
 	}
 	if l.direct {
 		if err := l.endCopyRaw(); err != nil {
-			l.abandoned, l.directErr = true, err
+			l.abandoned = true
 		}
 	} else if err := l.endCopy(); err != nil && l.err == nil {
 		l.err = err
@@ -345,7 +343,8 @@ func (l *live) finish(req *request) (duplicate bool, err error) {
 		if s == l.s {
 			continue
 		}
-		if err := l.im.loadStream(ctx, tx, s, s.key != nil && l.im.tryInsertFirst(s.t.ident())); err != nil {
+		insertFirst := s.key != nil && s.spool.n > 0 && s.keys.plain() && l.im.tryInsertFirst(s.t.ident())
+		if err := l.im.loadStream(ctx, tx, s, insertFirst); err != nil {
 			return false, err
 		}
 	}

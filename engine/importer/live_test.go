@@ -109,7 +109,7 @@ func TestLiveDedupAcrossTheSpoolBoundary(t *testing.T) {
 	// copy is paused, is staged live until the new column x.
 	for name, want := range map[string][2]int{"d": {3, 7}, "s": {4, 3}} {
 		if name == "s" {
-			im.sawExistingKeys(`"public"."s"`)
+			im.pauseInsertFirst(`"public"."s"`)
 		}
 		tables := `"` + name + `":{"primaryKey":[["id"]],"jsonSchema":{"type":"object","properties":{"id":{"type":"integer"},"v":{"type":"string"}}}}`
 		rec := func(data string) string { return name + ":" + data }

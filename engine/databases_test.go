@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -24,18 +23,8 @@ import (
 // adminDatabase calls /v1/admin/database and returns the status and body.
 func adminDatabase(t *testing.T, method, target, body, auth string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest(method, target, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	if auth != "" {
-		req.Header.Set("Authorization", auth)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	status, b := sendJSON(t, method, target, auth, body)
+	return status, string(b)
 }
 
 func slotExists(t *testing.T, conn *pgx.Conn, slot string) bool {

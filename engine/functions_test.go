@@ -3,7 +3,6 @@ package engine_test
 import (
 	"bytes"
 	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -43,24 +42,14 @@ GRANT SELECT ON api.users TO fn_reader;`
 // call posts to a functions endpoint and returns the status and body.
 func call(t *testing.T, base, endpoint, auth, body string) (int, map[string]any) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, base+endpoint, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	if auth != "" {
-		req.Header.Set("Authorization", auth)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	status, b := sendJSON(t, http.MethodPost, base+endpoint, auth, body)
 	var out map[string]any
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
 	if err := dec.Decode(&out); err != nil {
 		t.Fatalf("%s %s: %s is not JSON", endpoint, body, b)
 	}
-	return resp.StatusCode, out
+	return status, out
 }
 
 func TestFunctionsAPI(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,6 +75,27 @@ func (r apiResult) errorCode(t *testing.T) string {
 func get(t *testing.T, base, path string, params url.Values) apiResult {
 	t.Helper()
 	return getWith(t, base, path, params, "Convex "+testKey)
+}
+
+// sendJSON sends a JSON body with an Authorization header (if auth is set)
+// and returns the status and the response body.
+func sendJSON(t *testing.T, method, target, auth, body string) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(method, target, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
 }
 
 func getWith(t *testing.T, base, path string, params url.Values, auth string) apiResult {

@@ -28,6 +28,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/rs/zerolog"
 
 	"github.com/shapelog/shapelog/engine/catalog"
@@ -80,7 +81,10 @@ func NewManager(cfg Config, store *shapelog.Store, repl Positioner, log zerolog.
 	return &Manager{cfg: cfg, store: store, repl: repl, log: log.With().Str("component", "snapshot").Logger(), sessions: map[string]*Session{}}
 }
 
-const savepoint = "shapelog_table"
+const (
+	savepoint  = "shapelog_table"
+	cursorName = "shapelog_snapshot" // the portal a table is read through
+)
 
 // Session is one open snapshot.
 type Session struct {
@@ -202,8 +206,11 @@ func (m *Manager) open(ctx context.Context, id string) (*pgx.Conn, int64, error)
 	if m.cfg.Lookup != nil {
 		ccfg.LookupFunc = m.cfg.Lookup
 	}
-	// Physical order must be stable for ctid paging.
+	// Physical order must be stable for ctid paging: no scan starting
+	// mid-table to join another, no parallel scan (a portal's plan may be
+	// parallel, unlike a DECLAREd cursor's).
 	ccfg.RuntimeParams["synchronize_seqscans"] = "off"
+	ccfg.RuntimeParams["max_parallel_workers_per_gather"] = "0"
 	ccfg.RuntimeParams["application_name"] = "shapelog snapshot " + id
 	conn, err := pgx.ConnectConfig(ctx, ccfg)
 	if err != nil {
@@ -401,17 +408,15 @@ func (s *Session) Read(ctx context.Context, ti int, after string, limit int, key
 func (s *Session) fetch(ctx context.Context, ti int, after string, limit int, key string, prepare Prepare) *page {
 	p := &page{table: ti, after: after, key: key}
 	add, done := prepare()
-	rr := s.conn.PgConn().ExecParams(ctx, fmt.Sprintf("FETCH FORWARD %d FROM shapelog_snapshot", limit), nil, nil, nil, nil)
+	s.conn.PgConn().Frontend().SendExecute(&pgproto3.Execute{Portal: cursorName, MaxRows: uint32(limit)})
 	var last []byte
-	for rr.NextRow() {
-		vals := rr.Values()
+	if err := s.roundTrip(ctx, func(vals [][]byte) {
 		last = append(last[:0], vals[0]...)
 		p.n++
 		if p.prepareErr == nil {
 			p.prepareErr = add(vals[1:])
 		}
-	}
-	if _, err := rr.Close(); err != nil {
+	}); err != nil {
 		p.err = err
 		return p
 	}
@@ -423,6 +428,44 @@ func (s *Session) fetch(ctx context.Context, ti int, after string, limit int, ke
 		p.prepared, p.prepareErr = done()
 	}
 	return p
+}
+
+// roundTrip ends the extended-protocol messages queued on the connection
+// with a Sync, sends them, and reads the replies up to ReadyForQuery,
+// passing each data row's values (valid only during the call) to row. The
+// cursor is a protocol-level portal read with Execute's row limit: unlike
+// FETCH, which PostgreSQL runs to completion into a tuplestore before
+// sending it, rows are sent as the scan produces them.
+func (s *Session) roundTrip(ctx context.Context, row func([][]byte)) error {
+	pc := s.conn.PgConn()
+	fe := pc.Frontend()
+	fe.SendSync(&pgproto3.Sync{})
+	if err := fe.Flush(); err != nil {
+		return err
+	}
+	// Messages are received without a context (watching one per message
+	// would cost more than the rows); ctx's deadline closes the connection.
+	stop := context.AfterFunc(ctx, func() { _ = pc.Conn().Close() })
+	defer stop()
+	var failed error
+	for {
+		msg, err := pc.ReceiveMessage(context.Background())
+		if err != nil {
+			return err
+		}
+		switch msg := msg.(type) {
+		case *pgproto3.DataRow:
+			if failed == nil {
+				row(msg.Values)
+			}
+		case *pgproto3.ErrorResponse:
+			if failed == nil {
+				failed = pgconn.ErrorResponseToPgError(msg)
+			}
+		case *pgproto3.ReadyForQuery:
+			return failed
+		}
+	}
 }
 
 // readAhead fetches and prepares the pages that follow a served one in the
@@ -553,19 +596,17 @@ func (s *Session) declare(ctx context.Context, ti int, after string) error {
 		}
 		q = strings.Join(parts, " UNION ALL ")
 	}
-	q = "DECLARE shapelog_snapshot NO SCROLL CURSOR FOR " + q
-	switch {
-	case s.cursorTable == ti:
-		if _, err := s.conn.Exec(ctx, "CLOSE shapelog_snapshot"); err != nil {
-			return err
-		}
-	case s.cursorTable >= 0:
+	if s.cursorTable >= 0 && s.cursorTable != ti {
 		if err := s.release(ctx); err != nil {
 			return err
 		}
 	}
 	s.cursorTable = -1
-	if _, err := s.conn.Exec(ctx, q); err != nil {
+	fe := s.conn.PgConn().Frontend()
+	fe.SendClose(&pgproto3.Close{ObjectType: 'P', Name: cursorName}) // no error if there is none
+	fe.SendParse(&pgproto3.Parse{Query: q})
+	fe.SendBind(&pgproto3.Bind{DestinationPortal: cursorName})
+	if err := s.roundTrip(ctx, nil); err != nil {
 		return err
 	}
 	s.cursorTable, s.cursorAt = ti, after

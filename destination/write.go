@@ -12,6 +12,7 @@ import (
 	"io"
 	"regexp"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/shapelog/shapelog/engine/client"
@@ -21,13 +22,15 @@ import (
 
 // batch is one import request plus what follows its commit.
 type batch struct {
-	tables   map[string]client.TableSpec
-	messages []client.Message
-	lines    []int                         // input line of each message
-	bytes    int                           // size of the records
-	after    []func(context.Context) error // run in order after the commit (TRUNCATE, finishing overwrites)
-	states   [][]byte                      // STATE lines to echo after that
+	records *client.Records
+	lines   []int                         // input line of each record
+	after   []func(context.Context) error // run in order after the commit (TRUNCATE, finishing overwrites)
+	states  [][]byte                      // STATE lines to echo after that
 }
+
+// batches recycles batches: a batch's request body is reused by a later
+// one instead of growing a new one (and the memory it touches) each time.
+var batches = sync.Pool{New: func() any { return &batch{records: &client.Records{}} }}
 
 // writer runs the write command.
 type writer struct {
@@ -187,7 +190,7 @@ func (w *writer) read(ctx context.Context, send func() error) error {
 			if err := w.addRecord(p, m.Record, in.Line(), send); err != nil {
 				return err
 			}
-			if b := w.cur; b != nil && (len(b.messages) >= w.cfg.BatchSize || b.bytes >= maxBytes) {
+			if b := w.cur; b != nil && (b.records.Len() >= w.cfg.BatchSize || b.records.Size() >= maxBytes) {
 				if err := send(); err != nil {
 					return err
 				}
@@ -212,7 +215,7 @@ func (w *writer) read(ctx context.Context, send func() error) error {
 
 func (w *writer) batch() *batch {
 	if w.cur == nil {
-		w.cur = &batch{tables: map[string]client.TableSpec{}}
+		w.cur = batches.Get().(*batch)
 	}
 	return w.cur
 }
@@ -235,11 +238,11 @@ func (w *writer) addRecord(p *streamPlan, r *protocol.InputRecord, line int, sen
 		return send()
 	}
 	b := w.batch()
-	b.tables[p.table] = p.spec
-	data := w.withMetadata(r, p)
-	b.messages = append(b.messages, client.Message{TableName: p.table, Data: data})
+	if b.records.Len() == 0 || b.records.Table(b.records.Len()-1) != p.table {
+		b.records.Declare(p.table, p.spec)
+	}
+	b.records.Add(p.table, func(dst []byte) []byte { return w.appendWithMetadata(dst, r, p) })
 	b.lines = append(b.lines, line)
-	b.bytes += len(data) + len(p.table) + 32
 	return nil
 }
 
@@ -254,10 +257,10 @@ func isTruncate(data []byte) bool {
 	return json.Unmarshal(data, &v) == nil && string(v[fieldTruncated]) == "true"
 }
 
-// withMetadata returns the record's data with Airbyte's metadata columns.
-func (w *writer) withMetadata(r *protocol.InputRecord, p *streamPlan) json.RawMessage {
+// appendWithMetadata appends the record's data with Airbyte's metadata
+// columns.
+func (w *writer) appendWithMetadata(out []byte, r *protocol.InputRecord, p *streamPlan) []byte {
 	data := bytes.TrimSpace(r.Data)
-	out := make([]byte, 0, len(data)+200)
 	out = append(out, data[:len(data)-1]...)
 	if len(bytes.TrimSpace(data[1:len(data)-1])) > 0 {
 		out = append(out, ',')
@@ -402,18 +405,18 @@ var messageIndex = regexp.MustCompile(`\bmessage (\d+)\b`)
 // commit imports a batch in one transaction, runs what follows it, then
 // echoes its states.
 func (w *writer) commit(ctx context.Context, b *batch) error {
-	if len(b.messages) > 0 {
-		err := w.c.ImportAirbyteRecords(ctx, client.ImportRequest{Tables: b.tables, Messages: b.messages}, client.NewIdempotencyKey())
+	if n := b.records.Len(); n > 0 {
+		err := w.c.ImportRecords(ctx, b.records, client.NewIdempotencyKey())
 		if err != nil {
 			var ce *client.Error
 			if errors.As(err, &ce) && ce.Status == 400 {
 				if m := messageIndex.FindStringSubmatch(ce.Message); m != nil {
-					if i, _ := strconv.Atoi(m[1]); i < len(b.lines) {
-						return protocol.SystemError(err, "The record on input line %d (table %s) was rejected: %s", b.lines[i], b.messages[i].TableName, ce.Message)
+					if i, _ := strconv.Atoi(m[1]); i < n {
+						return protocol.SystemError(err, "The record on input line %d (table %s) was rejected: %s", b.lines[i], b.records.Table(i), ce.Message)
 					}
 				}
 			}
-			return connector.EngineError(err, fmt.Sprintf("importing %d records (input lines %d-%d)", len(b.messages), b.lines[0], b.lines[len(b.lines)-1]))
+			return connector.EngineError(err, fmt.Sprintf("importing %d records (input lines %d-%d)", n, b.lines[0], b.lines[n-1]))
 		}
 	}
 	for _, f := range b.after {
@@ -426,5 +429,8 @@ func (w *writer) commit(ctx context.Context, b *batch) error {
 			return err
 		}
 	}
+	b.records.Reset()
+	b.lines, b.after, b.states = b.lines[:0], nil, nil
+	batches.Put(b)
 	return nil
 }

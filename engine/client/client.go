@@ -88,9 +88,6 @@ func retryPolicy(ctx context.Context, resp *http.Response, err error) (bool, err
 	return resp.StatusCode == http.StatusTooManyRequests || (resp.StatusCode >= 500 && resp.StatusCode != http.StatusNotImplemented), nil
 }
 
-// rawBody is a request body that is already JSON.
-type rawBody []byte
-
 // Error is an error response from the engine.
 type Error struct {
 	Status  int
@@ -126,8 +123,8 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	var raw any
 	switch b := body.(type) {
 	case nil:
-	case rawBody:
-		raw = []byte(b)
+	case retryablehttp.ReaderFunc:
+		raw = b
 	default:
 		enc, err := json.Marshal(body)
 		if err != nil {

@@ -1,11 +1,15 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"io"
 	"net/http"
+
+	"github.com/hashicorp/go-retryablehttp"
 
 	"github.com/shapelog/shapelog/engine/catalog"
 )
@@ -36,26 +40,118 @@ func NewIdempotencyKey() string {
 	return hex.EncodeToString(b[:])
 }
 
-// ImportAirbyteRecords writes one batch in one transaction. The idempotency
-// key (NewIdempotencyKey when empty) goes with every retry, so a batch whose
-// response was lost after it committed is not applied twice.
+// ImportAirbyteRecords writes one batch in one transaction (see
+// ImportRecords).
 func (c *Client) ImportAirbyteRecords(ctx context.Context, req ImportRequest, idempotencyKey string) error {
+	return c.ImportRecords(ctx, req.records(), idempotencyKey)
+}
+
+// ImportRecords writes one batch in one transaction. The idempotency key
+// (NewIdempotencyKey when empty) goes with every retry, so a batch whose
+// response was lost after it committed is not applied twice.
+func (c *Client) ImportRecords(ctx context.Context, r *Records, idempotencyKey string) error {
 	if idempotencyKey == "" {
 		idempotencyKey = NewIdempotencyKey()
 	}
-	body, err := req.MarshalJSON()
+	head, err := r.head()
 	if err != nil {
 		return err
 	}
+	parts := [][]byte{head, r.messages, []byte("]}")}
+	size := len(head) + len(r.messages) + 2
+	body := retryablehttp.ReaderFunc(func() (io.Reader, error) {
+		return &sizedReader{io.MultiReader(bytes.NewReader(parts[0]), bytes.NewReader(parts[1]), bytes.NewReader(parts[2])), size}, nil
+	})
 	h := http.Header{"Idempotency-Key": {idempotencyKey}}
-	return c.do(ctx, http.MethodPost, "/api/streaming_import/import_airbyte_records", nil, rawBody(body), h, nil)
+	return c.do(ctx, http.MethodPost, "/api/streaming_import/import_airbyte_records", nil, body, h, nil)
 }
 
-// MarshalJSON writes the request with the records' JSON as it is: records
-// are trusted to be valid JSON (the engine validates them anyway), which
-// saves re-encoding every record on the client.
+// sizedReader tells the HTTP client the body's length.
+type sizedReader struct {
+	io.Reader
+	size int
+}
+
+func (s *sizedReader) Len() int { return s.size }
+
+// MarshalJSON writes the request with the records' JSON as it is.
 func (r ImportRequest) MarshalJSON() ([]byte, error) {
-	tables := r.Tables
+	rec := r.records()
+	head, err := rec.head()
+	if err != nil {
+		return nil, err
+	}
+	return append(append(head, rec.messages...), "]}"...), nil
+}
+
+func (r ImportRequest) records() *Records {
+	rec := &Records{}
+	for name, spec := range r.Tables {
+		rec.Declare(name, spec)
+	}
+	for _, m := range r.Messages {
+		rec.Add(m.TableName, func(b []byte) []byte { return append(b, m.Data...) })
+	}
+	return rec
+}
+
+// Records is an import_airbyte_records body built one record at a time:
+// each record's JSON is written once, straight into the buffer that is
+// sent (records are trusted to be valid JSON: the engine validates them
+// anyway), and Reset keeps that buffer for the next batch.
+type Records struct {
+	tables   map[string]TableSpec
+	messages []byte   // the messages array's elements
+	names    []string // each message's table
+	quoted   []byte   // the last table name, as JSON
+}
+
+// Declare gives table's primary key and JSON Schema.
+func (r *Records) Declare(table string, spec TableSpec) {
+	if r.tables == nil {
+		r.tables = map[string]TableSpec{}
+	}
+	r.tables[table] = spec
+}
+
+// Add appends a record of table: data appends its JSON object (nothing
+// appended stands for null).
+func (r *Records) Add(table string, data func([]byte) []byte) {
+	if len(r.names) > 0 {
+		r.messages = append(r.messages, ',')
+	}
+	if len(r.names) == 0 || r.names[len(r.names)-1] != table { // batches are mostly one table
+		r.quoted, _ = json.Marshal(table)
+	}
+	r.names = append(r.names, table)
+	r.messages = append(r.messages, `{"tableName":`...)
+	r.messages = append(r.messages, r.quoted...)
+	r.messages = append(r.messages, `,"data":`...)
+	n := len(r.messages)
+	if r.messages = data(r.messages); len(r.messages) == n {
+		r.messages = append(r.messages, "null"...)
+	}
+	r.messages = append(r.messages, '}')
+}
+
+// Len is the number of records.
+func (r *Records) Len() int { return len(r.names) }
+
+// Size is the records' size in bytes.
+func (r *Records) Size() int { return len(r.messages) }
+
+// Table is the table of record i.
+func (r *Records) Table(i int) string { return r.names[i] }
+
+// Reset empties r, keeping its buffers.
+func (r *Records) Reset() {
+	clear(r.tables)
+	r.messages, r.names = r.messages[:0], r.names[:0]
+}
+
+// head is the body up to the first message.
+func (r *Records) head() ([]byte, error) {
+	tables := r.tables
 	if tables == nil {
 		tables = map[string]TableSpec{}
 	}
@@ -63,35 +159,7 @@ func (r ImportRequest) MarshalJSON() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	size := len(t) + 32
-	for _, m := range r.Messages {
-		size += len(m.TableName) + len(m.Data) + 32
-	}
-	b := make([]byte, 0, size)
-	b = append(b, `{"tables":`...)
-	b = append(b, t...)
-	b = append(b, `,"messages":[`...)
-	var lastName string
-	var name []byte
-	for i, m := range r.Messages {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		if name == nil || m.TableName != lastName { // batches are mostly one table
-			name, _ = json.Marshal(m.TableName)
-			lastName = m.TableName
-		}
-		b = append(b, `{"tableName":`...)
-		b = append(b, name...)
-		b = append(b, `,"data":`...)
-		if len(m.Data) == 0 {
-			b = append(b, "null"...)
-		} else {
-			b = append(b, m.Data...)
-		}
-		b = append(b, '}')
-	}
-	return append(b, "]}"...), nil
+	return append(append([]byte(`{"tables":`), t...), `,"messages":[`...), nil
 }
 
 // AddPrimaryKeyIndexes starts building the unique indexes dedup relies on,

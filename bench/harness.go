@@ -42,7 +42,7 @@ func newHarness(ctx context.Context, bin string) (*harness, error) {
 		return nil, fmt.Errorf("engine binary %s: %w (run make build)", bin, err)
 	}
 	fmt.Fprintln(os.Stderr, "starting PostgreSQL (durable: fsync on)…")
-	cluster, err := startCluster()
+	cluster, err := startCluster("1GB") // the tables read stay cached
 	if err != nil {
 		return nil, err
 	}
@@ -121,13 +121,19 @@ func (h *harness) stopEngine() {
 // waitEngineCaughtUp waits until the engine has confirmed (made durable)
 // everything committed so far on its slot.
 func (h *harness) waitEngineCaughtUp(ctx context.Context, slot string) error {
+	return waitCaughtUp(ctx, h.conn, slot)
+}
+
+// waitCaughtUp waits until slot, on conn's server, has confirmed everything
+// committed so far.
+func waitCaughtUp(ctx context.Context, conn *pgx.Conn, slot string) error {
 	var target string
-	if err := h.conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&target); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&target); err != nil {
 		return err
 	}
 	for {
 		var done bool
-		err := h.conn.QueryRow(ctx, "SELECT confirmed_flush_lsn >= $1::pg_lsn FROM pg_replication_slots WHERE slot_name = $2", target, slot).Scan(&done)
+		err := conn.QueryRow(ctx, "SELECT confirmed_flush_lsn >= $1::pg_lsn FROM pg_replication_slots WHERE slot_name = $2", target, slot).Scan(&done)
 		if err != nil || done {
 			return err
 		}
@@ -201,9 +207,10 @@ func (h *harness) peakRSS() float64 {
 	return 0
 }
 
-// startCluster starts a durable throwaway PostgreSQL for the benchmarks.
-func startCluster() (*pgtest.Cluster, error) {
-	return pgtest.Start(pgtest.Options{Durable: true, Settings: []string{"shared_buffers = 1GB", "max_wal_size = 8GB"}})
+// startCluster starts a durable throwaway PostgreSQL for the benchmarks
+// with sharedBuffers (e.g. "1GB").
+func startCluster(sharedBuffers string) (*pgtest.Cluster, error) {
+	return pgtest.Start(pgtest.Options{Durable: true, Settings: []string{"shared_buffers = " + sharedBuffers, "max_wal_size = 8GB"}})
 }
 
 // createTable makes a firenibble-shaped table (16 mixed columns, ~280 B/row).

@@ -12,7 +12,6 @@ import (
 	"io"
 	"regexp"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/shapelog/shapelog/engine/client"
@@ -28,10 +27,6 @@ type batch struct {
 	states  [][]byte                      // STATE lines to echo after that
 }
 
-// batches recycles batches: a batch's request body is reused by a later
-// one instead of growing a new one (and the memory it touches) each time.
-var batches = sync.Pool{New: func() any { return &batch{records: &client.Records{}} }}
-
 // writer runs the write command.
 type writer struct {
 	env   *protocol.Env
@@ -39,7 +34,12 @@ type writer struct {
 	c     *client.Client
 	plans map[string]*streamPlan
 
-	cur      *batch
+	cur *batch
+	// spare holds committed batches for reuse: a batch's request body then
+	// serves a later one instead of a new one growing (and the kernel
+	// faulting in fresh memory) every time. Three batches are alive at
+	// most: one filling, one queued, one committing.
+	spare    chan *batch
 	perDesc  map[string]int64 // records per stream since its STREAM state
 	sinceAny int64            // records since the last GLOBAL/LEGACY state
 	statuses bool             // a STREAM_STATUS arrived: finish overwrites on COMPLETE only
@@ -67,7 +67,7 @@ func write(ctx context.Context, env *protocol.Env) error {
 	if err != nil {
 		return err
 	}
-	w := &writer{env: env, cfg: cfg, c: c, plans: plans, perDesc: map[string]int64{}, uuids: bufio.NewReaderSize(rand.Reader, 4096)}
+	w := &writer{env: env, cfg: cfg, c: c, plans: plans, perDesc: map[string]int64{}, spare: make(chan *batch, 3), uuids: bufio.NewReaderSize(rand.Reader, 4096)}
 	if err := w.prepareDedup(ctx); err != nil {
 		return err
 	}
@@ -215,7 +215,11 @@ func (w *writer) read(ctx context.Context, send func() error) error {
 
 func (w *writer) batch() *batch {
 	if w.cur == nil {
-		w.cur = batches.Get().(*batch)
+		select {
+		case w.cur = <-w.spare:
+		default:
+			w.cur = &batch{records: &client.Records{}}
+		}
 	}
 	return w.cur
 }
@@ -431,6 +435,6 @@ func (w *writer) commit(ctx context.Context, b *batch) error {
 	}
 	b.records.Reset()
 	b.lines, b.after, b.states = b.lines[:0], nil, nil
-	batches.Put(b)
+	w.spare <- b // never blocks: at most three batches exist
 	return nil
 }

@@ -285,6 +285,9 @@ func scanValue(s *jsonscan.Scanner) (kind byte, value []byte, jt uint8, ok bool)
 		if c == '[' {
 			t = jtArray
 		}
+		if v := s.B[start:s.I]; bytes.IndexAny(v, " \t\n\r") < 0 {
+			return kindJSON, v, t, true // compact already (and validated by Skip)
+		}
 		var compact bytes.Buffer
 		if err := json.Compact(&compact, s.B[start:s.I]); err != nil {
 			return 0, nil, 0, false

@@ -138,6 +138,10 @@ func TestFastPathAgreesWithReference(t *testing.T) {
 					if fmt.Sprint(a) != fmt.Sprint(b) {
 						t.Fatalf("record %s field %s: %s vs reference %s", rec, f.name, f.value, text)
 					}
+					var compact bytes.Buffer
+					if err := json.Compact(&compact, f.value); err != nil || !bytes.Equal(compact.Bytes(), f.value) {
+						t.Fatalf("record %s field %s: %s is not compact JSON", rec, f.name, f.value)
+					}
 				} else if !bytes.Equal(f.value, text) {
 					t.Fatalf("record %s field %s: %q vs reference %q", rec, f.name, f.value, text)
 				}

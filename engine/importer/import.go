@@ -635,17 +635,17 @@ func (r *request) addBatch(batch []message) error {
 	return nil
 }
 
-// prepare decodes, validates and encodes one message; it only reads the
-// request, so messages are prepared concurrently.
 // worker is what one goroutine preparing messages keeps between them.
 type worker struct {
 	hint []*fastProp  // see scanRecordHinted
 	slab []namedField // records' fields are cut from it
+	most int          // the most fields a record had
 }
 
-// fields returns an empty slice for a record's fields.
+// fields returns an empty slice for a record's fields, with room for as
+// many as the largest record so far had.
 func (w *worker) fields() []namedField {
-	const per = 16
+	per := max(16, w.most)
 	if cap(w.slab)-len(w.slab) < per {
 		w.slab = make([]namedField, 0, 64*per)
 	}
@@ -654,6 +654,8 @@ func (w *worker) fields() []namedField {
 	return f
 }
 
+// prepare decodes, validates and encodes one message; it only reads the
+// request, so messages are prepared concurrently.
 func (r *request) prepare(m message, w *worker) prepared {
 	s := r.streams[m.table]
 	if s == nil {
@@ -714,6 +716,7 @@ func (r *request) prepareFast(s *stream, m message, w *worker) (prepared, bool) 
 	if err != nil {
 		return prepared{}, false
 	}
+	w.most = max(w.most, len(fields))
 	p := prepared{s: s, fields: fields[:0]}
 	for _, f := range fields {
 		if strings.HasPrefix(f.name, cdcPrefix) {

@@ -174,28 +174,40 @@ type streamReader struct {
 	buf     []byte
 }
 
-// page is one fetched page and the state after it.
-type page struct {
-	values []json.RawMessage
-	state  streamState
-	err    error
+// chunk is a run of documents of one page, copied out of the response as
+// it arrives; a page's last chunk carries the state after the page.
+type chunk struct {
+	docs  []byte // the documents, back to back
+	ends  []int  // where each ends in docs
+	state *streamState
+	err   error
 }
+
+// A chunk is sent on once it holds this many documents or bytes.
+const (
+	chunkDocs  = 1000
+	chunkBytes = 1 << 20
+)
+
+// fetchPage reads the page after state st, passing each document to each,
+// and moves st past it; more reports whether pages follow.
+type fetchPage func(ctx context.Context, st *streamState, each func(doc []byte) error) (more bool, err error)
 
 // run emits the snapshot (if unfinished) and, in incremental mode, the
 // changes after it.
 func (sr *streamReader) run(ctx context.Context, mode string) error {
 	if sr.state.SnapshotHasMore {
-		err := sr.consume(ctx, func(ctx context.Context, st *streamState) (bool, []json.RawMessage, error) {
+		err := sr.consume(ctx, func(ctx context.Context, st *streamState, each func([]byte) error) (bool, error) {
 			req := client.SnapshotRequest{TableName: sr.s.apiName, Format: "json", Limit: sr.cfg.PageSize}
 			if st.SnapshotCursor != nil {
 				req.Snapshot, req.Cursor = st.DeltaCursor, st.SnapshotCursor
 			}
-			p, err := sr.c.ListSnapshot(ctx, req)
+			p, err := sr.c.ListSnapshotEach(ctx, req, each)
 			if err != nil {
-				return false, nil, err
+				return false, err
 			}
 			st.SnapshotCursor, st.DeltaCursor, st.SnapshotHasMore = p.Cursor, &p.Snapshot, p.HasMore
-			return p.HasMore, p.Values, nil
+			return p.HasMore, nil
 		})
 		if err != nil {
 			return err
@@ -204,13 +216,13 @@ func (sr *streamReader) run(ctx context.Context, mode string) error {
 	if mode != protocol.SyncIncremental {
 		return nil
 	}
-	err := sr.consume(ctx, func(ctx context.Context, st *streamState) (bool, []json.RawMessage, error) {
-		p, err := sr.c.DocumentDeltas(ctx, client.DeltasRequest{Cursor: *st.DeltaCursor, TableName: sr.s.apiName, Format: "json", Limit: sr.cfg.PageSize})
+	err := sr.consume(ctx, func(ctx context.Context, st *streamState, each func([]byte) error) (bool, error) {
+		p, err := sr.c.DocumentDeltasEach(ctx, client.DeltasRequest{Cursor: *st.DeltaCursor, TableName: sr.s.apiName, Format: "json", Limit: sr.cfg.PageSize}, each)
 		if err != nil {
-			return false, nil, err
+			return false, err
 		}
 		st.DeltaCursor = &p.Cursor
-		return p.HasMore, p.Values, nil
+		return p.HasMore, nil
 	})
 	if errorCode(err) == "CursorTooNew" {
 		sr.env.Log.Warn().Str("stream", sr.s.desc.String()).Int64("cursor", *sr.state.DeltaCursor).
@@ -220,58 +232,98 @@ func (sr *streamReader) run(ctx context.Context, mode string) error {
 	return err
 }
 
-// consume fetches pages with fetch (one page ahead of the one being
-// written) and emits each page's records and then its STATE.
-func (sr *streamReader) consume(ctx context.Context, fetch func(ctx context.Context, st *streamState) (more bool, values []json.RawMessage, err error)) error {
+// consume reads pages with fetch in the background and emits their
+// records as they arrive, in chunks, and each page's STATE after its last
+// record: a page of any size (one transaction is one page of changes)
+// takes the memory of three chunks.
+func (sr *streamReader) consume(ctx context.Context, fetch fetchPage) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	pages := make(chan page, 1)
+	chunks := make(chan *chunk, 1)
+	// At most three chunks exist: one filling, one queued, one emitted.
+	spare := make(chan *chunk, 3)
+	newChunk := func() *chunk {
+		select {
+		case c := <-spare:
+			return c
+		default:
+			return &chunk{}
+		}
+	}
+	send := func(c *chunk) bool {
+		select {
+		case chunks <- c:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
 	go func() {
-		defer close(pages)
+		defer close(chunks)
 		st := *sr.state
 		for {
-			more, values, err := fetch(ctx, &st)
-			select {
-			case pages <- page{values: values, state: st, err: err}:
-			case <-ctx.Done():
-				return
-			}
-			if err != nil || !more {
+			c := newChunk()
+			more, err := fetch(ctx, &st, func(doc []byte) error {
+				if len(c.ends) >= chunkDocs || (len(c.ends) > 0 && len(c.docs)+len(doc) > chunkBytes) {
+					if !send(c) {
+						return ctx.Err()
+					}
+					c = newChunk()
+				}
+				c.docs = append(c.docs, doc...)
+				c.ends = append(c.ends, len(c.docs))
+				return nil
+			})
+			after := st
+			c.state, c.err = &after, err
+			if !send(c) || err != nil || !more {
 				return
 			}
 		}
 	}()
-	for p := range pages {
-		if p.err != nil {
-			return p.err
+	pageRecords := 0
+	for c := range chunks {
+		if c.err != nil {
+			return c.err
 		}
-		if err := sr.emitPage(p); err != nil {
+		if err := sr.emitChunk(c); err != nil {
 			return err
 		}
+		pageRecords += len(c.ends)
+		if c.state != nil {
+			changed := !sameState(sr.state, c.state)
+			*sr.state = *c.state
+			if pageRecords > 0 || changed {
+				if err := sr.emitState(); err != nil {
+					return err
+				}
+			}
+			pageRecords = 0
+		}
+		c.docs, c.ends, c.state = c.docs[:0], c.ends[:0], nil
+		spare <- c
 	}
 	return ctx.Err()
 }
 
-func (sr *streamReader) emitPage(p page) error {
+// emitChunk writes the RECORD lines of a chunk's documents.
+func (sr *streamReader) emitChunk(c *chunk) error {
 	emittedAt := protocol.NowMillis()
 	buf := sr.buf[:0]
+	start := 0
 	var err error
-	for _, doc := range p.values {
-		if buf, err = sr.w.appendRecord(buf, doc, emittedAt); err != nil {
+	for _, end := range c.ends {
+		if buf, err = sr.w.appendRecord(buf, c.docs[start:end], emittedAt); err != nil {
 			return protocol.SystemError(err, "The engine sent a malformed document for stream %s", sr.s.desc)
 		}
+		start = end
 	}
 	sr.buf = buf
 	if err := sr.env.Out.WriteLines(buf); err != nil {
 		return err
 	}
-	sr.count += int64(len(p.values))
-	sr.total += int64(len(p.values))
-	changed := !sameState(sr.state, &p.state)
-	*sr.state = p.state
-	if len(p.values) > 0 || changed {
-		return sr.emitState()
-	}
+	sr.count += int64(len(c.ends))
+	sr.total += int64(len(c.ends))
 	return nil
 }
 

@@ -367,6 +367,25 @@ func TestIncrementalReadsOnlyChanges(t *testing.T) {
 	}
 }
 
+// A transaction larger than the page size is one page of changes (a page
+// ends on a transaction boundary): its records stream out in chunks, and
+// its one STATE follows the last of them.
+func TestLargeTransactionIsOnePage(t *testing.T) {
+	f := newFixture(t, `CREATE TABLE items (id int PRIMARY KEY, name text)`, func(c map[string]any) { c["page_size"] = 7 })
+	catalog, _ := f.catalog(protocol.SyncIncremental)
+	first := f.read(catalog, nil)
+	f.exec(`INSERT INTO items SELECT g, 'n' || g FROM generate_series(1, 2500) g`)
+	second := f.read(catalog, lastStates(t, first))
+	recs := second.Records(t)
+	if len(recs) != 2500 || recs[0]["id"] != json.Number("1") || recs[2499]["id"] != json.Number("2500") {
+		t.Fatalf("%d records", len(recs))
+	}
+	states := second.OfType(protocol.TypeState)
+	if len(states) != 1 || states[0].State.SourceStats.RecordCount != 2500 {
+		t.Errorf("%d states after one transaction, want 1 counting its 2500 records", len(states))
+	}
+}
+
 func TestInterruptedSnapshotResumes(t *testing.T) {
 	f := newFixture(t, `CREATE TABLE r (id int PRIMARY KEY); INSERT INTO r SELECT generate_series(1, 100);`,
 		func(c map[string]any) { c["page_size"] = 10 })

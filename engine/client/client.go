@@ -157,13 +157,8 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	case nil:
 		_, _ = io.Copy(io.Discard, resp.Body)
 		return nil
-	case *SnapshotPage:
-		if err := decodePage(resp.Body, resp.ContentLength, &out.Values, map[string]any{"snapshot": &out.Snapshot, "cursor": &out.Cursor, "hasMore": &out.HasMore}); err != nil {
-			return fmt.Errorf("decoding %s response: %w", path, err)
-		}
-		return nil
-	case *DeltasPage:
-		if err := decodePage(resp.Body, resp.ContentLength, &out.Values, map[string]any{"cursor": &out.Cursor, "hasMore": &out.HasMore}); err != nil {
+	case *pageOut:
+		if err := streamPage(resp.Body, out); err != nil {
 			return fmt.Errorf("decoding %s response: %w", path, err)
 		}
 		return nil
@@ -219,6 +214,19 @@ type SnapshotPage struct {
 
 // ListSnapshot reads one page of a consistent snapshot.
 func (c *Client) ListSnapshot(ctx context.Context, r SnapshotRequest) (*SnapshotPage, error) {
+	var docs collected
+	page, err := c.ListSnapshotEach(ctx, r, docs.add)
+	if err != nil {
+		return nil, err
+	}
+	page.Values = docs.values()
+	return page, nil
+}
+
+// ListSnapshotEach reads one page of a consistent snapshot, passing each
+// document to each as it arrives (valid only during the call) instead of
+// holding the page; the page returned has no Values.
+func (c *Client) ListSnapshotEach(ctx context.Context, r SnapshotRequest, each func(doc []byte) error) (*SnapshotPage, error) {
 	q := url.Values{}
 	if r.TableName != "" {
 		q.Set("tableName", r.TableName)
@@ -236,7 +244,8 @@ func (c *Client) ListSnapshot(ctx context.Context, r SnapshotRequest) (*Snapshot
 		q.Set("limit", strconv.Itoa(r.Limit))
 	}
 	var page SnapshotPage
-	if err := c.do(ctx, http.MethodGet, "/api/list_snapshot", q, nil, nil, &page); err != nil {
+	out := &pageOut{each: each, scalars: map[string]any{"snapshot": &page.Snapshot, "cursor": &page.Cursor, "hasMore": &page.HasMore}}
+	if err := c.do(ctx, http.MethodGet, "/api/list_snapshot", q, nil, nil, out); err != nil {
 		return nil, err
 	}
 	return &page, nil
@@ -261,6 +270,20 @@ type DeltasPage struct {
 
 // DocumentDeltas reads the changes committed after r.Cursor.
 func (c *Client) DocumentDeltas(ctx context.Context, r DeltasRequest) (*DeltasPage, error) {
+	var docs collected
+	page, err := c.DocumentDeltasEach(ctx, r, docs.add)
+	if err != nil {
+		return nil, err
+	}
+	page.Values = docs.values()
+	return page, nil
+}
+
+// DocumentDeltasEach reads the changes committed after r.Cursor, passing
+// each document to each as it arrives (valid only during the call) instead
+// of holding the page, which ends on a transaction boundary and so is as
+// large as the largest transaction in it; the page returned has no Values.
+func (c *Client) DocumentDeltasEach(ctx context.Context, r DeltasRequest, each func(doc []byte) error) (*DeltasPage, error) {
 	q := url.Values{"cursor": {strconv.FormatInt(r.Cursor, 10)}}
 	if r.TableName != "" {
 		q.Set("tableName", r.TableName)
@@ -272,7 +295,8 @@ func (c *Client) DocumentDeltas(ctx context.Context, r DeltasRequest) (*DeltasPa
 		q.Set("limit", strconv.Itoa(r.Limit))
 	}
 	var page DeltasPage
-	if err := c.do(ctx, http.MethodGet, "/api/document_deltas", q, nil, nil, &page); err != nil {
+	out := &pageOut{each: each, scalars: map[string]any{"cursor": &page.Cursor, "hasMore": &page.HasMore}}
+	if err := c.do(ctx, http.MethodGet, "/api/document_deltas", q, nil, nil, out); err != nil {
 		return nil, err
 	}
 	return &page, nil

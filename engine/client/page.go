@@ -11,23 +11,11 @@ import (
 // Pages are decoded with a small scanner instead of encoding/json: it only
 // finds where each top-level value and each document starts and ends, which
 // is most of the client's work on a large snapshot. Documents are handed out
-// as raw JSON slices of the body for the caller to decode as it likes.
+// as raw JSON for the caller to decode as it likes, as the body arrives: a
+// document_deltas page ends on a transaction boundary, so one large
+// transaction is one large page, and holding it would take its size.
 
 var errSyntax = errors.New("malformed JSON in response")
-
-// decodeObject splits a JSON object into its members' raw values.
-func decodeObject(b []byte, fields map[string]*json.RawMessage) error {
-	return ObjectFields(b, func(key, value []byte) error {
-		name, err := FieldName(key)
-		if err != nil {
-			return err
-		}
-		if dst := fields[name]; dst != nil {
-			*dst = value
-		}
-		return nil
-	})
-}
 
 // ObjectFields calls fn with each member of the JSON object b: the key as
 // written (a JSON string, quotes included; see FieldName) and the raw value.
@@ -84,37 +72,6 @@ func FieldName(key []byte) (string, error) {
 	var name string
 	err := json.Unmarshal(key, &name)
 	return name, err
-}
-
-// splitArray returns the raw elements of a JSON array.
-func splitArray(b []byte) ([]json.RawMessage, error) {
-	i := skipSpace(b, 0)
-	if i >= len(b) || b[i] != '[' {
-		return nil, errSyntax
-	}
-	var out []json.RawMessage
-	i = skipSpace(b, i+1)
-	if i < len(b) && b[i] == ']' {
-		return out, nil
-	}
-	for {
-		end, err := scanValue(b, i)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, b[i:end:end])
-		i = skipSpace(b, end)
-		if i >= len(b) {
-			return nil, errSyntax
-		}
-		if b[i] == ']' {
-			return out, nil
-		}
-		if b[i] != ',' {
-			return nil, errSyntax
-		}
-		i = skipSpace(b, i+1)
-	}
 }
 
 func skipSpace(b []byte, i int) int {
@@ -193,38 +150,206 @@ func scanString(b []byte, i int) (int, error) {
 	}
 }
 
-// decodePage reads a list_snapshot or document_deltas body.
-func decodePage(r io.Reader, size int64, values *[]json.RawMessage, scalars map[string]any) error {
-	buf := bytes.NewBuffer(make([]byte, 0, max(size, 0)+bytes.MinRead))
-	if _, err := buf.ReadFrom(r); err != nil {
+// pageOut is where do streams a list_snapshot or document_deltas body:
+// each document of "values" goes to each (valid only during the call), the
+// other members named in scalars are decoded into them.
+type pageOut struct {
+	each    func(doc []byte) error
+	scalars map[string]any
+}
+
+// streamPage reads a page body from r as it arrives, in the memory of its
+// largest document.
+func streamPage(r io.Reader, out *pageOut) error {
+	sc := &streamScanner{r: r, buf: make([]byte, 0, 64<<10)}
+	if err := sc.expect('{'); err != nil {
 		return err
 	}
-	body := buf.Bytes()
-	var err error
-	raw := map[string]*json.RawMessage{}
-	var rawValues json.RawMessage
-	raw["values"] = &rawValues
-	parts := map[string]*json.RawMessage{}
-	for k := range scalars {
-		parts[k] = new(json.RawMessage)
-		raw[k] = parts[k]
-	}
-	if err := decodeObject(body, raw); err != nil {
+	seen := map[string]bool{}
+	c, err := sc.peek()
+	if err != nil {
 		return err
 	}
-	if rawValues == nil {
+	for c != '}' {
+		key, err := sc.value()
+		if err != nil {
+			return err
+		}
+		if key[0] != '"' {
+			return errSyntax
+		}
+		name, err := FieldName(key)
+		if err != nil {
+			return err
+		}
+		seen[name] = true
+		if err := sc.expect(':'); err != nil {
+			return err
+		}
+		if name == "values" {
+			if err := sc.array(out.each); err != nil {
+				return err
+			}
+		} else {
+			v, err := sc.value()
+			if err != nil {
+				return err
+			}
+			if dst := out.scalars[name]; dst != nil {
+				if err := json.Unmarshal(v, dst); err != nil {
+					return fmt.Errorf("decoding %s: %w", name, err)
+				}
+			}
+		}
+		if c, err = sc.peek(); err != nil {
+			return err
+		}
+		if c == ',' {
+			sc.pos++
+			if c, err = sc.peek(); err != nil {
+				return err
+			}
+			if c == '}' {
+				return errSyntax
+			}
+		} else if c != '}' {
+			return errSyntax
+		}
+	}
+	if !seen["values"] {
 		return fmt.Errorf("%w: no values", errSyntax)
 	}
-	if *values, err = splitArray(rawValues); err != nil {
-		return err
-	}
-	for k, dst := range scalars {
-		if len(*parts[k]) == 0 {
+	for k := range out.scalars {
+		if !seen[k] {
 			return fmt.Errorf("%w: no %s", errSyntax, k)
-		}
-		if err := json.Unmarshal(*parts[k], dst); err != nil {
-			return fmt.Errorf("decoding %s: %w", k, err)
 		}
 	}
 	return nil
+}
+
+// streamScanner finds JSON values in a stream, keeping one buffer that
+// grows only to the largest value.
+type streamScanner struct {
+	r   io.Reader
+	buf []byte
+	pos int
+	eof bool
+}
+
+// more reads more of the stream, moving what is unread to the front first.
+func (s *streamScanner) more() error {
+	if s.eof {
+		return errSyntax
+	}
+	if s.pos > 0 {
+		s.buf = s.buf[:copy(s.buf, s.buf[s.pos:])]
+		s.pos = 0
+	}
+	if len(s.buf) == cap(s.buf) {
+		s.buf = append(s.buf, 0)[:len(s.buf)]
+	}
+	n, err := s.r.Read(s.buf[len(s.buf):cap(s.buf)])
+	s.buf = s.buf[:len(s.buf)+n]
+	if err == io.EOF {
+		s.eof = true
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
+
+// peek returns the next byte that is not white space, without taking it.
+func (s *streamScanner) peek() (byte, error) {
+	for {
+		s.pos = skipSpace(s.buf, s.pos)
+		if s.pos < len(s.buf) {
+			return s.buf[s.pos], nil
+		}
+		if err := s.more(); err != nil {
+			return 0, err
+		}
+	}
+}
+
+func (s *streamScanner) expect(c byte) error {
+	got, err := s.peek()
+	if err != nil {
+		return err
+	}
+	if got != c {
+		return errSyntax
+	}
+	s.pos++
+	return nil
+}
+
+// value returns the next value, valid until the next call.
+func (s *streamScanner) value() ([]byte, error) {
+	for {
+		if _, err := s.peek(); err != nil {
+			return nil, err
+		}
+		// A value running to the end of what was read may go on.
+		if end, err := scanValue(s.buf, s.pos); err == nil && (end < len(s.buf) || s.eof) {
+			v := s.buf[s.pos:end:end]
+			s.pos = end
+			return v, nil
+		}
+		if err := s.more(); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// array passes each element of the array that comes next to each.
+func (s *streamScanner) array(each func([]byte) error) error {
+	if err := s.expect('['); err != nil {
+		return err
+	}
+	if c, err := s.peek(); err != nil || c == ']' {
+		s.pos++
+		return err
+	}
+	for {
+		v, err := s.value()
+		if err != nil {
+			return err
+		}
+		if err := each(v); err != nil {
+			return err
+		}
+		c, err := s.peek()
+		if err != nil {
+			return err
+		}
+		s.pos++
+		if c == ']' {
+			return nil
+		}
+		if c != ',' {
+			return errSyntax
+		}
+	}
+}
+
+// collected keeps streamed documents for a page that returns them all.
+type collected struct {
+	docs []byte
+	ends []int
+}
+
+func (c *collected) add(doc []byte) error {
+	c.docs = append(c.docs, doc...)
+	c.ends = append(c.ends, len(c.docs))
+	return nil
+}
+
+func (c *collected) values() []json.RawMessage {
+	out := make([]json.RawMessage, len(c.ends))
+	start := 0
+	for i, end := range c.ends {
+		out[i] = c.docs[start:end:end]
+		start = end
+	}
+	return out
 }

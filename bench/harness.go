@@ -251,14 +251,15 @@ func (h *harness) copyBaseline(ctx context.Context, table string) (time.Duration
 func (h *harness) readSnapshot(ctx context.Context, table string) (docs int, bytes int64, took time.Duration, err error) {
 	start := time.Now()
 	req := client.SnapshotRequest{TableName: table}
+	count := func(doc []byte) error {
+		docs++
+		bytes += int64(len(doc))
+		return nil
+	}
 	for {
-		page, err := h.api.ListSnapshot(ctx, req)
+		page, err := h.api.ListSnapshotEach(ctx, req, count)
 		if err != nil {
 			return 0, 0, 0, err
-		}
-		docs += len(page.Values)
-		for _, v := range page.Values {
-			bytes += int64(len(v))
 		}
 		if !page.HasMore {
 			return docs, bytes, time.Since(start), nil

@@ -285,7 +285,7 @@ func scanValue(s *jsonscan.Scanner) (kind byte, value []byte, jt uint8, ok bool)
 		if c == '[' {
 			t = jtArray
 		}
-		if v := s.B[start:s.I]; bytes.IndexAny(v, " \t\n\r") < 0 {
+		if v := s.B[start:s.I]; !bytes.ContainsAny(v, " \t\n\r") {
 			return kindJSON, v, t, true // compact already (and validated by Skip)
 		}
 		var compact bytes.Buffer

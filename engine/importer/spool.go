@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync/atomic"
 )
 
 // JSON kinds of spooled values.
@@ -20,10 +19,8 @@ const (
 )
 
 // spool holds one table's validated records between parsing the request
-// and loading them, in memory up to spoolMemory bytes (while all requests'
-// spools together hold less than spoolMemoryTotal) and in a temporary file
-// beyond, so neither a request's size nor the number of requests shows in
-// the engine's memory.
+// and loading them, in memory up to spoolMemory bytes and in a temporary
+// file beyond, so a request's size never shows in the engine's memory.
 //
 // Record: uvarint(field count), deleted byte, then per field
 // uvarint(column index), kind byte, uvarint(len), bytes.
@@ -37,15 +34,8 @@ type spool struct {
 }
 
 // spoolMemory is how much of a table's records a request keeps in memory
-// before spilling to a file: a destination's batch (16 MiB of JSON by
-// default) fits.
-const spoolMemory = 16 << 20
-
-// spoolMemoryTotal bounds the memory of all spools at once.
-const spoolMemoryTotal = 64 << 20
-
-// spooledInMemory is the memory all spools hold.
-var spooledInMemory atomic.Int64
+// before spilling to a file: a 10,000-record batch of typical rows fits.
+const spoolMemory = 4 << 20
 
 const spoolChunk = 256 << 10
 
@@ -71,11 +61,7 @@ func (s *spool) add(deleted bool, fields []field) error {
 	}
 	s.tmp = b
 	s.n++
-	if s.w == nil && (s.memSize+len(b) > spoolMemory || spooledInMemory.Add(int64(len(b))) > spoolMemoryTotal) {
-		spooledInMemory.Add(-int64(s.memSize))
-		if s.memSize+len(b) <= spoolMemory {
-			spooledInMemory.Add(-int64(len(b))) // taken by the check above
-		}
+	if s.w == nil && s.memSize+len(b) > spoolMemory {
 		f, err := os.CreateTemp("", "shapelog-import-")
 		if err != nil {
 			return err
@@ -124,8 +110,6 @@ func (s *spool) close() {
 	if s.file != nil {
 		s.file.Close()
 	}
-	spooledInMemory.Add(-int64(s.memSize))
-	s.mem, s.memSize = nil, 0
 }
 
 // record is one replayed record; fields alias a reused buffer.

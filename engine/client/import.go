@@ -85,7 +85,13 @@ func (r ImportRequest) MarshalJSON() ([]byte, error) {
 }
 
 func (r ImportRequest) records() *Records {
-	rec := &Records{}
+	size := 0
+	for _, m := range r.Messages {
+		size += len(m.TableName) + len(m.Data) + 32
+	}
+	// Sized up front: growing a body of many megabytes by doubling copies
+	// it again and again into fresh memory.
+	rec := &Records{messages: make([]byte, 0, size), names: make([]string, 0, len(r.Messages))}
 	for name, spec := range r.Tables {
 		rec.Declare(name, spec)
 	}

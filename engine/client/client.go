@@ -13,10 +13,13 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/go-cleanhttp"
 	"github.com/hashicorp/go-retryablehttp"
 )
 
@@ -29,16 +32,22 @@ type Options struct {
 	RetryMax int
 	// RetryWaitMin and RetryWaitMax bound the backoff (default 250ms, 10s).
 	RetryWaitMin, RetryWaitMax time.Duration
-	// Timeout bounds each attempt (default 5 minutes: pages can be large).
+	// Timeout bounds each attempt (default 5 minutes). For snapshot and
+	// delta pages, which are read as the caller consumes them, it bounds the
+	// wait for the response and then each read of the body instead: a page
+	// is one transaction's changes, however many, and a slow consumer must
+	// not fail it.
 	Timeout time.Duration
 }
 
 // Client calls one engine.
 type Client struct {
-	base *url.URL
-	key  string
-	name string
-	http *retryablehttp.Client
+	base    *url.URL
+	key     string
+	name    string
+	timeout time.Duration
+	http    *retryablehttp.Client
+	pages   *retryablehttp.Client // without an overall deadline (see Options.Timeout)
 }
 
 // New creates a client for the engine at baseURL (e.g. https://host:3000).
@@ -62,14 +71,48 @@ func New(baseURL, accessKey string, opts Options) (*Client, error) {
 	if opts.Timeout == 0 {
 		opts.Timeout = 5 * time.Minute
 	}
-	rc := retryablehttp.NewClient()
-	rc.Logger = nil
-	rc.RetryMax = opts.RetryMax
-	rc.RetryWaitMin, rc.RetryWaitMax = opts.RetryWaitMin, opts.RetryWaitMax
-	rc.HTTPClient.Timeout = opts.Timeout
-	rc.CheckRetry = retryPolicy
-	rc.ErrorHandler = retryablehttp.PassthroughErrorHandler
-	return &Client{base: u, key: accessKey, name: opts.ClientName, http: rc}, nil
+	transport := cleanhttp.DefaultPooledTransport()
+	transport.ResponseHeaderTimeout = opts.Timeout
+	newClient := func(timeout time.Duration) *retryablehttp.Client {
+		rc := retryablehttp.NewClient()
+		rc.Logger = nil
+		rc.RetryMax = opts.RetryMax
+		rc.RetryWaitMin, rc.RetryWaitMax = opts.RetryWaitMin, opts.RetryWaitMax
+		rc.HTTPClient = &http.Client{Transport: transport, Timeout: timeout}
+		rc.CheckRetry = retryPolicy
+		rc.ErrorHandler = retryablehttp.PassthroughErrorHandler
+		return rc
+	}
+	return &Client{base: u, key: accessKey, name: opts.ClientName, timeout: opts.Timeout, http: newClient(opts.Timeout), pages: newClient(0)}, nil
+}
+
+// idleTimeoutBody fails a read of a response body that waits longer than
+// timeout for the engine.
+type idleTimeoutBody struct {
+	io.ReadCloser
+	timeout time.Duration
+	timer   *time.Timer
+	expired atomic.Bool
+}
+
+func newIdleTimeoutBody(body io.ReadCloser, timeout time.Duration) *idleTimeoutBody {
+	b := &idleTimeoutBody{ReadCloser: body, timeout: timeout}
+	b.timer = time.AfterFunc(timeout, func() {
+		b.expired.Store(true)
+		body.Close() // unblocks the read
+	})
+	b.timer.Stop()
+	return b
+}
+
+func (b *idleTimeoutBody) Read(p []byte) (int, error) {
+	b.timer.Reset(b.timeout)
+	n, err := b.ReadCloser.Read(p)
+	b.timer.Stop()
+	if err != nil && b.expired.Load() {
+		err = fmt.Errorf("the engine sent nothing for %s: %w", b.timeout, os.ErrDeadlineExceeded)
+	}
+	return n, err
 }
 
 // retryPolicy retries transport errors, 429 and 5xx (but not 501), never
@@ -145,7 +188,11 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := c.http.Do(req)
+	hc := c.http
+	if _, ok := out.(*pageOut); ok {
+		hc = c.pages
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("calling %s %s: %w", method, path, err)
 	}
@@ -158,7 +205,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		_, _ = io.Copy(io.Discard, resp.Body)
 		return nil
 	case *pageOut:
-		if err := streamPage(resp.Body, out); err != nil {
+		if err := streamPage(newIdleTimeoutBody(resp.Body, c.timeout), out); err != nil {
 			return fmt.Errorf("decoding %s response: %w", path, err)
 		}
 		return nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -60,5 +61,39 @@ func TestRetries(t *testing.T) {
 	}
 	if _, err := New("ftp://x", "k", Options{}); err == nil {
 		t.Fatal("a non-HTTP URL was accepted")
+	}
+}
+
+// A page is read as its consumer goes: a consumer slower than Timeout does
+// not fail it, an engine that stops sending for Timeout does.
+func TestPageTimeoutIsPerRead(t *testing.T) {
+	stall := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"values":[{"a":1},{"a":2}`))
+		if r.URL.Query().Get("cursor") == "1" {
+			w.(http.Flusher).Flush()
+			<-stall // the engine goes quiet mid-page
+		}
+		_, _ = w.Write([]byte(`],"cursor":5,"hasMore":false}`))
+	}))
+	defer srv.Close()
+	defer close(stall)
+	c, err := New(srv.URL, "k", Options{Timeout: 200 * time.Millisecond, RetryMax: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := 0
+	page, err := c.DocumentDeltasEach(context.Background(), DeltasRequest{Cursor: 0}, func([]byte) error {
+		docs++
+		time.Sleep(300 * time.Millisecond) // longer than Timeout
+		return nil
+	})
+	if err != nil || docs != 2 || page.Cursor != 5 {
+		t.Fatalf("slow consumer: %v, %d documents, %+v", err, docs, page)
+	}
+	_, err = c.DocumentDeltasEach(context.Background(), DeltasRequest{Cursor: 1}, func([]byte) error { return nil })
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("stalled engine: %v, want a deadline error", err)
 	}
 }

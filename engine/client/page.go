@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // Pages are decoded with a small scanner instead of encoding/json: it only
@@ -236,7 +237,10 @@ type streamScanner struct {
 	eof bool
 }
 
-// more reads more of the stream, moving what is unread to the front first.
+// more moves what is unread to the front and fills the rest of the
+// buffer, doubling it first when what is unread fills it: a value longer
+// than the buffer is then rescanned over geometrically growing spans,
+// linear in its size overall.
 func (s *streamScanner) more() error {
 	if s.eof {
 		return errSyntax
@@ -246,14 +250,18 @@ func (s *streamScanner) more() error {
 		s.pos = 0
 	}
 	if len(s.buf) == cap(s.buf) {
-		s.buf = append(s.buf, 0)[:len(s.buf)]
+		s.buf = slices.Grow(s.buf, len(s.buf))
 	}
-	n, err := s.r.Read(s.buf[len(s.buf):cap(s.buf)])
-	s.buf = s.buf[:len(s.buf)+n]
-	if err == io.EOF {
-		s.eof = true
-	} else if err != nil {
-		return err
+	for len(s.buf) < cap(s.buf) {
+		n, err := s.r.Read(s.buf[len(s.buf):cap(s.buf)])
+		s.buf = s.buf[:len(s.buf)+n]
+		if err == io.EOF {
+			s.eof = true
+			return nil
+		}
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -277,6 +277,8 @@ func TestImportEndpointsErrors(t *testing.T) {
 		{"/api/streaming_import/import_airbyte_records", "text/plain", `{}`, nil, 400, "BadJsonBody"},
 		{"/api/streaming_import/import_airbyte_records", "application/json", `{"tables":{"t":{}},"messages":[{"tableName":"t","data":{"a":1}}`, nil, 400, "BadJsonBody"},
 		{"/api/streaming_import/import_airbyte_records", "application/json", `{"tables":{}}`, nil, 400, "BadJsonBody"},
+		{"/api/streaming_import/import_airbyte_records", "application/json", `{"messages":[{"tableName":"t","data":{"a":1}}],"tables":{"t":{}},"messages":[]}`, nil, 400, "BadJsonBody"},
+		{"/api/streaming_import/import_airbyte_records", "application/json", `{"tables":{"t":{}},"tables":{"u":{}},"messages":[]}`, nil, 400, "BadJsonBody"},
 		{"/api/streaming_import/import_airbyte_records", "application/json", `{"tables":{},"messages":[]}`, []string{"Convex-Client", "nodash"}, 400, "InvalidClientVersion"},
 	} {
 		if status, code := post(tc.path, tc.ctype, tc.body, tc.header...); status != tc.status || code != tc.code {

@@ -430,6 +430,10 @@ func parseRequestLive(body io.Reader, l *live) (*request, error) {
 			if err != nil {
 				return fail(err)
 			}
+			if (key == "tables" && sawTables) || (key == "messages" && sawMessages) {
+				// A second one would replace the first's streams or records.
+				return fail(badRequest("BadJsonBody", "Failed to parse the JSON body: `%s` appears twice", key))
+			}
 			switch key {
 			case "tables":
 				raw, err := br.value()
@@ -643,9 +647,10 @@ type worker struct {
 }
 
 // fields returns an empty slice for a record's fields, with room for as
-// many as the largest record so far had.
+// many as the largest record so far had, up to 64 (one very wide record
+// must not make every later one reserve its width).
 func (w *worker) fields() []namedField {
-	per := max(16, w.most)
+	per := min(max(16, w.most), 64)
 	if cap(w.slab)-len(w.slab) < per {
 		w.slab = make([]namedField, 0, 64*per)
 	}

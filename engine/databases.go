@@ -104,7 +104,10 @@ func openDatabase(ctx context.Context, c databaseConfig, strict bool, log zerolo
 	} else if err != nil {
 		log.Warn().Err(err).Msg("database not reachable yet; will keep trying")
 	}
-	d.snaps = snapshot.NewManager(snapshot.Config{DatabaseURL: c.url, MaxSessions: c.maxSnapshots, IdleTimeout: c.snapshotIdle, Lookup: c.lookup}, d.store, d.repl, log)
+	d.snaps, err = snapshot.NewManager(snapshot.Config{DatabaseURL: c.url, MaxSessions: c.maxSnapshots, IdleTimeout: c.snapshotIdle, Lookup: c.lookup}, d.store, d.repl, log)
+	if err != nil {
+		return nil, err
+	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.shapes, err = shapes.Open(d.ctx, shapes.Config{Dir: filepath.Join(c.dir, "shapes"), ChunkBytes: c.chunkBytes},
 		d.store, d.snaps, d.repl, pool, d.types, log)

@@ -10,8 +10,12 @@ import (
 	"mime"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/shapelog/shapelog/engine/catalog"
 	"github.com/shapelog/shapelog/engine/shapelog"
@@ -100,6 +104,9 @@ func (s *Server) writeFailure(w http.ResponseWriter, err error) {
 	case errors.Is(err, snapshot.ErrTooMany):
 		w.Header().Set("Retry-After", "5")
 		writeError(w, http.StatusServiceUnavailable, "TooManySnapshots", err.Error())
+	case errors.Is(err, snapshot.ErrBusy):
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "SnapshotBusy", err.Error())
 	default:
 		s.log.Error().Err(err).Msg("request failed")
 		writeError(w, http.StatusInternalServerError, "InternalServerError", "Your request couldn't be completed. Try again later.")
@@ -189,8 +196,29 @@ func (s *Server) rowEstimates(ctx context.Context, tables []*catalog.Table) (map
 	return out, rows.Err()
 }
 
-// snapshotCursor is list_snapshot's opaque cursor.
+// snapshotCursor is list_snapshot's opaque cursor: where the snapshot at
+// Ts goes on. It holds no engine state except, for tables without a primary
+// key, the held snapshot they are read from.
 type snapshotCursor struct {
+	V     int      `json:"v"`
+	Ts    int64    `json:"ts"`
+	Table string   `json:"table"`         // API name of the table being read
+	OID   uint32   `json:"oid"`           // its OID, to notice a table dropped and created again
+	Key   []string `json:"key,omitempty"` // the last key read; none: from the table's start
+	// All: the snapshot covers every published table, in API-name order.
+	All bool `json:"all,omitempty"`
+	// Held is the held snapshot of the tables without a primary key, and
+	// After the position (ctid) in the one being read.
+	Held  string `json:"held,omitempty"`
+	After string `json:"after,omitempty"`
+}
+
+const cursorVersion = 2
+
+// legacyCursor is the cursor before snapshots were durable: a held session
+// and a position in it. The session did not survive the upgrade's restart;
+// its table is read again from the start at the same ts.
+type legacyCursor struct {
 	Session string `json:"snapshot"`
 	Table   int    `json:"table"`
 	After   string `json:"after"`
@@ -212,17 +240,7 @@ func validPosition(s string) bool {
 	return err1 == nil && err2 == nil && err3 == nil
 }
 
-func parseSnapshotCursor(s string) (*snapshotCursor, *apiError) {
-	var c snapshotCursor
-	bad := badRequest("InvalidListSnapshotCursor", "Invalid value for the `cursor` argument of list_snapshot. Use a `cursor` returned by a previous list_snapshot call, and treat it as an opaque value.")
-	if err := json.Unmarshal([]byte(s), &c); err != nil || c.Session == "" || c.Table < 0 {
-		return nil, bad
-	}
-	if c.After != "" && !validPosition(c.After) {
-		return nil, bad
-	}
-	return &c, nil
-}
+var errBadSnapshotCursor = badRequest("InvalidListSnapshotCursor", "Invalid value for the `cursor` argument of list_snapshot. Use a `cursor` returned by a previous list_snapshot call, and treat it as an opaque value.")
 
 func snapshotTooOld(ts int64, why string) *apiError {
 	return badRequest("SnapshotTooOld", fmt.Sprintf("Snapshot value %d is too far in the past: %s. Start a new snapshot (call list_snapshot without `snapshot` and `cursor`).", ts, why))
@@ -234,15 +252,20 @@ func (s *Server) listSnapshot(w http.ResponseWriter, r *http.Request) {
 		s.writeFailure(w, ae)
 		return
 	}
-	sess, cur, err := s.snapshotSession(r, args)
+	cur, tables, err := s.snapshotPosition(r, args)
 	if err != nil {
 		s.writeFailure(w, err)
 		return
 	}
-	rend := newRenderer(sess.Tables[cur.Table], args.Format)
-	// Pages are rendered by the snapshot session, the next one in the
-	// background while this one travels.
-	prepared, last, exhausted, err := sess.Read(r.Context(), cur.Table, cur.After, cmp.Or(args.Limit, snapshotPageDefault), args.Format.String(), func() (func([][]byte) error, func() (any, error)) {
+	t, err := s.cursorTable(cur, tables)
+	if err != nil {
+		s.writeFailure(w, err)
+		return
+	}
+	rend := newRenderer(t, args.Format)
+	// Pages are rendered as they are read, the next one in the background
+	// while this one travels.
+	prepare := func() (func([][]byte) error, func() (any, error)) {
 		buf := (*pageBuffers.Get().(*[]byte))[:0]
 		var key []byte
 		add := func(values [][]byte) error {
@@ -251,16 +274,26 @@ func (s *Server) listSnapshot(w http.ResponseWriter, r *http.Request) {
 			}
 			key = rend.table.AppendKey(key[:0], values)
 			var err error
-			buf, err = rend.appendDoc(buf, docSnapshot, sess.Ts, key, values)
+			buf, err = rend.appendDoc(buf, docSnapshot, cur.Ts, key, values)
 			return err
 		}
 		return add, func() (any, error) { return buf, nil }
-	})
-	if err != nil {
-		if errors.Is(err, snapshot.ErrGone) {
-			err = snapshotTooOld(sess.Ts, "the snapshot was lost ("+err.Error()+")")
+	}
+	limit := cmp.Or(args.Limit, snapshotPageDefault)
+	var prepared any
+	next := *cur
+	exhausted := false
+	if len(t.Key) > 0 {
+		var page *snapshot.Page
+		page, err = s.snaps.ReadKeyed(r.Context(), t, cur.Ts, cur.Key, limit, args.Format.String(), prepare)
+		if err == nil {
+			prepared, exhausted, next.Key = page.Prepared, page.Exhausted, page.Last
 		}
-		s.writeFailure(w, err)
+	} else {
+		prepared, next.After, exhausted, err = s.readHeld(r, cur, t, limit, args.Format.String(), prepare)
+	}
+	if err != nil {
+		s.writeFailure(w, s.snapshotFailure(cur.Ts, err))
 		return
 	}
 	p := newPageWriter(w)
@@ -268,22 +301,15 @@ func (s *Server) listSnapshot(w http.ResponseWriter, r *http.Request) {
 	p.buf = append(p.buf, prepared.([]byte)...)
 	recycleBuffer(prepared.([]byte))
 	p.buf = append(p.buf, `],"snapshot":`...)
-	p.buf = strconv.AppendInt(p.buf, sess.Ts, 10)
-	next := &snapshotCursor{Session: sess.ID, Table: cur.Table, After: last}
+	p.buf = strconv.AppendInt(p.buf, cur.Ts, 10)
+	more := true
 	if exhausted {
-		next = &snapshotCursor{Session: sess.ID, Table: cur.Table + 1}
-		if next.Table >= len(sess.Tables) {
-			next = nil
-			// Keep the snapshot a moment so a retried last page still works,
-			// but not longer: an open snapshot holds back vacuum and makes
-			// CREATE INDEX CONCURRENTLY wait.
-			time.AfterFunc(5*time.Second, sess.Close)
-		}
+		more = s.nextTable(&next, tables)
 	}
-	if next == nil {
+	if !more {
 		p.buf = append(p.buf, `,"cursor":null,"hasMore":false}`...)
 	} else {
-		b, _ := json.Marshal(next)
+		b, _ := json.Marshal(&next)
 		p.buf = append(p.buf, `,"cursor":`...)
 		p.buf = appendString(p.buf, string(b))
 		p.buf = append(p.buf, `,"hasMore":true}`...)
@@ -291,38 +317,80 @@ func (s *Server) listSnapshot(w http.ResponseWriter, r *http.Request) {
 	p.finish()
 }
 
-// snapshotSession finds or starts the snapshot a list_snapshot call reads.
-func (s *Server) snapshotSession(r *http.Request, args *exportArgs) (*snapshot.Session, *snapshotCursor, error) {
-	if args.Cursor != nil {
-		cur, ae := parseSnapshotCursor(*args.Cursor)
-		if ae != nil {
-			return nil, nil, ae
-		}
-		sess, err := s.snaps.Lookup(cur.Session)
-		if err != nil {
-			ts := int64(0)
-			if args.Snapshot != nil {
-				ts = *args.Snapshot
+// snapshotFailure explains why a page of the snapshot at ts cannot be read.
+func (s *Server) snapshotFailure(ts int64, err error) error {
+	var pe *pgconn.PgError
+	switch {
+	case errors.Is(err, snapshot.ErrTooOld):
+		return snapshotTooOld(ts, "the engine's log no longer holds the changes after it (it is older than the engine's --retention)")
+	case errors.Is(err, snapshot.ErrGone):
+		return snapshotTooOld(ts, "the snapshot of a table without a primary key is held open while it is read, and it was lost ("+err.Error()+")")
+	case errors.Is(err, snapshot.ErrCannotRewind):
+		return snapshotTooOld(ts, err.Error())
+	case errors.As(err, &pe) && strings.HasPrefix(pe.Code, "22"):
+		// A key in the cursor PostgreSQL would not take.
+		return errBadSnapshotCursor
+	}
+	return err
+}
+
+// nextTable moves cur to the table after its own in a snapshot of every
+// table (in the order tables are listed), and reports whether there is one.
+func (s *Server) nextTable(cur *snapshotCursor, tables []*catalog.Table) bool {
+	if !cur.All {
+		return false
+	}
+	i := slices.IndexFunc(tables, func(t *catalog.Table) bool { return catalog.APIName(t.Schema, t.Name) == cur.Table })
+	if i < 0 || i+1 >= len(tables) {
+		return false
+	}
+	t := tables[i+1]
+	cur.Table, cur.OID, cur.Key, cur.After = catalog.APIName(t.Schema, t.Name), t.OID, nil, ""
+	return true
+}
+
+// cursorTable is the table a position reads, which must still be the one the
+// snapshot began with.
+func (s *Server) cursorTable(cur *snapshotCursor, tables []*catalog.Table) (*catalog.Table, error) {
+	for _, t := range tables {
+		if catalog.APIName(t.Schema, t.Name) == cur.Table {
+			if cur.OID != 0 && t.OID != cur.OID {
+				return nil, snapshotTooOld(cur.Ts, fmt.Sprintf("table %q was dropped and created again since the snapshot began", cur.Table))
 			}
-			return nil, nil, snapshotTooOld(ts, "the engine no longer holds it (it was idle too long, or the engine restarted)")
+			if cur.Key != nil && len(cur.Key) != len(t.Key) {
+				return nil, snapshotTooOld(cur.Ts, fmt.Sprintf("the primary key of table %q changed since the snapshot began", cur.Table))
+			}
+			return t, nil
 		}
-		if args.Snapshot != nil && *args.Snapshot != sess.Ts {
-			return nil, nil, badRequest("InvalidListSnapshotCursor", fmt.Sprintf("The `cursor` belongs to snapshot %d, not %d.", sess.Ts, *args.Snapshot))
-		}
-		if cur.Table >= len(sess.Tables) {
-			return nil, nil, badRequest("InvalidListSnapshotCursor", "Invalid value for the `cursor` argument of list_snapshot: it points past the snapshot's last table.")
-		}
-		if args.TableName != "" && catalog.APIName(sess.Tables[cur.Table].Schema, sess.Tables[cur.Table].Name) != args.TableName {
-			return nil, nil, badRequest("InvalidListSnapshotCursor", fmt.Sprintf("The `cursor` is for another table than %q.", args.TableName))
-		}
-		return sess, cur, nil
 	}
-	if args.Snapshot != nil {
-		if *args.Snapshot > s.store.Durable().Ts {
-			return nil, nil, badRequest("SnapshotTooNew", fmt.Sprintf("Snapshot value %d is in the future.", *args.Snapshot))
-		}
-		return nil, nil, snapshotTooOld(*args.Snapshot, "only snapshots taken by list_snapshot can be continued, and only with their `cursor`")
+	return nil, snapshotTooOld(cur.Ts, fmt.Sprintf("table %q is no longer published (dropped, renamed or deselected)", cur.Table))
+}
+
+// readHeld reads a page of a table without a primary key from the held
+// snapshot in cur, which must still be there.
+func (s *Server) readHeld(r *http.Request, cur *snapshotCursor, t *catalog.Table, limit int, key string, prepare snapshot.Prepare) (any, string, bool, error) {
+	sess, err := s.snaps.Lookup(cur.Held)
+	if err != nil {
+		return nil, "", false, err
 	}
+	ti := slices.IndexFunc(sess.Tables, func(st *catalog.Table) bool { return st.OID == t.OID })
+	if ti < 0 || sess.Ts != cur.Ts {
+		return nil, "", false, errBadSnapshotCursor
+	}
+	prepared, last, exhausted, err := sess.Read(r.Context(), ti, cur.After, limit, key, prepare)
+	if err == nil && exhausted && ti == len(sess.Tables)-1 {
+		// Keep the snapshot a moment so a retried last page still works,
+		// but not longer: an open snapshot holds back vacuum and makes
+		// CREATE INDEX CONCURRENTLY wait.
+		time.AfterFunc(5*time.Second, sess.Close)
+	}
+	return prepared, last, exhausted, err
+}
+
+// snapshotPosition finds where a list_snapshot call reads: where its cursor
+// points, or the start of a new snapshot (at `snapshot` when given), and the
+// published tables it may cover.
+func (s *Server) snapshotPosition(r *http.Request, args *exportArgs) (*snapshotCursor, []*catalog.Table, error) {
 	tables, err := s.publishedTables(r, args.TableName)
 	if err != nil {
 		return nil, nil, err
@@ -330,11 +398,95 @@ func (s *Server) snapshotSession(r *http.Request, args *exportArgs) (*snapshot.S
 	if len(tables) == 0 {
 		return nil, nil, badRequest("NoTables", "No table is published: create a table in the selected schemas or adjust the engine's table selection")
 	}
-	sess, err := s.snaps.Begin(r.Context(), tables)
-	if err != nil {
-		return nil, nil, err
+	if args.Snapshot != nil && *args.Snapshot > s.store.Durable().Ts {
+		return nil, nil, badRequest("SnapshotTooNew", fmt.Sprintf("Snapshot value %d is in the future.", *args.Snapshot))
 	}
-	return sess, &snapshotCursor{Session: sess.ID}, nil
+	if args.Cursor == nil {
+		return s.startSnapshot(r, args, tables)
+	}
+	var version struct {
+		V int `json:"v"`
+	}
+	if err := json.Unmarshal([]byte(*args.Cursor), &version); err != nil {
+		return nil, nil, errBadSnapshotCursor
+	}
+	if version.V != cursorVersion {
+		return s.legacyPosition(args, tables)
+	}
+	var cur snapshotCursor
+	if err := json.Unmarshal([]byte(*args.Cursor), &cur); err != nil {
+		return nil, nil, errBadSnapshotCursor
+	}
+	if cur.Table == "" || (cur.After != "" && !validPosition(cur.After)) {
+		return nil, nil, errBadSnapshotCursor
+	}
+	if args.Snapshot != nil && *args.Snapshot != cur.Ts {
+		return nil, nil, badRequest("InvalidListSnapshotCursor", fmt.Sprintf("The `cursor` belongs to snapshot %d, not %d.", cur.Ts, *args.Snapshot))
+	}
+	if args.TableName != "" && (cur.All || cur.Table != args.TableName) {
+		return nil, nil, badRequest("InvalidListSnapshotCursor", fmt.Sprintf("The `cursor` is for another table than %q.", args.TableName))
+	}
+	return &cur, tables, nil
+}
+
+// startSnapshot positions a new snapshot at the start of its first table.
+// With `snapshot` given it is taken at that ts, which works for tables with
+// a primary key while the log still holds the changes after it.
+func (s *Server) startSnapshot(r *http.Request, args *exportArgs, tables []*catalog.Table) (*snapshotCursor, []*catalog.Table, error) {
+	cur := &snapshotCursor{V: cursorVersion, All: args.TableName == "", Table: catalog.APIName(tables[0].Schema, tables[0].Name), OID: tables[0].OID}
+	var keyless []*catalog.Table
+	for _, t := range tables {
+		if len(t.Key) == 0 {
+			keyless = append(keyless, t)
+		}
+	}
+	switch {
+	case len(keyless) > 0 && args.Snapshot != nil:
+		return nil, nil, snapshotTooOld(*args.Snapshot, fmt.Sprintf("table %q has no primary key, so its snapshot is held while it is read and cannot be taken in the past", catalog.APIName(keyless[0].Schema, keyless[0].Name)))
+	case len(keyless) > 0:
+		// The held snapshot sets the ts for the whole snapshot; the keyed
+		// tables are turned back to it like any other.
+		sess, err := s.snaps.Begin(r.Context(), keyless)
+		if err != nil {
+			return nil, nil, err
+		}
+		cur.Held, cur.Ts = sess.ID, sess.Ts
+	case args.Snapshot != nil:
+		if *args.Snapshot < s.store.Horizon() {
+			return nil, nil, snapshotTooOld(*args.Snapshot, "the engine's log no longer holds the changes after it (it is older than the engine's --retention)")
+		}
+		cur.Ts = *args.Snapshot
+	default:
+		ts, err := s.snaps.Start(r.Context())
+		if err != nil {
+			return nil, nil, err
+		}
+		cur.Ts = ts
+	}
+	return cur, tables, nil
+}
+
+// legacyPosition continues a cursor from before durable snapshots: the
+// table it was reading (or, in a snapshot of every table, the first) is read
+// again from its start at the same ts, so nothing is lost; rows already
+// sent come again.
+func (s *Server) legacyPosition(args *exportArgs, tables []*catalog.Table) (*snapshotCursor, []*catalog.Table, error) {
+	var old legacyCursor
+	if err := json.Unmarshal([]byte(*args.Cursor), &old); err != nil || old.Session == "" || old.Table < 0 || (old.After != "" && !validPosition(old.After)) {
+		return nil, nil, errBadSnapshotCursor
+	}
+	if args.Snapshot == nil {
+		return nil, nil, snapshotTooOld(0, "the engine no longer holds it (it was idle too long, or the engine restarted); pass `snapshot` with the cursor to continue it")
+	}
+	ts := *args.Snapshot
+	if ts < s.store.Horizon() {
+		return nil, nil, snapshotTooOld(ts, "the engine's log no longer holds the changes after it (it is older than the engine's --retention)")
+	}
+	t := tables[0]
+	if len(t.Key) == 0 || (args.TableName == "" && slices.ContainsFunc(tables, func(t *catalog.Table) bool { return len(t.Key) == 0 })) {
+		return nil, nil, snapshotTooOld(ts, "the engine no longer holds it (it was idle too long, or the engine restarted), and a table without a primary key can only be read from a held snapshot")
+	}
+	return &snapshotCursor{V: cursorVersion, Ts: ts, All: args.TableName == "", Table: catalog.APIName(t.Schema, t.Name), OID: t.OID}, tables, nil
 }
 
 func (s *Server) documentDeltas(w http.ResponseWriter, r *http.Request) {
@@ -372,7 +524,12 @@ func (s *Server) documentDeltas(w http.ResponseWriter, r *http.Request) {
 	}
 	it, err := s.store.Changes(cursor, upTo, oid)
 	if errors.Is(err, shapelog.ErrExpired) {
-		writeError(w, http.StatusBadRequest, "InvalidWindowToReadDocuments", fmt.Sprintf("Trying to synchronize from timestamp %d, which is older than the database’s retention window. This may happen if you paused your Fivetran or Airbyte connector for a long period of time. Please perform a full sync of the connector. See https://fivetran.com/docs/connectors/troubleshooting/trigger-historical-re-syncs or https://docs.airbyte.com/platform/operator-guides/refreshes", cursor+1))
+		// oldestCursor (not in Convex's API) is the lowest cursor served
+		// now: where a client that must start over can still read deletes.
+		writeJSON(w, http.StatusBadRequest, struct {
+			apiError
+			OldestCursor int64 `json:"oldestCursor"`
+		}{apiError{Code: "InvalidWindowToReadDocuments", Message: fmt.Sprintf("Trying to synchronize from timestamp %d, which is older than the database’s retention window. This may happen if you paused your Fivetran or Airbyte connector for a long period of time. Please perform a full sync of the connector. See https://fivetran.com/docs/connectors/troubleshooting/trigger-historical-re-syncs or https://docs.airbyte.com/platform/operator-guides/refreshes", cursor+1)}, s.store.Horizon()})
 		return
 	}
 	if err != nil {

@@ -156,6 +156,9 @@ func (s *Store) Prune(before int64) error {
 	}
 	b := s.db.NewBatch()
 	defer b.Close()
+	if err := s.deleteXids(b, before); err != nil {
+		return err
+	}
 	_ = b.DeleteRange(gKey(0, 0), gKey(before+1, 0), nil)
 	_ = b.DeleteRange(cKey(0), cKey(before+1), nil)
 	_ = b.DeleteRange(lKey(0), lsnCut, nil)
@@ -234,4 +237,54 @@ func (s *Store) TsOfCommit(lsn uint64) (ts int64, ok bool, err error) {
 		return 0, false, errCorrupt
 	}
 	return int64(binary.BigEndian.Uint64(v)), true, nil
+}
+
+// deleteXids adds to b the deletion of the transaction-id index entries of
+// the commits with ts <= before.
+func (s *Store) deleteXids(b *pebble.Batch, before int64) error {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: cKey(0), UpperBound: cKey(before + 1)})
+	if err != nil {
+		return err
+	}
+	for valid := it.First(); valid; valid = it.Next() {
+		c, err := decodeCommit(int64(binary.BigEndian.Uint64(it.Key()[1:])), it.Value())
+		if err != nil {
+			it.Close()
+			return err
+		}
+		_ = b.Delete(xKey(c.Xid, c.Ts), nil)
+	}
+	return it.Close()
+}
+
+// TxnsByXid calls fn, in transaction-id order, with each durable logged
+// transaction whose PostgreSQL transaction id (32 bits, as pgoutput sends
+// it) is in [from, to), until fn returns false. to is exclusive and may be
+// 1<<32. A transaction id reused after wraparound may appear more than once,
+// with different timestamps.
+func (s *Store) TxnsByXid(from uint32, to uint64, fn func(xid uint32, ts int64) bool) error {
+	upper := []byte("y")
+	if to < 1<<32 {
+		upper = xKey(uint32(to), 0)
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: xKey(from, 0), UpperBound: upper})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	durable := s.Durable().Ts
+	for valid := it.First(); valid; valid = it.Next() {
+		k := it.Key()
+		if len(k) != 13 {
+			return errCorrupt
+		}
+		ts := int64(binary.BigEndian.Uint64(k[5:]))
+		if ts > durable {
+			continue
+		}
+		if !fn(binary.BigEndian.Uint32(k[1:]), ts) {
+			return nil
+		}
+	}
+	return it.Error()
 }

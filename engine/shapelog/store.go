@@ -16,6 +16,7 @@
 //	l<commitLSN:8>             commit LSN -> ts
 //	g<ts:8><seq:4>             global order -> table oid
 //	t<oid:4><ts:8><seq:4>      changes, per table
+//	x<xid:4><ts:8>             transaction id -> ts (empty value)
 package shapelog
 
 import (
@@ -205,6 +206,14 @@ func lKey(lsn uint64) []byte {
 	k := make([]byte, 9)
 	k[0] = 'l'
 	binary.BigEndian.PutUint64(k[1:], lsn)
+	return k
+}
+
+func xKey(xid uint32, ts int64) []byte {
+	k := make([]byte, 13)
+	k[0] = 'x'
+	binary.BigEndian.PutUint32(k[1:], xid)
+	binary.BigEndian.PutUint64(k[5:], uint64(ts))
 	return k
 }
 

@@ -134,6 +134,7 @@ func (t *Txn) Commit(endLSN uint64) error {
 	}
 	_ = t.batch.Set(cKey(t.commit.Ts), t.commit.encode(), nil)
 	_ = t.batch.Set(lKey(t.commit.CommitLSN), ts[:], nil)
+	_ = t.batch.Set(xKey(t.commit.Xid, t.commit.Ts), nil, nil)
 	t.s.wmu.Lock()
 	st := t.s.written
 	st.Ts, st.CommitLSN, st.EndLSN = t.commit.Ts, t.commit.CommitLSN, endLSN

@@ -1,17 +1,18 @@
 // Package snapshot takes consistent snapshots of published tables and pages
-// through them.
+// through them, so that a snapshot plus the changes after its ts (the shape
+// log) is exactly the table: nothing lost, nothing twice.
 //
-// A snapshot is exact with respect to the shape log: it comes from a
-// temporary logical replication slot created with EXPORT_SNAPSHOT, whose
-// consistent point is a single LSN: transactions that committed before it
-// are in the snapshot, the rest are decoded by the engine's slot. The
-// snapshot's timestamp is the ts of the last logged transaction before that
-// point, so "snapshot, then every change after its ts" loses nothing and
-// applies nothing twice, whatever was being written meanwhile.
+// Tables with a primary key (keyed.go) hold nothing in PostgreSQL between
+// pages: a snapshot is a ts in the log, and each page is read in its own
+// short transaction and turned back to ts with the log.
 //
-// The snapshot is held open in a REPEATABLE READ transaction on a dedicated
-// connection while clients page through it (like pg_dump, it holds back
-// vacuum for that time); idle snapshots are closed after a timeout.
+// Tables without one have no stable order to continue from, so they keep a
+// held snapshot (this file): a temporary logical replication slot created
+// with EXPORT_SNAPSHOT, whose consistent point is a single LSN, imported
+// into a REPEATABLE READ transaction on a dedicated connection that stays
+// open while clients page through it (like pg_dump, it holds back vacuum
+// for that time). It is lost with the connection or an engine restart, and
+// closed after IdleTimeout.
 package snapshot
 
 import (
@@ -29,6 +30,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
 	"github.com/shapelog/shapelog/engine/catalog"
@@ -45,8 +47,12 @@ var ErrGone = errors.New("snapshot is no longer available")
 // Config tunes the manager.
 type Config struct {
 	DatabaseURL string
-	// MaxSessions bounds concurrent snapshots (each holds a connection).
+	// MaxSessions bounds concurrent held snapshots (tables without a
+	// primary key; each holds a connection).
 	MaxSessions int
+	// PageConns bounds the connections pages of keyed tables are read
+	// through; more readers wait their turn.
+	PageConns int
 	// IdleTimeout closes snapshots nobody has read for this long.
 	IdleTimeout time.Duration
 	// Lookup resolves host names (nil: the default resolver).
@@ -66,19 +72,34 @@ type Manager struct {
 	repl  Positioner
 	log   zerolog.Logger
 
+	pool   *pgxpool.Pool // pages of keyed tables
+	runCtx context.Context
+
 	mu       sync.Mutex
 	sessions map[string]*Session
+	rewinds  map[rewindID]*rewind
+	ahead    map[string]*ahead
+	aheadWG  sync.WaitGroup
+	closing  bool
 }
 
 // NewManager creates a manager; Run expires idle sessions.
-func NewManager(cfg Config, store *shapelog.Store, repl Positioner, log zerolog.Logger) *Manager {
+func NewManager(cfg Config, store *shapelog.Store, repl Positioner, log zerolog.Logger) (*Manager, error) {
 	if cfg.MaxSessions == 0 {
 		cfg.MaxSessions = 16
+	}
+	if cfg.PageConns == 0 {
+		cfg.PageConns = 4
 	}
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = 10 * time.Minute
 	}
-	return &Manager{cfg: cfg, store: store, repl: repl, log: log.With().Str("component", "snapshot").Logger(), sessions: map[string]*Session{}}
+	pool, err := newPagePool(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Manager{cfg: cfg, store: store, repl: repl, log: log.With().Str("component", "snapshot").Logger(), pool: pool,
+		runCtx: context.Background(), sessions: map[string]*Session{}, rewinds: map[rewindID]*rewind{}, ahead: map[string]*ahead{}}, nil
 }
 
 const (
@@ -272,17 +293,28 @@ func (m *Manager) Lookup(id string) (*Session, error) {
 	return s, nil
 }
 
-// Run closes idle sessions until ctx ends, then closes all.
+// Run closes idle sessions and drops idle rewind indexes until ctx ends,
+// then closes everything.
 func (m *Manager) Run(ctx context.Context) {
+	m.mu.Lock()
+	m.runCtx = ctx
+	m.mu.Unlock()
 	t := time.NewTicker(15 * time.Second)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			m.closeIdle(0)
+			m.mu.Lock()
+			m.closing = true
+			m.mu.Unlock()
+			m.aheadWG.Wait()
+			m.expireKeyed(0)
+			m.pool.Close()
 			return
 		case <-t.C:
 			m.closeIdle(m.cfg.IdleTimeout)
+			m.expireKeyed(m.cfg.IdleTimeout)
 		}
 	}
 }

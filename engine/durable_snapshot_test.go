@@ -1,0 +1,300 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand"
+	"net/http"
+	"net/url"
+	"os/exec"
+	"sort"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/shapelog/shapelog/internal/pgtest"
+)
+
+// engineProc is the engine binary that a test kills and starts again.
+type engineProc struct {
+	t          *testing.T
+	dbURL, dir string
+	port       int
+	mu         sync.Mutex
+	cmd        *exec.Cmd
+	kills      int
+}
+
+func (p *engineProc) base() string { return fmt.Sprintf("http://127.0.0.1:%d", p.port) }
+
+// kill9 kills the engine with SIGKILL and starts it again.
+func (p *engineProc) kill9() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	_ = p.cmd.Wait()
+	p.kills++
+	p.cmd = runEngine(p.t, p.dbURL, p.dir, p.port)
+}
+
+// tryGet is one request that may fail while the engine is down.
+func tryGet(base, path string, params url.Values) (int, []byte, error) {
+	req, _ := http.NewRequest(http.MethodGet, base+path+"?"+params.Encode(), nil)
+	req.Header.Set("Authorization", "Convex "+testKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+// readSnapshotThroughKills walks list_snapshot of one table while the
+// engine is killed at random moments, retrying each page with the cursor
+// of the page before, as a client would.
+func readSnapshotThroughKills(t *testing.T, p *engineProc, table string, limit int, rng *rand.Rand) ([]doc, int64) {
+	t.Helper()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	delays := make([]time.Duration, 4) // drawn here: rng is not safe for concurrent use
+	for i := range delays {
+		delays[i] = time.Duration(200+rng.Intn(1800)) * time.Millisecond
+	}
+	go func() { // the killer: at random times, mid-request or between pages
+		defer wg.Done()
+		for _, d := range delays {
+			select {
+			case <-stop:
+				return
+			case <-time.After(d):
+			}
+			p.kill9()
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+	var all []doc
+	params := url.Values{"tableName": {table}, "limit": {strconv.Itoa(limit)}}
+	deadline := time.Now().Add(2 * time.Minute)
+	for pages := 0; ; {
+		if time.Now().After(deadline) {
+			t.Fatalf("snapshot of %s did not finish: %d pages", table, pages)
+		}
+		status, body, err := tryGet(p.base(), "/api/list_snapshot", params)
+		if err != nil || status >= 500 {
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		if status != http.StatusOK {
+			t.Fatalf("list_snapshot after %d pages: %d %s", pages, status, body)
+		}
+		var page snapshotPage
+		apiResult{Status: status, Body: body}.decode(t, &page)
+		pages++
+		all = append(all, page.Values...)
+		if !page.HasMore {
+			return all, page.Snapshot
+		}
+		params.Set("snapshot", strconv.FormatInt(page.Snapshot, 10))
+		params.Set("cursor", *page.Cursor)
+	}
+}
+
+// writer changes the two test tables at random until ctx ends: inserts,
+// updates, key changes, deletes, several rows in one transaction, and now
+// and then a TRUNCATE that refills part of the table.
+func writer(ctx context.Context, t *testing.T, dbURL string, seed int64, truncates bool, n *int64, mu *sync.RWMutex) {
+	c, err := pgx.Connect(context.Background(), dbURL)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer c.Close(context.Background())
+	rng := rand.New(rand.NewSource(seed))
+	for ctx.Err() == nil {
+		a, b := rng.Intn(3000)+1, rng.Intn(3000)+1
+		k := fmt.Sprintf("%d.%d", rng.Intn(300), rng.Intn(4))
+		var sqls []string
+		switch op := rng.Intn(100); {
+		case op < 20:
+			sqls = []string{fmt.Sprintf(`INSERT INTO kv VALUES (%d, %d, repeat('x', %d)) ON CONFLICT DO NOTHING`, a, rng.Intn(1000), rng.Intn(50))}
+		case op < 45:
+			sqls = []string{fmt.Sprintf(`UPDATE kv SET v = v + 1, pad = pad || 'u' WHERE id = %d`, a)}
+		case op < 55:
+			sqls = []string{fmt.Sprintf(`UPDATE kv SET id = %d WHERE id = %d AND NOT EXISTS (SELECT 1 FROM kv WHERE id = %d)`, b, a, b)}
+		case op < 65:
+			sqls = []string{fmt.Sprintf(`DELETE FROM kv WHERE id = %d`, a)}
+		case op < 72:
+			sqls = []string{"BEGIN", fmt.Sprintf(`UPDATE kv SET v = v - 1 WHERE id = %d`, a), fmt.Sprintf(`DELETE FROM kv WHERE id = %d`, b),
+				fmt.Sprintf(`INSERT INTO kv VALUES (%d, 7, 'txn') ON CONFLICT (id) DO UPDATE SET v = kv.v + 7`, b), "COMMIT"}
+		case op < 80:
+			sqls = []string{fmt.Sprintf(`INSERT INTO nk VALUES (%s, 's%d', %d) ON CONFLICT DO NOTHING`, k, a%7, rng.Intn(100))}
+		case op < 88:
+			sqls = []string{fmt.Sprintf(`UPDATE nk SET v = v + 1 WHERE k = %s`, k)}
+		case op < 93:
+			sqls = []string{fmt.Sprintf(`UPDATE nk SET k = k + 1000 WHERE k = %s AND NOT EXISTS (SELECT 1 FROM nk WHERE k = %s + 1000)`, k, k)}
+		case op < 99:
+			sqls = []string{fmt.Sprintf(`DELETE FROM nk WHERE k = %s`, k)}
+		default:
+			if !truncates {
+				continue
+			}
+			sqls = []string{"BEGIN", `TRUNCATE kv`, fmt.Sprintf(`INSERT INTO kv SELECT g, g, 'after truncate' FROM generate_series(%d, %d) g`, a, a+300), "COMMIT"}
+		}
+		// A TRUNCATE runs alone: it would deadlock with the other writer's row locks.
+		lock, unlock := mu.RLock, mu.RUnlock
+		if len(sqls) > 1 && sqls[1] == "TRUNCATE kv" {
+			lock, unlock = mu.Lock, mu.Unlock
+		}
+		lock()
+		for _, q := range sqls {
+			if _, err := c.Exec(context.Background(), q); err != nil {
+				var pe *pgconn.PgError
+				if errors.As(err, &pe) && (pe.Code == "23505" || pe.Code == "40P01") {
+					_, _ = c.Exec(context.Background(), "ROLLBACK")
+					break
+				}
+				unlock()
+				t.Error(q, err)
+				return
+			}
+		}
+		unlock()
+		*n++
+	}
+}
+
+// tableState is what PostgreSQL holds now, by document _id.
+func tableState(t *testing.T, conn *pgx.Conn) map[string]string {
+	t.Helper()
+	want := map[string]string{}
+	rows, err := conn.Query(context.Background(), `
+		SELECT '"public"."kv"/"' || id || '"', v || '/' || coalesce(pad, '<nil>') FROM kv
+		UNION ALL SELECT '"public"."nk"/"' || k || '"/"' || s || '"', v::text FROM nk`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id, v string
+		if err := rows.Scan(&id, &v); err != nil {
+			t.Fatal(err)
+		}
+		want[id] = v
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return want
+}
+
+func docValue(d doc) string {
+	if d["_table"] == "kv" {
+		pad := "<nil>"
+		if d["pad"] != nil {
+			pad = fmt.Sprint(d["pad"])
+		}
+		return fmt.Sprint(d["v"]) + "/" + pad
+	}
+	return fmt.Sprint(d["v"])
+}
+
+// TestDurableSnapshotUnderWritesAndKills is the property the snapshot
+// design rests on: with writers changing the tables between and during
+// pages (inserts, updates, key changes, deletes, TRUNCATE) and the engine
+// killed with SIGKILL at random moments, each snapshot plus the changes
+// after its ts is exactly the table, in every trial.
+func TestDurableSnapshotUnderWritesAndKills(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	conn := connect(t, dbURL)
+	mustExec(t, conn, `CREATE TABLE kv (id int PRIMARY KEY, v int NOT NULL, pad text)`)
+	// A numeric key: PostgreSQL, not Go, decides which page a key is in.
+	mustExec(t, conn, `CREATE TABLE nk (k numeric, s text, v int, PRIMARY KEY (k, s))`)
+	mustExec(t, conn, `CREATE TABLE marker (id int PRIMARY KEY)`)
+	mustExec(t, conn, `INSERT INTO kv SELECT g, g, 'seed' FROM generate_series(1, 2000) g`)
+	mustExec(t, conn, `INSERT INTO nk SELECT g / 10.0, 's' || (g % 7), g FROM generate_series(1, 1500) g`)
+	p := &engineProc{t: t, dbURL: dbURL, dir: t.TempDir(), port: freePort(t)}
+	p.cmd = runEngine(t, dbURL, p.dir, p.port)
+
+	trials := 3
+	if testing.Short() {
+		trials = 1
+	}
+	for trial := range trials {
+		rng := rand.New(rand.NewSource(int64(trial)))
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		var mu sync.RWMutex
+		writes := make([]int64, 2)
+		for w := range writes {
+			wg.Add(1)
+			go func() { defer wg.Done(); writer(ctx, t, dbURL, int64(trial*10+w), trial > 0, &writes[w], &mu) }()
+		}
+		time.Sleep(100 * time.Millisecond)
+		snaps := map[string][]doc{}
+		tss := map[string]int64{}
+		for _, table := range []string{"kv", "nk"} {
+			snaps[table], tss[table] = readSnapshotThroughKills(t, p, table, 23+rng.Intn(40), rng)
+		}
+		time.Sleep(100 * time.Millisecond)
+		cancel()
+		wg.Wait()
+		mustExec(t, conn, `INSERT INTO marker VALUES ($1)`, trial)
+		want := tableState(t, conn)
+		got := map[string]string{}
+		for _, table := range []string{"kv", "nk"} {
+			deltas := waitDeltas(t, p.base(), tss[table], url.Values{}, func(d []doc) bool {
+				for _, x := range d {
+					if x["_table"] == "marker" && x["id"] == float64(trial) {
+						return true
+					}
+				}
+				return false
+			})
+			var mine []doc
+			for _, d := range deltas {
+				if d["_table"] == table {
+					mine = append(mine, d)
+				}
+			}
+			state := map[string]doc{}
+			apply(state, snaps[table])
+			apply(state, mine)
+			for id, d := range state {
+				got[id] = docValue(d)
+			}
+			// Nothing twice: one document per key in the snapshot.
+			seen := map[string]bool{}
+			for _, d := range snaps[table] {
+				id := d["_id"].(string)
+				if seen[id] {
+					t.Fatalf("trial %d: %s is twice in the snapshot", trial, id)
+				}
+				seen[id] = true
+			}
+		}
+		var diffs []string
+		for id, w := range want {
+			if got[id] != w {
+				diffs = append(diffs, fmt.Sprintf("%s: replica %q, database %q", id, got[id], w))
+			}
+		}
+		for id, g := range got {
+			if _, ok := want[id]; !ok {
+				diffs = append(diffs, fmt.Sprintf("%s: replica %q, not in the database", id, g))
+			}
+		}
+		sort.Strings(diffs)
+		if len(diffs) > 0 {
+			t.Fatalf("trial %d: %d of %d rows differ, e.g. %v", trial, len(diffs), len(want), diffs[:min(8, len(diffs))])
+		}
+		t.Logf("trial %d: %d rows equal; %d writes, %d engine kills so far", trial, len(want), writes[0]+writes[1], p.kills)
+	}
+}

@@ -1,0 +1,468 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/shapelog/shapelog/engine/catalog"
+	"github.com/shapelog/shapelog/engine/shapelog"
+)
+
+// A table with a primary key is snapshotted without holding anything in
+// PostgreSQL: a snapshot is a position in the log (its ts), and a page is
+// read in its own short transaction, in key order after the last key of
+// the previous page, then turned back to ts with the log (rewind). The
+// cursor is only the table and a key, so it survives restarts of the engine
+// and of PostgreSQL for as long as the log keeps the changes after ts.
+
+// ErrTooOld reports a snapshot ts below the log's horizon: the changes that
+// would turn a page back to it are gone.
+var ErrTooOld = errors.New("the log no longer holds the changes after this snapshot")
+
+// ErrCannotRewind reports a table whose changes since the snapshot cannot be
+// turned back (its primary key changed, or it is not REPLICA IDENTITY FULL).
+var ErrCannotRewind = errCannotRewind
+
+// pageRetryFor bounds how long a page waits for transactions that had
+// committed before the snapshot's ts to become visible.
+const pageRetryFor = 10 * time.Second
+
+// ErrBusy reports a page that could not be read consistently in time.
+var ErrBusy = errors.New("transactions logged before the snapshot are still finishing in PostgreSQL; retry shortly")
+
+// Start begins a snapshot of tables with a primary key and returns its ts:
+// every transaction committed before the call is at or before it.
+func (m *Manager) Start(ctx context.Context) (int64, error) {
+	var lsnText string
+	if err := m.pool.QueryRow(ctx, "SELECT pg_current_wal_flush_lsn()::text").Scan(&lsnText); err != nil {
+		return 0, fmt.Errorf("reading the WAL position: %w", err)
+	}
+	lsn, err := pglogrepl.ParseLSN(lsnText)
+	if err != nil {
+		return 0, err
+	}
+	ts, err := m.logged(ctx, uint64(lsn))
+	if err != nil {
+		return 0, err
+	}
+	return max(ts, m.store.Horizon()), nil
+}
+
+// logged waits until every transaction that committed before lsn is
+// durable in the log, and returns the log's durable ts.
+func (m *Manager) logged(ctx context.Context, lsn uint64) (int64, error) {
+	if err := m.repl.WaitProcessed(ctx, lsn); err != nil {
+		return 0, err
+	}
+	written := m.store.Written().Ts
+	for {
+		ch := m.store.Advanced()
+		if d := m.store.Durable().Ts; d >= written {
+			return d, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// Page is one page of a table with a primary key, as of a snapshot.
+type Page struct {
+	Prepared any      // the rows, as the Prepare function made them
+	Last     []string // the key of the last row read: the next page follows it
+	// Exhausted means no page follows.
+	Exhausted bool
+}
+
+// ReadKeyed returns up to about limit rows of table t (which has a primary
+// key) after key after (nil: from the start) as they were at ts, prepared
+// with prepare. Restored rows may take a page over limit. While the caller
+// serves it, the next page is read ahead (reused when the next call passes
+// the same key).
+func (m *Manager) ReadKeyed(ctx context.Context, t *catalog.Table, ts int64, after []string, limit int, key string, prepare Prepare) (*Page, error) {
+	if len(t.Key) == 0 {
+		return nil, fmt.Errorf("table %s.%s has no primary key", t.Schema, t.Name)
+	}
+	if ts < m.store.Horizon() {
+		return nil, ErrTooOld
+	}
+	id := aheadID(ts, t, after, limit, key)
+	p, err := m.takeAhead(ctx, id)
+	if p == nil && err == nil {
+		p, err = m.readPage(ctx, t, ts, after, limit, prepare)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !p.Exhausted {
+		m.readAhead(t, ts, p.Last, limit, key, prepare)
+	}
+	return p, nil
+}
+
+// rowsRead is a page as PostgreSQL returned it.
+type rowsRead struct {
+	snap  *mvcc
+	lsn   uint64
+	rows  [][][]byte
+	arena []byte
+}
+
+// readPage reads one page and rewinds it to ts.
+func (m *Manager) readPage(ctx context.Context, t *catalog.Table, ts int64, after []string, limit int, prepare Prepare) (*Page, error) {
+	deadline := time.Now().Add(pageRetryFor)
+	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+		rr, err := m.queryPage(ctx, t, after, limit)
+		if err != nil {
+			return nil, err
+		}
+		upTo, err := m.logged(ctx, rr.lsn)
+		if err != nil {
+			return nil, err
+		}
+		missed, err := rr.snap.missesLoggedUpTo(m.store, ts)
+		if err != nil {
+			return nil, err
+		}
+		if !missed {
+			return m.rewindPage(ctx, t, ts, after, limit, rr, upTo, prepare)
+		}
+		if time.Now().After(deadline) {
+			return nil, ErrBusy
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// queryPage reads the rows after after in key order in one short
+// transaction, with the MVCC snapshot it read them by and the WAL position
+// after it.
+func (m *Manager) queryPage(ctx context.Context, t *catalog.Table, after []string, limit int) (*rowsRead, error) {
+	cols := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		cols[i] = pgx.Identifier{c.Name}.Sanitize()
+	}
+	keys := make([]string, len(t.Key))
+	params := make([]string, len(t.Key))
+	oids := make([]uint32, len(t.Key))
+	for i, k := range t.Key {
+		keys[i] = cols[k]
+		params[i] = fmt.Sprintf("$%d", i+1)
+		oids[i] = t.Columns[k].Type.OID
+	}
+	q := "SELECT " + strings.Join(cols, ", ") + " FROM " + pgx.Identifier{t.Schema, t.Name}.Sanitize()
+	var values [][]byte
+	if after != nil {
+		q += " WHERE (" + strings.Join(keys, ", ") + ") > (" + strings.Join(params, ", ") + ")"
+		for _, v := range after {
+			values = append(values, []byte(v))
+		}
+	} else {
+		oids = nil
+	}
+	q += fmt.Sprintf(" ORDER BY %s LIMIT %d", strings.Join(keys, ", "), limit)
+
+	conn, err := m.pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("acquiring a snapshot connection: %w", err)
+	}
+	defer conn.Release()
+	// One round trip, one implicit transaction: the connection's default
+	// isolation is REPEATABLE READ, so both statements share one snapshot.
+	b := &pgconn.Batch{}
+	b.ExecParams("SELECT pg_current_snapshot()::text, pg_current_wal_flush_lsn()::text", nil, nil, nil, nil)
+	b.ExecParams(q, values, oids, nil, nil)
+	mrr := conn.Conn().PgConn().ExecBatch(ctx, b)
+	rr := &rowsRead{}
+	var snapText, lsnText string
+	if mrr.NextResult() {
+		res := mrr.ResultReader()
+		for res.NextRow() {
+			snapText, lsnText = string(res.Values()[0]), string(res.Values()[1])
+		}
+		if _, err := res.Close(); err != nil {
+			_ = mrr.Close()
+			return nil, err
+		}
+	}
+	if mrr.NextResult() {
+		res := mrr.ResultReader()
+		var offsets [][2]int
+		var nulls []bool
+		for res.NextRow() {
+			for _, v := range res.Values() {
+				offsets = append(offsets, [2]int{len(rr.arena), len(rr.arena) + len(v)})
+				nulls = append(nulls, v == nil)
+				rr.arena = append(rr.arena, v...)
+			}
+		}
+		if _, err := res.Close(); err != nil {
+			_ = mrr.Close()
+			return nil, err
+		}
+		n := len(t.Columns)
+		for i := 0; i+n <= len(offsets); i += n {
+			row := make([][]byte, n)
+			for j := range n {
+				if !nulls[i+j] {
+					o := offsets[i+j]
+					row[j] = rr.arena[o[0]:o[1]:o[1]]
+				}
+			}
+			rr.rows = append(rr.rows, row)
+		}
+	}
+	if err := mrr.Close(); err != nil {
+		return nil, err
+	}
+	if rr.snap, err = parseMVCC(snapText); err != nil {
+		return nil, err
+	}
+	lsn, err := pglogrepl.ParseLSN(lsnText)
+	if err != nil {
+		return nil, err
+	}
+	rr.lsn = uint64(lsn)
+	return rr, nil
+}
+
+type rewindID struct {
+	ts  int64
+	oid uint32
+	key string // key column names
+}
+
+// rewindFor returns the table's rewind index for ts, indexed up to upTo.
+func (m *Manager) rewindFor(ctx context.Context, t *catalog.Table, ts, upTo int64) (*rewind, error) {
+	id := rewindID{ts: ts, oid: t.OID, key: strings.Join(keyColumnNames(t), "\x00")}
+	m.mu.Lock()
+	rw := m.rewinds[id]
+	if rw == nil {
+		rw = newRewind(ts, t)
+		m.rewinds[id] = rw
+	}
+	m.mu.Unlock()
+	rw.mu.Lock()
+	defer rw.mu.Unlock()
+	rw.lastUsed = time.Now()
+	if rw.order == nil {
+		o, err := loadKeyOrder(ctx, m.pool, t)
+		if err != nil {
+			return nil, err
+		}
+		rw.order = o
+	}
+	if err := rw.catchUp(m.store, upTo); err != nil {
+		if errors.Is(err, shapelog.ErrExpired) {
+			return nil, ErrTooOld
+		}
+		return nil, err
+	}
+	return rw, nil
+}
+
+// rewindPage turns a page read by rr back to ts and prepares it.
+func (m *Manager) rewindPage(ctx context.Context, t *catalog.Table, ts int64, after []string, limit int, rr *rowsRead, upTo int64, prepare Prepare) (*Page, error) {
+	p := &Page{Exhausted: len(rr.rows) < limit}
+	if n := len(rr.rows); n > 0 {
+		p.Last = make([]string, len(t.Key))
+		for i, k := range t.Key {
+			p.Last[i] = string(rr.rows[n-1][k])
+		}
+	} else {
+		p.Last = after
+	}
+	rw, err := m.rewindFor(ctx, t, ts, upTo)
+	if err != nil {
+		return nil, err
+	}
+	add, done := prepare()
+	rw.mu.Lock()
+	seg := rw.segmentFor(rr.snap)
+	inPage := make(map[string]bool, len(rr.rows))
+	var keyBuf []byte
+	keyVals := make([][]byte, len(t.Key))
+	var restore []*firstChange
+	for _, row := range rr.rows {
+		for i, k := range t.Key {
+			keyVals[i] = row[k]
+		}
+		keyBuf = encodeKey(keyBuf[:0], keyVals)
+		fc := seg.first[string(keyBuf)]
+		if len(seg.first) > 0 {
+			inPage[string(keyBuf)] = true
+		}
+		switch {
+		case fc == nil || !rr.snap.sees(fc.xid):
+			if err := add(row); err != nil {
+				rw.mu.Unlock()
+				return nil, err
+			}
+		case fc.before != nil:
+			restore = append(restore, fc)
+		}
+	}
+	// Rows gone since ts (deleted, or moved to another key) whose key falls
+	// in this page's range come back too.
+	var gone []*firstChange
+	for k, fc := range seg.first {
+		if fc.before != nil && !inPage[k] && rr.snap.sees(fc.xid) {
+			gone = append(gone, fc)
+		}
+	}
+	order := rw.order
+	rw.mu.Unlock()
+	if len(gone) > 0 {
+		keys := make([][]string, len(gone))
+		for i, fc := range gone {
+			keys[i] = fc.key
+		}
+		last := p.Last
+		if p.Exhausted {
+			last = nil
+		}
+		in, err := order.inRange(ctx, m.pool, keys, after, last)
+		if err != nil {
+			return nil, err
+		}
+		for i, fc := range gone {
+			if in[i] {
+				restore = append(restore, fc)
+			}
+		}
+	}
+	for _, fc := range restore {
+		row, err := imageIn(m.store, t, t.OID, fc)
+		if err != nil {
+			return nil, err
+		}
+		if err := add(row); err != nil {
+			return nil, err
+		}
+	}
+	if p.Prepared, err = done(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// readAhead state: pages being read before they are asked for.
+type ahead struct {
+	done    chan struct{}
+	page    *Page
+	err     error
+	started time.Time
+}
+
+// maxAhead bounds the pages read ahead at once (each holds a rendered page).
+const maxAhead = 8
+
+func aheadID(ts int64, t *catalog.Table, after []string, limit int, key string) string {
+	return fmt.Sprintf("%d\x00%d\x00%q\x00%d\x00%s", ts, t.OID, after, limit, key)
+}
+
+// readAhead starts reading the page after last in the background, unless
+// enough are being read already.
+func (m *Manager) readAhead(t *catalog.Table, ts int64, last []string, limit int, key string, prepare Prepare) {
+	id := aheadID(ts, t, last, limit, key)
+	m.mu.Lock()
+	if len(m.ahead) >= maxAhead || m.ahead[id] != nil || m.closing {
+		m.mu.Unlock()
+		return
+	}
+	a := &ahead{done: make(chan struct{}), started: time.Now()}
+	m.ahead[id] = a
+	m.aheadWG.Add(1)
+	runCtx := m.runCtx
+	m.mu.Unlock()
+	go func() {
+		defer m.aheadWG.Done()
+		defer close(a.done)
+		ctx, cancel := context.WithTimeout(runCtx, time.Minute)
+		defer cancel()
+		a.page, a.err = m.readPage(ctx, t, ts, last, limit, prepare)
+	}()
+}
+
+// takeAhead returns the page read ahead under id, if any (nil, nil: none).
+func (m *Manager) takeAhead(ctx context.Context, id string) (*Page, error) {
+	m.mu.Lock()
+	a := m.ahead[id]
+	delete(m.ahead, id)
+	m.mu.Unlock()
+	if a == nil {
+		return nil, nil
+	}
+	select {
+	case <-a.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if a.err != nil {
+		return nil, nil // read it again in the caller's request
+	}
+	return a.page, nil
+}
+
+// expireKeyed drops pages read ahead but never asked for, and rewind
+// indexes nobody used for idle.
+func (m *Manager) expireKeyed(idle time.Duration) {
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, a := range m.ahead {
+		select {
+		case <-a.done:
+			if now.Sub(a.started) > time.Minute || idle == 0 {
+				delete(m.ahead, id)
+			}
+		default:
+		}
+	}
+	for id, rw := range m.rewinds {
+		if !rw.mu.TryLock() {
+			continue
+		}
+		if now.Sub(rw.lastUsed) >= idle {
+			delete(m.rewinds, id)
+		}
+		rw.mu.Unlock()
+	}
+}
+
+// newPagePool opens the pool that pages of keyed tables are read through.
+func newPagePool(cfg Config) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	pc.MaxConns = int32(cfg.PageConns)
+	pc.MinConns = 0
+	pc.MaxConnIdleTime = time.Minute
+	rp := pc.ConnConfig.RuntimeParams
+	for k, v := range catalog.SessionSettings {
+		rp[k] = v
+	}
+	rp["default_transaction_isolation"] = "repeatable read"
+	rp["default_transaction_read_only"] = "on"
+	rp["jit"] = "off"
+	rp["application_name"] = "shapelog snapshot pages"
+	if cfg.Lookup != nil {
+		pc.ConnConfig.LookupFunc = cfg.Lookup
+	}
+	return pgxpool.NewWithConfig(context.Background(), pc)
+}

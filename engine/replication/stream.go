@@ -24,8 +24,10 @@ type relation struct {
 type streamer struct {
 	r         *Replicator
 	conn      *pgconn.PgConn
+	sink      sink
+	res       resolver
 	relations map[uint32]*relation
-	txn       *shapelog.Txn
+	txn       txnWriter
 	skipping  bool // inside a transaction the log already holds
 	inTxn     bool
 	change    shapelog.Change
@@ -39,20 +41,30 @@ type streamer struct {
 	deadline   time.Time
 }
 
+// newStreamer starts a session's decoding state: changes received on conn
+// go to out, and RELATION messages are completed through res.
+func newStreamer(r *Replicator, conn *pgconn.PgConn, out sink, res resolver) *streamer {
+	return &streamer{r: r, conn: conn, sink: out, res: res, relations: map[uint32]*relation{}}
+}
+
+// close ends the session: a transaction cut off before its COMMIT is
+// dropped, and PostgreSQL sends it whole again on the next session.
+func (s *streamer) close() {
+	if s.txn != nil {
+		_ = s.txn.Abort()
+	}
+}
+
 // stream decodes pgoutput messages until the connection or ctx ends.
 func (r *Replicator) stream(ctx context.Context, conn *pgconn.PgConn) error {
-	s := &streamer{r: r, conn: conn, relations: map[uint32]*relation{}}
-	defer func() {
-		if s.txn != nil {
-			_ = s.txn.Abort()
-		}
-	}()
-	durableCh := r.store.Advanced()
+	s := newStreamer(r, conn, storeSink{r.store}, catalogResolver{q: r.pool, types: r.types})
+	defer s.close()
+	durableCh := s.sink.Advanced()
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := r.store.Err(); err != nil {
+		if err := s.sink.Err(); err != nil {
 			return fmt.Errorf("shape log: %w", err)
 		}
 		now := time.Now()
@@ -62,7 +74,7 @@ func (r *Replicator) stream(ctx context.Context, conn *pgconn.PgConn) error {
 				return err
 			}
 		case <-durableCh:
-			durableCh = r.store.Advanced()
+			durableCh = s.sink.Advanced()
 			// Confirm promptly so WAL is released, at most ten times a second.
 			if s.nextStatus.Sub(now) > 100*time.Millisecond {
 				s.nextStatus = now.Add(100 * time.Millisecond)
@@ -103,7 +115,7 @@ func (r *Replicator) stream(ctx context.Context, conn *pgconn.PgConn) error {
 }
 
 func (s *streamer) sendStatus(replyRequested bool) error {
-	pos := pglogrepl.LSN(s.r.store.Durable().EndLSN)
+	pos := pglogrepl.LSN(s.sink.Durable().EndLSN)
 	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), s.conn, pglogrepl.StandbyStatusUpdate{
 		WALWritePosition: pos, WALFlushPosition: pos, WALApplyPosition: pos, ReplyRequested: replyRequested,
 	})
@@ -131,7 +143,7 @@ func (s *streamer) handleCopyData(ctx context.Context, data []byte) error {
 		if !s.inTxn {
 			// Everything before the server's position has been decoded and
 			// sent, so nothing the log needs lies below it.
-			s.r.store.SkipTo(uint64(ka.ServerWALEnd))
+			s.sink.SkipTo(uint64(ka.ServerWALEnd))
 			s.r.setProcessed(uint64(ka.ServerWALEnd))
 		}
 		if ka.ReplyRequested {
@@ -156,9 +168,9 @@ func (s *streamer) handle(ctx context.Context, data []byte) error {
 	switch m := msg.(type) {
 	case *pglogrepl.BeginMessage:
 		s.inTxn = true
-		s.skipping = uint64(m.FinalLSN) <= s.r.store.Written().CommitLSN
+		s.skipping = uint64(m.FinalLSN) <= s.sink.Written().CommitLSN
 		if !s.skipping {
-			s.txn = s.r.store.Begin(uint64(m.FinalLSN), m.Xid, m.CommitTime.UnixNano())
+			s.txn = s.sink.Begin(uint64(m.FinalLSN), m.Xid, m.CommitTime.UnixNano())
 		}
 	case *pglogrepl.CommitMessage:
 		s.inTxn = false
@@ -204,8 +216,7 @@ func (s *streamer) handleRelation(ctx context.Context, m *pglogrepl.RelationMess
 		rel.Columns = append(rel.Columns, shapelog.Column{Name: c.Name, TypeOID: c.DataType, TypeMod: c.TypeModifier})
 		// A RELATION message comes after a schema change (and on every new
 		// session): look user-defined types up afresh (new enum values).
-		s.r.types.Forget(c.DataType)
-		typ, err := s.r.types.Lookup(ctx, s.r.pool, c.DataType)
+		typ, err := s.res.Type(ctx, c.DataType)
 		if err != nil {
 			return fmt.Errorf("resolving type of %s.%s.%s: %w", m.Namespace, m.RelationName, c.Name, err)
 		}
@@ -215,7 +226,7 @@ func (s *streamer) handleRelation(ctx context.Context, m *pglogrepl.RelationMess
 	// FULL); the primary key comes from the catalog. A table dropped since
 	// has none to find; any other failure ends the session, and PostgreSQL
 	// sends the RELATION again when it resumes.
-	current, err := catalog.LoadTable(ctx, s.r.pool, s.r.types, m.RelationID)
+	current, err := s.res.Table(ctx, m.RelationID)
 	if err != nil && !errors.Is(err, catalog.ErrTableNotFound) {
 		return fmt.Errorf("reading the primary key of %s.%s: %w", m.Namespace, m.RelationName, err)
 	}
@@ -232,7 +243,7 @@ func (s *streamer) handleRelation(ctx context.Context, m *pglogrepl.RelationMess
 		}
 	}
 	table.Key = rel.Key
-	stored, err := s.r.store.PutRelation(rel)
+	stored, err := s.sink.PutRelation(rel)
 	if err != nil {
 		return err
 	}

@@ -116,10 +116,15 @@ func planJobs(cat *protocol.ConfiguredCatalog, streams []*stream, states *inputS
 	return jobs, nil
 }
 
-// maxRestarts bounds how often one stream starts its snapshot over in one
-// run because the engine no longer has the snapshot or the changes after
-// the cursor.
-const maxRestarts = 3
+// maxResyncs bounds how often one stream starts its snapshot over in one
+// run (setting `invalid_cursor_behavior` = "Re-sync data") before it fails.
+const maxResyncs = 3
+
+// lostPosition reports the engine's error codes for a stream position it
+// no longer has: the snapshot being read, or the changes after the cursor.
+func lostPosition(code string) bool {
+	return code == "SnapshotTooOld" || code == "InvalidListSnapshotCursor" || code == "InvalidWindowToReadDocuments"
+}
 
 func (r *reader) readStream(ctx context.Context, j job) error {
 	out, s := r.env.Out, j.s
@@ -134,22 +139,33 @@ func (r *reader) readStream(ctx context.Context, j job) error {
 	if st == nil || (j.mode == protocol.SyncFullRefresh && !st.SnapshotHasMore) {
 		st = freshState(s)
 	}
+	if j.mode == protocol.SyncFullRefresh {
+		st.ResyncFrom = nil // no changes are read after the snapshot
+	}
 	if st.SnapshotHasMore && st.SnapshotCursor == nil && s.rowEstimate > 0 {
 		_ = out.Write(protocol.EstimateMessage(s.desc, s.rowEstimate))
 	}
 	sr := &streamReader{reader: r, s: s, w: newRecordWriter(s), state: st}
 	start := time.Now()
-	for restarts := 0; ; restarts++ {
+	for resyncs := 0; ; resyncs++ {
 		err := sr.run(ctx, j.mode)
-		if code := errorCode(err); (code == "SnapshotTooOld" || code == "InvalidListSnapshotCursor" || code == "InvalidWindowToReadDocuments") && restarts < maxRestarts {
-			log.Warn().Str("code", code).Err(err).Msg("the engine no longer has this stream's snapshot or changes; starting a new snapshot (rows are sent again)")
-			sr.state = freshState(s)
-			continue
+		code := errorCode(err)
+		if !lostPosition(code) {
+			if err != nil {
+				return err
+			}
+			break
 		}
-		if err != nil {
-			return err
+		if r.cfg.InvalidCursorBehavior != resyncData || resyncs == maxResyncs {
+			return positionLost(s, code, err, resyncs)
 		}
-		break
+		sr.state = resyncState(s, sr.state, j.mode)
+		ev := log.Warn().Str("code", code).Err(err).Int("resync", resyncs+1)
+		if sr.state.ResyncFrom != nil {
+			ev.Int64("resync_from", *sr.state.ResyncFrom).Msg("the engine no longer has this stream's snapshot or the changes after its cursor; as setting invalid_cursor_behavior says, starting a new snapshot (rows are sent again), then replaying the changes from the old position so deletes since then are sent")
+		} else {
+			ev.Msg("the engine no longer has this stream's snapshot; as setting invalid_cursor_behavior says, starting a new snapshot (rows are sent again)")
+		}
 	}
 	if !sr.emitted {
 		if err := sr.emitState(); err != nil {
@@ -160,6 +176,37 @@ func (r *reader) readStream(ctx context.Context, j job) error {
 	log.Info().Int64("records", sr.total).Dur("elapsed", elapsed).
 		Int64("records_per_second", int64(float64(sr.total)/max(elapsed.Seconds(), 1e-3))).Msg("stream complete")
 	return out.Write(protocol.StreamStatusMessage(s.desc, protocol.StreamComplete))
+}
+
+// resyncState is the state that starts stream s over after the engine lost
+// its position in state old. In incremental mode it keeps the old position
+// as ResyncFrom: the changes are read from there after the new snapshot,
+// so the deletes since then, of rows the destination already has, travel.
+// During a re-sync snapshot the old position is its ResyncFrom; otherwise
+// it is DeltaCursor (the lost snapshot's timestamp, or the lost cursor).
+func resyncState(s *stream, old *streamState, mode string) *streamState {
+	st := freshState(s)
+	if mode == protocol.SyncIncremental {
+		st.ResyncFrom = old.ResyncFrom
+		if st.ResyncFrom == nil {
+			st.ResyncFrom = old.DeltaCursor
+		}
+	}
+	return st
+}
+
+// positionLost is the config error of a stream whose position the engine
+// no longer has (engine error code), after resyncs re-syncs in this run.
+func positionLost(s *stream, code string, err error, resyncs int) *protocol.Error {
+	why := fmt.Sprintf("the engine no longer has this stream's snapshot or the changes after its cursor (%s): "+
+		"the sync was paused for longer than the engine's --retention (SHAPELOG_RETENTION), "+
+		"or a snapshot of a table without a primary key was interrupted by an engine restart", code)
+	if resyncs > 0 {
+		return protocol.ConfigError(err, "Stream %s lost its position again after %d re-syncs in this run: %s. "+
+			"Refresh the stream (or clear its data) in Airbyte, and make sure syncs run more often than the engine's --retention", s.desc, resyncs, why)
+	}
+	return protocol.ConfigError(err, "Stream %s cannot continue: %s. To recover, refresh the stream (or clear its data) in Airbyte, "+
+		"or set the source's setting `invalid_cursor_behavior` to %q to start its snapshot over automatically", s.desc, why, resyncData)
 }
 
 // streamReader reads one stream, keeping its state.
@@ -207,6 +254,11 @@ func (sr *streamReader) run(ctx context.Context, mode string) error {
 				return false, err
 			}
 			st.SnapshotCursor, st.DeltaCursor, st.SnapshotHasMore = p.Cursor, &p.Snapshot, p.HasMore
+			if !p.HasMore && st.ResyncFrom != nil {
+				// A re-sync: the changes are read from the old position.
+				snap := p.Snapshot
+				st.DeltaCursor, st.ResyncFrom, st.replayUntil = st.ResyncFrom, nil, &snap
+			}
 			return p.HasMore, nil
 		})
 		if err != nil {
@@ -216,20 +268,60 @@ func (sr *streamReader) run(ctx context.Context, mode string) error {
 	if mode != protocol.SyncIncremental {
 		return nil
 	}
-	err := sr.consume(ctx, func(ctx context.Context, st *streamState, each func([]byte) error) (bool, error) {
-		p, err := sr.c.DocumentDeltasEach(ctx, client.DeltasRequest{Cursor: *st.DeltaCursor, TableName: sr.s.apiName, Format: "json", Limit: sr.cfg.PageSize}, each)
-		if err != nil {
-			return false, err
+	for {
+		err := sr.consume(ctx, func(ctx context.Context, st *streamState, each func([]byte) error) (bool, error) {
+			p, err := sr.c.DocumentDeltasEach(ctx, client.DeltasRequest{Cursor: *st.DeltaCursor, TableName: sr.s.apiName, Format: "json", Limit: sr.cfg.PageSize}, each)
+			if err != nil {
+				return false, err
+			}
+			st.DeltaCursor = &p.Cursor
+			return p.HasMore, nil
+		})
+		switch errorCode(err) {
+		case "CursorTooNew":
+			sr.env.Log.Warn().Str("stream", sr.s.desc.String()).Int64("cursor", *sr.state.DeltaCursor).
+				Msg("the saved cursor is ahead of the engine's log (a state from another engine, or clock skew); no changes are read until the engine's log passes it")
+			return nil
+		case "InvalidWindowToReadDocuments":
+			if sr.skipExpiredReplay(err) {
+				if err := sr.emitState(); err != nil {
+					return err
+				}
+				continue
+			}
 		}
-		st.DeltaCursor = &p.Cursor
-		return p.HasMore, nil
-	})
-	if errorCode(err) == "CursorTooNew" {
-		sr.env.Log.Warn().Str("stream", sr.s.desc.String()).Int64("cursor", *sr.state.DeltaCursor).
-			Msg("the saved cursor is ahead of the engine's log (a state from another engine, or clock skew); no changes are read until the engine's log passes it")
-		return nil
+		return err
 	}
-	return err
+}
+
+// skipExpiredReplay handles an InvalidWindowToReadDocuments answer (err)
+// while the changes before a re-sync snapshot completed in this run are
+// replayed: it moves the cursor past what the engine no longer has, to the
+// oldest cursor the engine names (or, if it names none, to the snapshot),
+// warns that the deletes in between cannot be recovered, and reports
+// whether it did. It does not when the engine's oldest change is after the
+// snapshot: the snapshot is then too old too, and the stream re-syncs.
+func (sr *streamReader) skipExpiredReplay(err error) bool {
+	st := sr.state
+	if st.replayUntil == nil || st.DeltaCursor == nil || *st.DeltaCursor >= *st.replayUntil {
+		return false
+	}
+	from, snap := *st.DeltaCursor, *st.replayUntil
+	var ce *client.Error
+	errors.As(err, &ce)
+	warn := sr.env.Log.Warn().Str("stream", sr.s.desc.String()).Int64("replay_from", from).Int64("snapshot", snap)
+	to := snap
+	switch oldest := ce.OldestCursor; {
+	case oldest == nil:
+		warn.Msgf("the engine no longer has the changes after %d and does not say which it still has: reading the changes after the new snapshot (%d) instead; rows deleted in PostgreSQL between the two may be missing their deletes and remain in the destination (refresh the stream with \"clear data\" for an exact copy)", from, snap)
+	case *oldest > from && *oldest <= snap:
+		to = *oldest
+		warn.Int64("oldest_cursor", to).Msgf("the engine no longer has the changes after %d: replaying from the oldest it still has (%d) instead; deletes between the two cannot be recovered, so rows deleted in PostgreSQL then may remain in the destination (refresh the stream with \"clear data\" for an exact copy)", from, to)
+	default:
+		return false
+	}
+	st.DeltaCursor = &to
+	return true
 }
 
 // consume reads pages with fetch in the background and emits their
@@ -330,7 +422,8 @@ func (sr *streamReader) emitChunk(c *chunk) error {
 func sameState(a, b *streamState) bool {
 	eq := func(x, y *int64) bool { return (x == nil) == (y == nil) && (x == nil || *x == *y) }
 	eqs := func(x, y *string) bool { return (x == nil) == (y == nil) && (x == nil || *x == *y) }
-	return a.SnapshotHasMore == b.SnapshotHasMore && eq(a.DeltaCursor, b.DeltaCursor) && eqs(a.SnapshotCursor, b.SnapshotCursor)
+	return a.SnapshotHasMore == b.SnapshotHasMore && eq(a.DeltaCursor, b.DeltaCursor) && eqs(a.SnapshotCursor, b.SnapshotCursor) &&
+		eq(a.ResyncFrom, b.ResyncFrom)
 }
 
 // emitState writes the stream's STATE with the records since the last one.

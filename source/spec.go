@@ -63,6 +63,14 @@ var spec = &protocol.Spec{
       "minimum": 1,
       "maximum": 100000,
       "order": 4
+    },
+    "invalid_cursor_behavior": {
+      "type": "string",
+      "title": "Invalid Cursor Behavior",
+      "description": "What to do when the engine no longer has a stream's snapshot or the changes after its cursor (syncs paused longer than the engine's --retention, or a snapshot of a table without a primary key interrupted by an engine restart). Fail sync: the stream fails with an error saying how to recover (refresh the stream in Airbyte). Re-sync data: the stream starts a new snapshot (rows are sent again) and, in incremental mode, then reads the changes from its old position (or the oldest one the engine still has), so deletes since then reach the destination. Changes the engine no longer has cannot be recovered: with Re-sync data, rows deleted in PostgreSQL before the oldest retained change may remain in the destination; only a refresh that clears the stream's data is fully exact.",
+      "enum": ["Fail sync", "Re-sync data"],
+      "default": "Fail sync",
+      "order": 5
     }
   }
 }`),
@@ -75,7 +83,19 @@ type config struct {
 	Tables        []string `json:"tables"`
 	ExcludeTables []string `json:"exclude_tables"`
 	PageSize      int      `json:"page_size"`
+	// InvalidCursorBehavior is failSync or resyncData.
+	InvalidCursorBehavior string `json:"invalid_cursor_behavior"`
 }
+
+// The values of setting `invalid_cursor_behavior`: what a stream does when
+// the engine no longer has its snapshot or the changes after its cursor.
+const (
+	// failSync fails the stream with a config_error saying how to recover.
+	failSync = "Fail sync"
+	// resyncData starts the stream's snapshot over and, in incremental
+	// mode, replays the changes from the old position after it.
+	resyncData = "Re-sync data"
+)
 
 // loadConfig reads and validates --config and returns it with a client.
 // check passes retries = 1 so a wrong address fails fast.
@@ -86,6 +106,13 @@ func loadConfig(env *protocol.Env, retries int) (*config, *client.Client, error)
 	}
 	if cfg.PageSize == 0 {
 		cfg.PageSize = 5000
+	}
+	switch cfg.InvalidCursorBehavior {
+	case "":
+		cfg.InvalidCursorBehavior = failSync
+	case failSync, resyncData:
+	default:
+		return nil, nil, protocol.ConfigError(nil, "Setting `invalid_cursor_behavior` is %q: expected %q or %q", cfg.InvalidCursorBehavior, failSync, resyncData)
 	}
 	c, err := client.New(cfg.DeploymentURL, cfg.AccessKey, client.Options{ClientName: clientName, RetryMax: retries})
 	if err != nil {

@@ -17,6 +17,11 @@ import (
 //     SnapshotCursor: resume that snapshot after the last page emitted.
 //   - !SnapshotHasMore: the snapshot is done; incremental syncs continue
 //     with the changes after DeltaCursor.
+//   - ResyncFrom (only while SnapshotHasMore): the snapshot is a re-sync
+//     (setting `invalid_cursor_behavior`) of a stream whose old position the
+//     engine no longer had; when it completes, DeltaCursor becomes
+//     ResyncFrom, the old position, rather than the snapshot's timestamp,
+//     so the changes since then (deletes above all) are read again.
 //
 // StreamName and StreamNamespace let tools that rebuild a descriptor from
 // the blob alone (Airbyte's acceptance tests) find the stream again.
@@ -24,10 +29,17 @@ type streamState struct {
 	SnapshotCursor  *string `json:"snapshot_cursor"`
 	SnapshotHasMore bool    `json:"snapshot_has_more"`
 	DeltaCursor     *int64  `json:"delta_cursor"`
+	ResyncFrom      *int64  `json:"resync_from,omitempty"`
 	StreamName      string  `json:"stream_name,omitempty"`
 	StreamNamespace string  `json:"stream_namespace,omitempty"`
+
+	// replayUntil, not saved, is the timestamp of the re-sync snapshot
+	// completed in this run while DeltaCursor replays the changes before
+	// it (see streamReader.skipExpiredReplay).
+	replayUntil *int64
 }
 
+// freshState is the state of a stream that starts its snapshot.
 func freshState(s *stream) *streamState {
 	return &streamState{SnapshotHasMore: true, StreamName: s.desc.Name, StreamNamespace: s.desc.NamespaceOrEmpty()}
 }
@@ -132,6 +144,8 @@ func (in *inputStates) forStream(s *stream) (*streamState, error) {
 		err = fmt.Errorf("snapshot_cursor without delta_cursor")
 	case !st.SnapshotHasMore && st.DeltaCursor == nil:
 		err = fmt.Errorf("a finished snapshot without delta_cursor")
+	case !st.SnapshotHasMore && st.ResyncFrom != nil:
+		err = fmt.Errorf("a finished snapshot with resync_from")
 	}
 	if err != nil {
 		e := protocol.ConfigError(err, "The saved state of stream %s is not a state of this source; reset the stream (or clear its state) to start over", s.desc)

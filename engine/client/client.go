@@ -136,6 +136,10 @@ type Error struct {
 	Status  int
 	Code    string
 	Message string
+	// OldestCursor is the body's "oldestCursor" member, nil when absent: on
+	// an InvalidWindowToReadDocuments answer, the lowest cursor
+	// document_deltas accepts now.
+	OldestCursor *int64
 }
 
 func (e *Error) Error() string {
@@ -219,9 +223,12 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 func decodeError(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	e := &Error{Status: resp.StatusCode}
-	var body struct{ Code, Message string }
+	var body struct {
+		Code, Message string
+		OldestCursor  *int64 `json:"oldestCursor"`
+	}
 	if json.Unmarshal(b, &body) == nil && (body.Code != "" || body.Message != "") {
-		e.Code, e.Message = body.Code, body.Message
+		e.Code, e.Message, e.OldestCursor = body.Code, body.Message, body.OldestCursor
 	} else {
 		e.Message = strings.TrimSpace(string(b))
 		if e.Message == "" {

@@ -64,6 +64,37 @@ func TestRetries(t *testing.T) {
 	}
 }
 
+// An error body's "oldestCursor" member is kept when present, nil when not.
+func TestErrorOldestCursor(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		if r.URL.Query().Get("cursor") == "1" {
+			_, _ = w.Write([]byte(`{"code":"InvalidWindowToReadDocuments","message":"too old","oldestCursor":1700000000000000042}`))
+		} else {
+			_, _ = w.Write([]byte(`{"code":"InvalidWindowToReadDocuments","message":"too old"}`))
+		}
+	}))
+	defer srv.Close()
+	c, err := New(srv.URL, "k", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for cursor, want := range map[int64]int64{1: 1700000000000000042, 2: -1} {
+		_, err := c.DocumentDeltas(context.Background(), DeltasRequest{Cursor: cursor})
+		var ce *Error
+		if !errors.As(err, &ce) || ce.Code != "InvalidWindowToReadDocuments" || ce.Message != "too old" {
+			t.Fatalf("cursor %d: error %v", cursor, err)
+		}
+		switch {
+		case want < 0 && ce.OldestCursor != nil:
+			t.Errorf("cursor %d: OldestCursor %d, want nil", cursor, *ce.OldestCursor)
+		case want >= 0 && (ce.OldestCursor == nil || *ce.OldestCursor != want):
+			t.Errorf("cursor %d: OldestCursor %v, want %d", cursor, ce.OldestCursor, want)
+		}
+	}
+}
+
 // A page is read as its consumer goes: a consumer slower than Timeout does
 // not fail it, an engine that stops sending for Timeout does.
 func TestPageTimeoutIsPerRead(t *testing.T) {

@@ -285,7 +285,7 @@ func (s *Server) listSnapshot(w http.ResponseWriter, r *http.Request) {
 	exhausted := false
 	if len(t.Key) > 0 {
 		var page *snapshot.Page
-		page, err = s.snaps.ReadKeyed(r.Context(), t, cur.Ts, cur.Key, limit, args.Format.String(), prepare)
+		page, err = s.snaps.ReadKeyed(r.Context(), t, cur.Ts, cur.Key, limit, nil, args.Format.String(), prepare)
 		if err == nil {
 			prepared, exhausted, next.Key = page.Prepared, page.Exhausted, page.Last
 		}
@@ -457,7 +457,7 @@ func (s *Server) startSnapshot(r *http.Request, args *exportArgs, tables []*cata
 		}
 		cur.Ts = *args.Snapshot
 	default:
-		ts, err := s.snaps.Start(r.Context())
+		ts, _, err := s.snaps.Start(r.Context())
 		if err != nil {
 			return nil, nil, err
 		}

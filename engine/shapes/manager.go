@@ -455,19 +455,24 @@ func (m *Manager) publishTables() {
 	}
 }
 
-// takeSnapshot fills a new shape's snapshot chunks.
+// takeSnapshot fills a new shape's snapshot chunks. A table with a primary
+// key is read in pages that hold nothing in PostgreSQL between them (see
+// package snapshot), so shapes are never refused for want of snapshots;
+// one without a key is read in a held snapshot.
 func (m *Manager) takeSnapshot(s *Shape, md meta) {
 	started := time.Now()
 	rows := 0
 	err := m.pub.SetShapeTables(m.runCtx, m.tablesWith(s))
 	if err == nil {
-		err = m.snaps.With(m.runCtx, func(ctx context.Context, conn *pgx.Conn, ts int64) error {
-			var n int
-			var err error
-			n, err = m.fillSnapshot(ctx, s, conn, ts, &md)
-			rows = n
-			return err
-		})
+		if len(s.Def.Table.Key) > 0 {
+			rows, err = m.fillKeyed(m.runCtx, s, &md)
+		} else {
+			err = m.snaps.With(m.runCtx, func(ctx context.Context, conn *pgx.Conn, ts int64) error {
+				var err error
+				rows, err = m.fillHeld(ctx, s, conn, ts, &md)
+				return err
+			})
+		}
 	}
 	if err == nil {
 		md.Complete = true
@@ -504,24 +509,133 @@ func (m *Manager) tablesWith(s *Shape) []uint32 {
 	return oids
 }
 
-// fillSnapshot runs the shape's query in the snapshot transaction and
-// stores the rows as chunks, the last ending with snapshot-end.
-func (m *Manager) fillSnapshot(ctx context.Context, s *Shape, conn *pgx.Conn, ts int64, md *meta) (int, error) {
-	md.SnapTs = ts
-	s.mu.Lock()
-	s.snapTs = ts
-	s.mu.Unlock()
-	var snap string
-	if err := conn.QueryRow(ctx, "SELECT pg_current_snapshot()::text").Scan(&snap); err != nil {
-		return 0, err
+// chunkWriter stores a shape's snapshot rows as chunks of about
+// ChunkBytes, waking readers as each is written.
+type chunkWriter struct {
+	m     *Manager
+	s     *Shape
+	md    *meta
+	chunk []byte
+	rows  int
+}
+
+// startSnapshot records the snapshot's ts before any chunk is written.
+func (w *chunkWriter) startSnapshot(ts int64) {
+	w.md.SnapTs = ts
+	w.s.mu.Lock()
+	w.s.snapTs = ts
+	w.s.mu.Unlock()
+}
+
+// add appends one rendered message.
+func (w *chunkWriter) add(msg []byte) error {
+	if len(w.chunk) > 0 {
+		w.chunk = append(w.chunk, ',')
 	}
-	parts := strings.SplitN(snap, ":", 3)
+	w.chunk = append(w.chunk, msg...)
+	w.rows++
+	if len(w.chunk) >= w.m.cfg.ChunkBytes {
+		return w.put()
+	}
+	return nil
+}
+
+func (w *chunkWriter) put() error {
+	if err := w.m.db.Set(chunkKey(w.s.Handle, w.md.Chunks), w.chunk, pebble.NoSync); err != nil {
+		return err
+	}
+	w.md.Chunks++
+	w.chunk = w.chunk[:0]
+	w.s.mu.Lock()
+	w.s.chunks = w.md.Chunks
+	w.s.notifyLocked()
+	w.s.mu.Unlock()
+	return nil
+}
+
+// finish ends the snapshot with snapshot-end, carrying PostgreSQL's MVCC
+// snapshot (pg_current_snapshot()'s text) at its start.
+func (w *chunkWriter) finish(mvcc string) error {
+	parts := strings.SplitN(mvcc, ":", 3)
 	if len(parts) != 3 {
-		return 0, fmt.Errorf("unexpected snapshot %q", snap)
+		return fmt.Errorf("unexpected snapshot %q", mvcc)
 	}
 	var xip []string
 	if parts[2] != "" {
 		xip = strings.Split(parts[2], ",")
+	}
+	if len(w.chunk) > 0 {
+		w.chunk = append(w.chunk, ',')
+	}
+	w.chunk = append(w.chunk, snapshotEnd(parts[0], parts[1], xip)...)
+	return w.put()
+}
+
+// keyedPage is a page of snapshot messages, rendered while it was read.
+type keyedPage struct {
+	buf  []byte
+	ends []int
+}
+
+// fillKeyed reads the shape's rows page by page as of a new snapshot ts.
+func (m *Manager) fillKeyed(ctx context.Context, s *Shape, md *meta) (int, error) {
+	w := &chunkWriter{m: m, s: s, md: md}
+	ts, mvcc, err := m.snaps.Start(ctx)
+	if err != nil {
+		return 0, err
+	}
+	w.startSnapshot(ts)
+	d := s.Def
+	var filter *snapshot.Where
+	if d.Where != "" {
+		filter = &snapshot.Where{SQL: d.Where, Match: d.filter.Match}
+	}
+	// Pages are rendered as they are read, the next one in the background.
+	prepare := func() (func([][]byte) error, func() (any, error)) {
+		p := &keyedPage{}
+		var key []byte
+		return func(values [][]byte) error {
+				key = d.Table.AppendKey(key[:0], values)
+				p.buf = s.enc.appendSnapshotRow(p.buf, key, values)
+				p.ends = append(p.ends, len(p.buf))
+				return nil
+			}, func() (any, error) {
+				return p, nil
+			}
+	}
+	var after []string
+	for {
+		page, err := m.snaps.ReadKeyed(ctx, d.Table, ts, after, shapePageRows, filter, "shape", prepare)
+		if err != nil {
+			return w.rows, err
+		}
+		p := page.Prepared.(*keyedPage)
+		start := 0
+		for _, end := range p.ends {
+			if err := w.add(p.buf[start:end]); err != nil {
+				return w.rows, err
+			}
+			start = end
+		}
+		if page.Exhausted {
+			return w.rows, w.finish(mvcc)
+		}
+		after = page.Last
+	}
+}
+
+// shapePageRows is how many rows a page of a shape's snapshot reads.
+const shapePageRows = 2048
+
+// fillHeld runs the shape's query in a held snapshot's transaction (a
+// table without a primary key) and stores the rows as chunks, the last
+// ending with snapshot-end.
+func (m *Manager) fillHeld(ctx context.Context, s *Shape, conn *pgx.Conn, ts int64, md *meta) (int, error) {
+	w := &chunkWriter{m: m, s: s, md: md}
+	w.startSnapshot(ts)
+	var mvcc string
+	if err := conn.QueryRow(ctx, "SELECT pg_current_snapshot()::text").Scan(&mvcc); err != nil {
+		return 0, err
 	}
 	d := s.Def
 	read := mergeSorted(d.Columns, d.Table.KeyColumns())
@@ -534,46 +648,23 @@ func (m *Manager) fillSnapshot(ctx context.Context, s *Shape, conn *pgx.Conn, ts
 		q += " WHERE " + d.Where
 	}
 	values := make([][]byte, len(d.Table.Columns))
-	var chunk, key []byte
-	rows := 0
-	put := func() error {
-		if err := m.db.Set(chunkKey(s.Handle, md.Chunks), chunk, pebble.NoSync); err != nil {
-			return err
-		}
-		md.Chunks++
-		chunk = chunk[:0]
-		s.mu.Lock()
-		s.chunks = md.Chunks
-		s.notifyLocked()
-		s.mu.Unlock()
-		return nil
-	}
+	var msg, key []byte
 	rr := conn.PgConn().ExecParams(ctx, q, nil, nil, nil, nil)
 	for rr.NextRow() {
 		for i, v := range rr.Values() {
 			values[read[i]] = v
 		}
 		key = d.Table.AppendKey(key[:0], values)
-		if len(chunk) > 0 {
-			chunk = append(chunk, ',')
-		}
-		chunk = s.enc.appendSnapshotRow(chunk, key, values)
-		rows++
-		if len(chunk) >= m.cfg.ChunkBytes {
-			if err := put(); err != nil {
-				rr.Close()
-				return rows, err
-			}
+		msg = s.enc.appendSnapshotRow(msg[:0], key, values)
+		if err := w.add(msg); err != nil {
+			rr.Close()
+			return w.rows, err
 		}
 	}
 	if _, err := rr.Close(); err != nil {
-		return rows, err
+		return w.rows, err
 	}
-	if len(chunk) > 0 {
-		chunk = append(chunk, ',')
-	}
-	chunk = append(chunk, snapshotEnd(parts[0], parts[1], xip)...)
-	return rows, put()
+	return w.rows, w.finish(mvcc)
 }
 
 // Run moves every shape's head along the log until ctx ends.

@@ -38,22 +38,32 @@ const pageRetryFor = 10 * time.Second
 // ErrBusy reports a page that could not be read consistently in time.
 var ErrBusy = errors.New("transactions logged before the snapshot are still finishing in PostgreSQL; retry shortly")
 
-// Start begins a snapshot of tables with a primary key and returns its ts:
-// every transaction committed before the call is at or before it.
-func (m *Manager) Start(ctx context.Context) (int64, error) {
-	var lsnText string
-	if err := m.pool.QueryRow(ctx, "SELECT pg_current_wal_flush_lsn()::text").Scan(&lsnText); err != nil {
-		return 0, fmt.Errorf("reading the WAL position: %w", err)
+// Start begins a snapshot of tables with a primary key and returns its ts
+// (every transaction committed before the call is at or before it) and
+// PostgreSQL's MVCC snapshot at the start, as pg_current_snapshot() prints
+// it, for clients that track transaction ids (Electric's snapshot-end).
+func (m *Manager) Start(ctx context.Context) (int64, string, error) {
+	var snap, lsnText string
+	if err := m.pool.QueryRow(ctx, "SELECT pg_current_snapshot()::text, pg_current_wal_flush_lsn()::text").Scan(&snap, &lsnText); err != nil {
+		return 0, "", fmt.Errorf("reading the WAL position: %w", err)
 	}
 	lsn, err := pglogrepl.ParseLSN(lsnText)
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	ts, err := m.logged(ctx, uint64(lsn))
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
-	return max(ts, m.store.Horizon()), nil
+	return max(ts, m.store.Horizon()), snap, nil
+}
+
+// Where narrows a keyed read to the rows a shape selects.
+type Where struct {
+	SQL string // a condition on the table's columns, safe to embed in a query
+	// Match is the same condition on a row of text values laid out like
+	// the table's columns; restored rows are filtered with it.
+	Match func(values [][]byte) (bool, error)
 }
 
 // logged waits until every transaction that committed before lsn is
@@ -86,26 +96,27 @@ type Page struct {
 
 // ReadKeyed returns up to about limit rows of table t (which has a primary
 // key) after key after (nil: from the start) as they were at ts, prepared
-// with prepare. Restored rows may take a page over limit. While the caller
+// with prepare, narrowed by where when given. Restored rows may take a page
+// over limit. While the caller
 // serves it, the next page is read ahead (reused when the next call passes
 // the same key).
-func (m *Manager) ReadKeyed(ctx context.Context, t *catalog.Table, ts int64, after []string, limit int, key string, prepare Prepare) (*Page, error) {
+func (m *Manager) ReadKeyed(ctx context.Context, t *catalog.Table, ts int64, after []string, limit int, where *Where, key string, prepare Prepare) (*Page, error) {
 	if len(t.Key) == 0 {
 		return nil, fmt.Errorf("table %s.%s has no primary key", t.Schema, t.Name)
 	}
 	if ts < m.store.Horizon() {
 		return nil, ErrTooOld
 	}
-	id := aheadID(ts, t, after, limit, key)
+	id := aheadID(ts, t, after, limit, where, key)
 	p, err := m.takeAhead(ctx, id)
 	if p == nil && err == nil {
-		p, err = m.readPage(ctx, t, ts, after, limit, prepare)
+		p, err = m.readPage(ctx, t, ts, after, limit, where, prepare)
 	}
 	if err != nil {
 		return nil, err
 	}
 	if !p.Exhausted {
-		m.readAhead(t, ts, p.Last, limit, key, prepare)
+		m.readAhead(t, ts, p.Last, limit, where, key, prepare)
 	}
 	return p, nil
 }
@@ -119,10 +130,10 @@ type rowsRead struct {
 }
 
 // readPage reads one page and rewinds it to ts.
-func (m *Manager) readPage(ctx context.Context, t *catalog.Table, ts int64, after []string, limit int, prepare Prepare) (*Page, error) {
+func (m *Manager) readPage(ctx context.Context, t *catalog.Table, ts int64, after []string, limit int, where *Where, prepare Prepare) (*Page, error) {
 	deadline := time.Now().Add(pageRetryFor)
 	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
-		rr, err := m.queryPage(ctx, t, after, limit)
+		rr, err := m.queryPage(ctx, t, after, limit, where)
 		if err != nil {
 			return nil, err
 		}
@@ -135,7 +146,7 @@ func (m *Manager) readPage(ctx context.Context, t *catalog.Table, ts int64, afte
 			return nil, err
 		}
 		if !missed {
-			return m.rewindPage(ctx, t, ts, after, limit, rr, upTo, prepare)
+			return m.rewindPage(ctx, t, ts, after, limit, where, rr, upTo, prepare)
 		}
 		if time.Now().After(deadline) {
 			return nil, ErrBusy
@@ -151,7 +162,7 @@ func (m *Manager) readPage(ctx context.Context, t *catalog.Table, ts int64, afte
 // queryPage reads the rows after after in key order in one short
 // transaction, with the MVCC snapshot it read them by and the WAL position
 // after it.
-func (m *Manager) queryPage(ctx context.Context, t *catalog.Table, after []string, limit int) (*rowsRead, error) {
+func (m *Manager) queryPage(ctx context.Context, t *catalog.Table, after []string, limit int, where *Where) (*rowsRead, error) {
 	cols := make([]string, len(t.Columns))
 	for i, c := range t.Columns {
 		cols[i] = pgx.Identifier{c.Name}.Sanitize()
@@ -166,13 +177,20 @@ func (m *Manager) queryPage(ctx context.Context, t *catalog.Table, after []strin
 	}
 	q := "SELECT " + strings.Join(cols, ", ") + " FROM " + pgx.Identifier{t.Schema, t.Name}.Sanitize()
 	var values [][]byte
+	var conds []string
 	if after != nil {
-		q += " WHERE (" + strings.Join(keys, ", ") + ") > (" + strings.Join(params, ", ") + ")"
+		conds = append(conds, "("+strings.Join(keys, ", ")+") > ("+strings.Join(params, ", ")+")")
 		for _, v := range after {
 			values = append(values, []byte(v))
 		}
 	} else {
 		oids = nil
+	}
+	if where != nil {
+		conds = append(conds, "("+where.SQL+")")
+	}
+	if len(conds) > 0 {
+		q += " WHERE " + strings.Join(conds, " AND ")
 	}
 	q += fmt.Sprintf(" ORDER BY %s LIMIT %d", strings.Join(keys, ", "), limit)
 
@@ -276,7 +294,7 @@ func (m *Manager) rewindFor(ctx context.Context, t *catalog.Table, ts, upTo int6
 }
 
 // rewindPage turns a page read by rr back to ts and prepares it.
-func (m *Manager) rewindPage(ctx context.Context, t *catalog.Table, ts int64, after []string, limit int, rr *rowsRead, upTo int64, prepare Prepare) (*Page, error) {
+func (m *Manager) rewindPage(ctx context.Context, t *catalog.Table, ts int64, after []string, limit int, where *Where, rr *rowsRead, upTo int64, prepare Prepare) (*Page, error) {
 	p := &Page{Exhausted: len(rr.rows) < limit}
 	if n := len(rr.rows); n > 0 {
 		p.Last = make([]string, len(t.Key))
@@ -350,6 +368,13 @@ func (m *Manager) rewindPage(ctx context.Context, t *catalog.Table, ts int64, af
 		if err != nil {
 			return nil, err
 		}
+		if where != nil {
+			// A runtime error (a division by zero) excludes the row, as it
+			// does for the shape's changes.
+			if ok, err := where.Match(row); err != nil || !ok {
+				continue
+			}
+		}
 		if err := add(row); err != nil {
 			return nil, err
 		}
@@ -371,14 +396,18 @@ type ahead struct {
 // maxAhead bounds the pages read ahead at once (each holds a rendered page).
 const maxAhead = 8
 
-func aheadID(ts int64, t *catalog.Table, after []string, limit int, key string) string {
-	return fmt.Sprintf("%d\x00%d\x00%q\x00%d\x00%s", ts, t.OID, after, limit, key)
+func aheadID(ts int64, t *catalog.Table, after []string, limit int, where *Where, key string) string {
+	w := ""
+	if where != nil {
+		w = where.SQL
+	}
+	return fmt.Sprintf("%d\x00%d\x00%q\x00%d\x00%s\x00%s", ts, t.OID, after, limit, w, key)
 }
 
 // readAhead starts reading the page after last in the background, unless
 // enough are being read already.
-func (m *Manager) readAhead(t *catalog.Table, ts int64, last []string, limit int, key string, prepare Prepare) {
-	id := aheadID(ts, t, last, limit, key)
+func (m *Manager) readAhead(t *catalog.Table, ts int64, last []string, limit int, where *Where, key string, prepare Prepare) {
+	id := aheadID(ts, t, last, limit, where, key)
 	m.mu.Lock()
 	if len(m.ahead) >= maxAhead || m.ahead[id] != nil || m.closing {
 		m.mu.Unlock()
@@ -394,7 +423,7 @@ func (m *Manager) readAhead(t *catalog.Table, ts int64, last []string, limit int
 		defer close(a.done)
 		ctx, cancel := context.WithTimeout(runCtx, time.Minute)
 		defer cancel()
-		a.page, a.err = m.readPage(ctx, t, ts, last, limit, prepare)
+		a.page, a.err = m.readPage(ctx, t, ts, last, limit, where, prepare)
 	}()
 }
 

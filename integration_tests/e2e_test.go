@@ -27,6 +27,7 @@ type pair struct {
 	t                *testing.T
 	a, b             *pgx.Conn
 	engineA, engineB *engine.Engine
+	processA         *connectortest.EngineProcess // engine A as a binary, when the test kills it
 	source, dest     string
 	sourceConfig     string
 	destConfig       string
@@ -36,15 +37,28 @@ type pair struct {
 }
 
 func newPair(t *testing.T, schema string, pageSize, batchSize int) *pair {
+	return newPairWith(t, schema, pageSize, batchSize, false)
+}
+
+// newPairWith runs engine A as the engine binary (processA) when binaryA
+// is set, so that the test can kill it.
+func newPairWith(t *testing.T, schema string, pageSize, batchSize int, binaryA bool) *pair {
 	t.Helper()
 	urlA, urlB := pgtest.NewDatabase(t), pgtest.NewDatabase(t)
 	p := &pair{t: t, a: connectortest.Connect(t, urlA), b: connectortest.Connect(t, urlB),
 		source: connectortest.Binary(t, "source"), dest: connectortest.Binary(t, "destination")}
 	connectortest.Exec(t, p.a, schema)
-	p.engineA = connectortest.StartEngine(t, urlA)
+	var engineAURL string
+	if binaryA {
+		p.processA = connectortest.RunEngineBinary(t, urlA)
+		engineAURL = p.processA.URL
+	} else {
+		p.engineA = connectortest.StartEngine(t, urlA)
+		engineAURL = p.engineA.URL()
+	}
 	p.engineB = connectortest.StartEngine(t, urlB)
 	p.sourceConfig = connectortest.WriteJSON(t, "source.json", map[string]any{
-		"deployment_url": p.engineA.URL(), "access_key": connectortest.AccessKey, "page_size": pageSize})
+		"deployment_url": engineAURL, "access_key": connectortest.AccessKey, "page_size": pageSize})
 	p.destConfig = connectortest.WriteJSON(t, "destination.json", map[string]any{
 		"deployment_url": p.engineB.URL(), "access_key": connectortest.AccessKey, "batch_size": batchSize})
 	// The catalog as a user would configure it: every stream incremental,
@@ -75,15 +89,10 @@ func (p *pair) changeA(sql string) {
 // SIGKILL once the destination has echoed `after` states.
 func (p *pair) sync(kill string, after int) {
 	p.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
 	killed := false
-	s := pipeline.Sync{
-		SourceBin: p.source, DestinationBin: p.dest, SourceConfig: p.sourceConfig, DestinationConfig: p.destConfig,
-		Catalog: p.catalog, States: p.states, Stderr: &p.stderr,
-	}
+	var onState func(echoed int, source, destination *os.Process)
 	if kill != "" {
-		s.OnState = func(echoed int, source, destination *os.Process) {
+		onState = func(echoed int, source, destination *os.Process) {
 			if !killed && echoed >= after {
 				killed = true
 				victim := source
@@ -94,16 +103,29 @@ func (p *pair) sync(kill string, after int) {
 			}
 		}
 	}
-	res, err := s.Run(ctx)
-	if res != nil && len(res.States) > 0 {
-		p.states = mergeStates(p.states, res.States)
-	}
+	err := p.syncWith(onState)
 	if kill == "" && err != nil {
 		p.t.Fatalf("sync failed: %v\n%s", err, p.stderr.String())
 	}
 	if kill != "" && !killed {
 		p.t.Fatalf("the sync ended before the %s could be killed", kill)
 	}
+}
+
+// syncWith runs one sync from the saved states, calling onState (if set)
+// after each state the destination echoes, and keeps the echoed states.
+func (p *pair) syncWith(onState func(echoed int, source, destination *os.Process)) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	s := pipeline.Sync{
+		SourceBin: p.source, DestinationBin: p.dest, SourceConfig: p.sourceConfig, DestinationConfig: p.destConfig,
+		Catalog: p.catalog, States: p.states, Stderr: &p.stderr, OnState: onState,
+	}
+	res, err := s.Run(ctx)
+	if res != nil && len(res.States) > 0 {
+		p.states = mergeStates(p.states, res.States)
+	}
+	return err
 }
 
 // mergeStates replaces the states of the streams in newer.

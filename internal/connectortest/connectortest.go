@@ -280,8 +280,24 @@ func CatchUp(t testing.TB, e *engine.Engine, conn *pgx.Conn) {
 // on dbURL as a separate process, as it runs in production, and returns
 // its URL. It is stopped (SIGTERM) when the test ends.
 func StartEngineBinary(t testing.TB, dbURL string) string {
+	return RunEngineBinary(t, dbURL).URL
+}
+
+// EngineProcess is the engine binary running for a test, which the test
+// may kill and start again on the same port and storage.
+type EngineProcess struct {
+	URL    string
+	t      testing.TB
+	args   []string
+	env    []string
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	stderr bytes.Buffer
+}
+
+// RunEngineBinary is StartEngineBinary with control over the process.
+func RunEngineBinary(t testing.TB, dbURL string) *EngineProcess {
 	t.Helper()
-	bin := Binary(t, "engine/cmd/shapelog")
 	port, err := pgtest.FreePort()
 	if err != nil {
 		t.Fatal(err)
@@ -289,22 +305,54 @@ func StartEngineBinary(t testing.TB, dbURL string) string {
 	h := fnv.New64a()
 	_, _ = h.Write([]byte(dbURL))
 	slot := fmt.Sprintf("shapelog_bin_%x", h.Sum64())
-	cmd := exec.Command(bin, "serve", "--port", strconv.Itoa(port), "--storage-dir", t.TempDir(), "--slot", slot, "--publication", slot, "--log-level", "warn")
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "SHAPELOG_ACCESS_KEY="+AccessKey)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	e := &EngineProcess{
+		URL:  fmt.Sprintf("http://127.0.0.1:%d", port),
+		t:    t,
+		args: []string{"serve", "--port", strconv.Itoa(port), "--storage-dir", t.TempDir(), "--slot", slot, "--publication", slot, "--log-level", "warn"},
+		env:  append(os.Environ(), "DATABASE_URL="+dbURL, "SHAPELOG_ACCESS_KEY="+AccessKey),
 	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		_ = e.cmd.Process.Signal(syscall.SIGTERM)
+		_ = e.cmd.Wait()
 	})
-	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.start()
+	return e
+}
+
+// start runs the process and waits until it is healthy; e.mu is held.
+func (e *EngineProcess) start() {
+	e.t.Helper()
+	e.cmd = exec.Command(Binary(e.t, "engine/cmd/shapelog"), e.args...)
+	e.cmd.Env = e.env
+	e.stderr.Reset()
+	e.cmd.Stderr = &e.stderr
+	if err := e.cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := client.WaitHealthy(ctx, url); err != nil {
-		t.Fatalf("%v\n%s", err, stderr.String())
+	if err := client.WaitHealthy(ctx, e.URL); err != nil {
+		e.t.Fatalf("%v\n%s", err, e.stderr.String())
 	}
-	return url
+}
+
+// Kill9 kills the engine with SIGKILL and waits for it to exit.
+func (e *EngineProcess) Kill9() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	_ = e.cmd.Process.Signal(syscall.SIGKILL)
+	_ = e.cmd.Wait()
+}
+
+// Restart starts the engine again after Kill9, on the same port and
+// storage, and waits until it is healthy.
+func (e *EngineProcess) Restart() {
+	e.t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.start()
 }

@@ -239,6 +239,7 @@ func TestExportErrors(t *testing.T) {
 		{"bad snapshot cursor", "/api/list_snapshot", url.Values{"cursor": {"garbage"}}, "", 400, "InvalidListSnapshotCursor"},
 		{"forged ctid", "/api/list_snapshot", url.Values{"cursor": {`{"snapshot":"x","table":0,"after":"'; DROP TABLE t; --"}`}}, "", 400, "InvalidListSnapshotCursor"},
 		{"future snapshot", "/api/list_snapshot", url.Values{"snapshot": {"9000000000000000000"}}, "", 400, "SnapshotTooNew"},
+		{"future cursor ts", "/api/list_snapshot", url.Values{"cursor": {`{"v":2,"ts":9000000000000000000,"table":"t"}`}}, "", 400, "SnapshotTooNew"},
 		{"old snapshot", "/api/list_snapshot", url.Values{"snapshot": {"1"}}, "", 400, "SnapshotTooOld"},
 		{"lost snapshot", "/api/list_snapshot", url.Values{"snapshot": {"1"}, "cursor": {`{"snapshot":"gone","table":0}`}}, "", 400, "SnapshotTooOld"},
 		{"bad snapshot", "/api/list_snapshot", url.Values{"snapshot": {"-5"}}, "", 400, "BadQueryArgs"},
@@ -258,6 +259,11 @@ func TestExportErrors(t *testing.T) {
 	// Changes pruned away: the old cursor expires.
 	mustExec(t, conn, `INSERT INTO t VALUES (1)`)
 	_, snap := readSnapshot(t, base, nil)
+	// A key in a cursor that the key's type refuses.
+	forged := fmt.Sprintf(`{"v":2,"ts":%d,"table":"t","key":["x"]}`, snap)
+	if r := get(t, base, "/api/list_snapshot", url.Values{"tableName": {"t"}, "cursor": {forged}}); r.Status != http.StatusBadRequest || r.errorCode(t) != "InvalidListSnapshotCursor" {
+		t.Fatalf("forged key: %d %s", r.Status, r.Body)
+	}
 	mustExec(t, conn, `INSERT INTO t VALUES (2)`)
 	waitDeltas(t, base, snap, nil, func(d []doc) bool { return len(d) == 1 })
 	if err := e.Store.Prune(e.Store.Durable().Ts); err != nil {

@@ -120,6 +120,23 @@ func (s *Server) publishedTables(r *http.Request, name string) ([]*catalog.Table
 	if err != nil {
 		return nil, err
 	}
+	return namedTables(tables, name)
+}
+
+// knownTables is publishedTables from the last reconciliation, which runs
+// periodically and whenever a request needs it: pages after the first one
+// of a snapshot do not query the catalog again. A table not found there is
+// looked up afresh.
+func (s *Server) knownTables(r *http.Request, name string) ([]*catalog.Table, error) {
+	if tables, err := namedTables(s.repl.Tables(), name); err == nil && len(tables) > 0 {
+		return tables, nil
+	}
+	return s.publishedTables(r, name)
+}
+
+// namedTables picks the table with API name name out of tables, or all of
+// them when name is empty.
+func namedTables(tables []*catalog.Table, name string) ([]*catalog.Table, error) {
 	if name == "" {
 		return tables, nil
 	}
@@ -252,50 +269,21 @@ func (s *Server) listSnapshot(w http.ResponseWriter, r *http.Request) {
 		s.writeFailure(w, ae)
 		return
 	}
-	cur, tables, err := s.snapshotPosition(r, args)
+	cur, tables, page, err := s.snapshotPage(r, args, false)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && (pe.Code == "42P01" || pe.Code == "42703") && args.Cursor != nil {
+		// The table changed since the engine last looked: look again.
+		cur, tables, page, err = s.snapshotPage(r, args, true)
+	}
 	if err != nil {
+		if cur != nil {
+			err = s.snapshotFailure(cur.Ts, err)
+		}
 		s.writeFailure(w, err)
 		return
 	}
-	t, err := s.cursorTable(cur, tables)
-	if err != nil {
-		s.writeFailure(w, err)
-		return
-	}
-	rend := newRenderer(t, args.Format)
-	// Pages are rendered as they are read, the next one in the background
-	// while this one travels.
-	prepare := func() (func([][]byte) error, func() (any, error)) {
-		buf := (*pageBuffers.Get().(*[]byte))[:0]
-		var key []byte
-		add := func(values [][]byte) error {
-			if len(buf) > 0 {
-				buf = append(buf, ',')
-			}
-			key = rend.table.AppendKey(key[:0], values)
-			var err error
-			buf, err = rend.appendDoc(buf, docSnapshot, cur.Ts, key, values)
-			return err
-		}
-		return add, func() (any, error) { return buf, nil }
-	}
-	limit := cmp.Or(args.Limit, snapshotPageDefault)
-	var prepared any
-	next := *cur
-	exhausted := false
-	if len(t.Key) > 0 {
-		var page *snapshot.Page
-		page, err = s.snaps.ReadKeyed(r.Context(), t, cur.Ts, cur.Key, limit, nil, args.Format.String(), prepare)
-		if err == nil {
-			prepared, exhausted, next.Key = page.Prepared, page.Exhausted, page.Last
-		}
-	} else {
-		prepared, next.After, exhausted, err = s.readHeld(r, cur, t, limit, args.Format.String(), prepare)
-	}
-	if err != nil {
-		s.writeFailure(w, s.snapshotFailure(cur.Ts, err))
-		return
-	}
+	prepared, next, exhausted := page.Prepared, *cur, page.Exhausted
+	next.Key, next.After = page.Last, page.After
 	p := newPageWriter(w)
 	p.buf = append(p.buf, `{"values":[`...)
 	p.buf = append(p.buf, prepared.([]byte)...)
@@ -315,6 +303,45 @@ func (s *Server) listSnapshot(w http.ResponseWriter, r *http.Request) {
 		p.buf = append(p.buf, `,"hasMore":true}`...)
 	}
 	p.finish()
+}
+
+// snapshotPage reads the page a list_snapshot call asks for, and returns
+// the position it read from and the tables the snapshot covers. fresh looks
+// the tables up in the catalog even for a cursor.
+func (s *Server) snapshotPage(r *http.Request, args *exportArgs, fresh bool) (*snapshotCursor, []*catalog.Table, *snapshot.Page, error) {
+	cur, tables, err := s.snapshotPosition(r, args, fresh)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	t, err := s.cursorTable(cur, tables)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	rend := newRenderer(t, args.Format)
+	// Pages are rendered as they are read, the next one in the background
+	// while this one travels.
+	prepare := func() (func([][]byte) error, func() (any, error)) {
+		buf := (*pageBuffers.Get().(*[]byte))[:0]
+		var key []byte
+		add := func(values [][]byte) error {
+			if len(buf) > 0 {
+				buf = append(buf, ',')
+			}
+			key = rend.table.AppendKey(key[:0], values)
+			var err error
+			buf, err = rend.appendDoc(buf, docSnapshot, cur.Ts, key, values)
+			return err
+		}
+		return add, func() (any, error) { return buf, nil }
+	}
+	limit := cmp.Or(args.Limit, snapshotPageDefault)
+	var page *snapshot.Page
+	if len(t.Key) > 0 {
+		page, err = s.snaps.ReadKeyed(r.Context(), t, cur.Ts, cur.Key, limit, nil, args.Format.String(), prepare)
+	} else {
+		page, err = s.readHeld(r, cur, t, limit, args.Format.String(), prepare)
+	}
+	return cur, tables, page, err
 }
 
 // snapshotFailure explains why a page of the snapshot at ts cannot be read.
@@ -368,30 +395,37 @@ func (s *Server) cursorTable(cur *snapshotCursor, tables []*catalog.Table) (*cat
 
 // readHeld reads a page of a table without a primary key from the held
 // snapshot in cur, which must still be there.
-func (s *Server) readHeld(r *http.Request, cur *snapshotCursor, t *catalog.Table, limit int, key string, prepare snapshot.Prepare) (any, string, bool, error) {
+func (s *Server) readHeld(r *http.Request, cur *snapshotCursor, t *catalog.Table, limit int, key string, prepare snapshot.Prepare) (*snapshot.Page, error) {
 	sess, err := s.snaps.Lookup(cur.Held)
 	if err != nil {
-		return nil, "", false, err
+		return nil, err
 	}
 	ti := slices.IndexFunc(sess.Tables, func(st *catalog.Table) bool { return st.OID == t.OID })
 	if ti < 0 || sess.Ts != cur.Ts {
-		return nil, "", false, errBadSnapshotCursor
+		return nil, errBadSnapshotCursor
 	}
 	prepared, last, exhausted, err := sess.Read(r.Context(), ti, cur.After, limit, key, prepare)
-	if err == nil && exhausted && ti == len(sess.Tables)-1 {
+	if err != nil {
+		return nil, err
+	}
+	if exhausted && ti == len(sess.Tables)-1 {
 		// Keep the snapshot a moment so a retried last page still works,
 		// but not longer: an open snapshot holds back vacuum and makes
 		// CREATE INDEX CONCURRENTLY wait.
 		time.AfterFunc(5*time.Second, sess.Close)
 	}
-	return prepared, last, exhausted, err
+	return &snapshot.Page{Prepared: prepared, After: last, Exhausted: exhausted}, nil
 }
 
 // snapshotPosition finds where a list_snapshot call reads: where its cursor
 // points, or the start of a new snapshot (at `snapshot` when given), and the
 // published tables it may cover.
-func (s *Server) snapshotPosition(r *http.Request, args *exportArgs) (*snapshotCursor, []*catalog.Table, error) {
-	tables, err := s.publishedTables(r, args.TableName)
+func (s *Server) snapshotPosition(r *http.Request, args *exportArgs, fresh bool) (*snapshotCursor, []*catalog.Table, error) {
+	find := s.publishedTables
+	if args.Cursor != nil && !fresh {
+		find = s.knownTables
+	}
+	tables, err := find(r, args.TableName)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -420,10 +454,16 @@ func (s *Server) snapshotPosition(r *http.Request, args *exportArgs) (*snapshotC
 	if cur.Table == "" || (cur.After != "" && !validPosition(cur.After)) {
 		return nil, nil, errBadSnapshotCursor
 	}
+	if cur.Ts > s.store.Durable().Ts {
+		// Only a forged cursor, or one from an engine whose storage was
+		// restored from an older backup: pages would show rows from before
+		// ts under ts, and the changes in between would be lost.
+		return nil, nil, badRequest("SnapshotTooNew", fmt.Sprintf("The `cursor` is of snapshot %d, which is ahead of the engine's log: it did not come from this engine's log.", cur.Ts))
+	}
 	if args.Snapshot != nil && *args.Snapshot != cur.Ts {
 		return nil, nil, badRequest("InvalidListSnapshotCursor", fmt.Sprintf("The `cursor` belongs to snapshot %d, not %d.", cur.Ts, *args.Snapshot))
 	}
-	if args.TableName != "" && (cur.All || cur.Table != args.TableName) {
+	if args.TableName != "" && (cur.All || cur.Table != catalog.APIName(tables[0].Schema, tables[0].Name)) {
 		return nil, nil, badRequest("InvalidListSnapshotCursor", fmt.Sprintf("The `cursor` is for another table than %q.", args.TableName))
 	}
 	return &cur, tables, nil

@@ -86,10 +86,13 @@ func (m *Manager) logged(ctx context.Context, lsn uint64) (int64, error) {
 	}
 }
 
-// Page is one page of a table with a primary key, as of a snapshot.
+// Page is one page of a table, as of a snapshot.
 type Page struct {
 	Prepared any      // the rows, as the Prepare function made them
 	Last     []string // the key of the last row read: the next page follows it
+	// After is, in a held snapshot of a table without a primary key, the
+	// position (ctid) of the last row read.
+	After string
 	// Exhausted means no page follows.
 	Exhausted bool
 }
@@ -121,19 +124,41 @@ func (m *Manager) ReadKeyed(ctx context.Context, t *catalog.Table, ts int64, aft
 	return p, nil
 }
 
-// rowsRead is a page as PostgreSQL returned it.
+// rowsRead is a page as PostgreSQL returned it: the rows' values back to
+// back in arena, each value's span in spans (start, end; start -1: NULL).
 type rowsRead struct {
 	snap  *mvcc
 	lsn   uint64
-	rows  [][][]byte
+	ncols int
 	arena []byte
+	spans []int32
+	// the page as prepared while it streamed in
+	add      func([][]byte) error
+	done     func() (any, error)
+	addErr   error
+	rowCount int
+}
+
+func (rr *rowsRead) rows() int { return rr.rowCount }
+
+// row lays row i's values into dst (len ncols); they alias the arena.
+func (rr *rowsRead) row(i int, dst [][]byte) {
+	sp := rr.spans[2*i*rr.ncols:]
+	for j := range rr.ncols {
+		if a := sp[2*j]; a >= 0 {
+			b := sp[2*j+1]
+			dst[j] = rr.arena[a:b:b]
+		} else {
+			dst[j] = nil
+		}
+	}
 }
 
 // readPage reads one page and rewinds it to ts.
 func (m *Manager) readPage(ctx context.Context, t *catalog.Table, ts int64, after []string, limit int, where *Where, prepare Prepare) (*Page, error) {
 	deadline := time.Now().Add(pageRetryFor)
 	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
-		rr, err := m.queryPage(ctx, t, after, limit, where)
+		rr, err := m.queryPage(ctx, t, after, limit, where, prepare)
 		if err != nil {
 			return nil, err
 		}
@@ -161,8 +186,9 @@ func (m *Manager) readPage(ctx context.Context, t *catalog.Table, ts int64, afte
 
 // queryPage reads the rows after after in key order in one short
 // transaction, with the MVCC snapshot it read them by and the WAL position
-// after it.
-func (m *Manager) queryPage(ctx context.Context, t *catalog.Table, after []string, limit int, where *Where) (*rowsRead, error) {
+// after it. Rows are prepared as they arrive (most pages need no rewind)
+// and kept, in case the rewind changes the page.
+func (m *Manager) queryPage(ctx context.Context, t *catalog.Table, after []string, limit int, where *Where, prepare Prepare) (*rowsRead, error) {
 	cols := make([]string, len(t.Columns))
 	for i, c := range t.Columns {
 		cols[i] = pgx.Identifier{c.Name}.Sanitize()
@@ -205,7 +231,8 @@ func (m *Manager) queryPage(ctx context.Context, t *catalog.Table, after []strin
 	b.ExecParams("SELECT pg_current_snapshot()::text, pg_current_wal_flush_lsn()::text", nil, nil, nil, nil)
 	b.ExecParams(q, values, oids, nil, nil)
 	mrr := conn.Conn().PgConn().ExecBatch(ctx, b)
-	rr := &rowsRead{}
+	rr := &rowsRead{ncols: len(t.Columns)}
+	rr.add, rr.done = prepare()
 	var snapText, lsnText string
 	if mrr.NextResult() {
 		res := mrr.ResultReader()
@@ -219,29 +246,24 @@ func (m *Manager) queryPage(ctx context.Context, t *catalog.Table, after []strin
 	}
 	if mrr.NextResult() {
 		res := mrr.ResultReader()
-		var offsets [][2]int
-		var nulls []bool
 		for res.NextRow() {
-			for _, v := range res.Values() {
-				offsets = append(offsets, [2]int{len(rr.arena), len(rr.arena) + len(v)})
-				nulls = append(nulls, v == nil)
+			vals := res.Values()
+			for _, v := range vals {
+				if v == nil {
+					rr.spans = append(rr.spans, -1, -1)
+					continue
+				}
+				rr.spans = append(rr.spans, int32(len(rr.arena)), int32(len(rr.arena)+len(v)))
 				rr.arena = append(rr.arena, v...)
 			}
+			if rr.addErr == nil {
+				rr.addErr = rr.add(vals)
+			}
+			rr.rowCount++
 		}
 		if _, err := res.Close(); err != nil {
 			_ = mrr.Close()
 			return nil, err
-		}
-		n := len(t.Columns)
-		for i := 0; i+n <= len(offsets); i += n {
-			row := make([][]byte, n)
-			for j := range n {
-				if !nulls[i+j] {
-					o := offsets[i+j]
-					row[j] = rr.arena[o[0]:o[1]:o[1]]
-				}
-			}
-			rr.rows = append(rr.rows, row)
 		}
 	}
 	if err := mrr.Close(); err != nil {
@@ -295,11 +317,13 @@ func (m *Manager) rewindFor(ctx context.Context, t *catalog.Table, ts, upTo int6
 
 // rewindPage turns a page read by rr back to ts and prepares it.
 func (m *Manager) rewindPage(ctx context.Context, t *catalog.Table, ts int64, after []string, limit int, where *Where, rr *rowsRead, upTo int64, prepare Prepare) (*Page, error) {
-	p := &Page{Exhausted: len(rr.rows) < limit}
-	if n := len(rr.rows); n > 0 {
+	p := &Page{Exhausted: rr.rows() < limit}
+	row := make([][]byte, rr.ncols)
+	if n := rr.rows(); n > 0 {
+		rr.row(n-1, row)
 		p.Last = make([]string, len(t.Key))
 		for i, k := range t.Key {
-			p.Last[i] = string(rr.rows[n-1][k])
+			p.Last[i] = string(row[k])
 		}
 	} else {
 		p.Last = after
@@ -308,30 +332,29 @@ func (m *Manager) rewindPage(ctx context.Context, t *catalog.Table, ts int64, af
 	if err != nil {
 		return nil, err
 	}
-	add, done := prepare()
+	// Which rows the page's snapshot saw change since ts: their first
+	// change's image replaces them (nil image: the row was not there).
 	rw.mu.Lock()
 	seg := rw.segmentFor(rr.snap)
-	inPage := make(map[string]bool, len(rr.rows))
-	var keyBuf []byte
-	keyVals := make([][]byte, len(t.Key))
-	var restore []*firstChange
-	for _, row := range rr.rows {
-		for i, k := range t.Key {
-			keyVals[i] = row[k]
-		}
-		keyBuf = encodeKey(keyBuf[:0], keyVals)
-		fc := seg.first[string(keyBuf)]
-		if len(seg.first) > 0 {
-			inPage[string(keyBuf)] = true
-		}
-		switch {
-		case fc == nil || !rr.snap.sees(fc.xid):
-			if err := add(row); err != nil {
-				rw.mu.Unlock()
-				return nil, err
+	var replaced map[int]*firstChange
+	var inPage map[string]bool
+	if len(seg.first) > 0 {
+		inPage = make(map[string]bool, rr.rows())
+		var keyBuf []byte
+		keyVals := make([][]byte, len(t.Key))
+		for i := range rr.rows() {
+			rr.row(i, row)
+			for j, k := range t.Key {
+				keyVals[j] = row[k]
 			}
-		case fc.before != nil:
-			restore = append(restore, fc)
+			keyBuf = encodeKey(keyBuf[:0], keyVals)
+			inPage[string(keyBuf)] = true
+			if fc := seg.first[string(keyBuf)]; fc != nil && rr.snap.sees(fc.xid) {
+				if replaced == nil {
+					replaced = map[int]*firstChange{}
+				}
+				replaced[i] = fc
+			}
 		}
 	}
 	// Rows gone since ts (deleted, or moved to another key) whose key falls
@@ -344,6 +367,7 @@ func (m *Manager) rewindPage(ctx context.Context, t *catalog.Table, ts int64, af
 	}
 	order := rw.order
 	rw.mu.Unlock()
+	var restore []*firstChange
 	if len(gone) > 0 {
 		keys := make([][]string, len(gone))
 		for i, fc := range gone {
@@ -363,67 +387,114 @@ func (m *Manager) rewindPage(ctx context.Context, t *catalog.Table, ts int64, af
 			}
 		}
 	}
+	if len(replaced) == 0 && len(restore) == 0 {
+		// The page as it streamed in is the table at ts.
+		if rr.addErr != nil {
+			return nil, rr.addErr
+		}
+		p.Prepared, err = rr.done()
+		return p, err
+	}
+	add, done := prepare()
+	for i := range rr.rows() {
+		fc := replaced[i]
+		if fc == nil {
+			rr.row(i, row)
+			if err := add(row); err != nil {
+				return nil, err
+			}
+		} else if fc.before != nil {
+			restore = append(restore, fc)
+		}
+	}
 	for _, fc := range restore {
-		row, err := imageIn(m.store, t, t.OID, fc)
+		img, err := imageIn(m.store, t, t.OID, fc)
 		if err != nil {
 			return nil, err
 		}
 		if where != nil {
 			// A runtime error (a division by zero) excludes the row, as it
 			// does for the shape's changes.
-			if ok, err := where.Match(row); err != nil || !ok {
+			if ok, err := where.Match(img); err != nil || !ok {
 				continue
 			}
 		}
-		if err := add(row); err != nil {
+		if err := add(img); err != nil {
 			return nil, err
 		}
 	}
-	if p.Prepared, err = done(); err != nil {
-		return nil, err
-	}
-	return p, nil
+	p.Prepared, err = done()
+	return p, err
 }
 
-// readAhead state: pages being read before they are asked for.
+// ahead is a page being read before it is asked for.
 type ahead struct {
+	chain   string
 	done    chan struct{}
 	page    *Page
 	err     error
 	started time.Time
 }
 
-// maxAhead bounds the pages read ahead at once (each holds a rendered page).
-const maxAhead = 8
+// Pages read ahead: up to aheadDepth per reader (so PostgreSQL reads one
+// while the engine renders another and the client takes a third), and
+// maxAhead in all (each holds a rendered page).
+const (
+	aheadDepth = 2
+	maxAhead   = 16
+)
 
-func aheadID(ts int64, t *catalog.Table, after []string, limit int, where *Where, key string) string {
+func chainID(ts int64, t *catalog.Table, limit int, where *Where, key string) string {
 	w := ""
 	if where != nil {
 		w = where.SQL
 	}
-	return fmt.Sprintf("%d\x00%d\x00%q\x00%d\x00%s\x00%s", ts, t.OID, after, limit, w, key)
+	return fmt.Sprintf("%d\x00%d\x00%d\x00%s\x00%s", ts, t.OID, limit, w, key)
 }
 
-// readAhead starts reading the page after last in the background, unless
-// enough are being read already.
+func aheadID(ts int64, t *catalog.Table, after []string, limit int, where *Where, key string) string {
+	return fmt.Sprintf("%s\x00%q", chainID(ts, t, limit, where, key), after)
+}
+
+// readAhead makes sure the pages after last are being read, up to
+// aheadDepth of them: it follows the pages already read ahead and starts
+// the next one unless enough are waiting.
 func (m *Manager) readAhead(t *catalog.Table, ts int64, last []string, limit int, where *Where, key string, prepare Prepare) {
-	id := aheadID(ts, t, last, limit, where, key)
+	chain := chainID(ts, t, limit, where, key)
 	m.mu.Lock()
-	if len(m.ahead) >= maxAhead || m.ahead[id] != nil || m.closing {
-		m.mu.Unlock()
+	defer m.mu.Unlock()
+	for {
+		a := m.ahead[aheadID(ts, t, last, limit, where, key)]
+		if a == nil {
+			break
+		}
+		select {
+		case <-a.done:
+		default:
+			return // being read: it goes on from there when done
+		}
+		if a.err != nil || a.page.Exhausted {
+			return
+		}
+		last = a.page.Last
+	}
+	if m.chains[chain] >= aheadDepth || len(m.ahead) >= maxAhead || m.closing {
 		return
 	}
-	a := &ahead{done: make(chan struct{}), started: time.Now()}
-	m.ahead[id] = a
+	a := &ahead{chain: chain, done: make(chan struct{}), started: time.Now()}
+	m.ahead[aheadID(ts, t, last, limit, where, key)] = a
+	m.chains[chain]++
 	m.aheadWG.Add(1)
 	runCtx := m.runCtx
-	m.mu.Unlock()
 	go func() {
 		defer m.aheadWG.Done()
-		defer close(a.done)
 		ctx, cancel := context.WithTimeout(runCtx, time.Minute)
-		defer cancel()
 		a.page, a.err = m.readPage(ctx, t, ts, last, limit, where, prepare)
+		cancel()
+		close(a.done)
+		if a.err == nil && !a.page.Exhausted {
+			m.readAhead(t, ts, a.page.Last, limit, where, key, prepare)
+		}
 	}()
 }
 
@@ -431,7 +502,9 @@ func (m *Manager) readAhead(t *catalog.Table, ts int64, last []string, limit int
 func (m *Manager) takeAhead(ctx context.Context, id string) (*Page, error) {
 	m.mu.Lock()
 	a := m.ahead[id]
-	delete(m.ahead, id)
+	if a != nil {
+		m.dropAhead(id, a)
+	}
 	m.mu.Unlock()
 	if a == nil {
 		return nil, nil
@@ -447,6 +520,14 @@ func (m *Manager) takeAhead(ctx context.Context, id string) (*Page, error) {
 	return a.page, nil
 }
 
+// dropAhead forgets a page read ahead; m.mu is held.
+func (m *Manager) dropAhead(id string, a *ahead) {
+	delete(m.ahead, id)
+	if m.chains[a.chain]--; m.chains[a.chain] <= 0 {
+		delete(m.chains, a.chain)
+	}
+}
+
 // expireKeyed drops pages read ahead but never asked for, and rewind
 // indexes nobody used for idle.
 func (m *Manager) expireKeyed(idle time.Duration) {
@@ -457,7 +538,7 @@ func (m *Manager) expireKeyed(idle time.Duration) {
 		select {
 		case <-a.done:
 			if now.Sub(a.started) > time.Minute || idle == 0 {
-				delete(m.ahead, id)
+				m.dropAhead(id, a)
 			}
 		default:
 		}

@@ -79,6 +79,7 @@ type Manager struct {
 	sessions map[string]*Session
 	rewinds  map[rewindID]*rewind
 	ahead    map[string]*ahead
+	chains   map[string]int // pages read ahead per reader
 	aheadWG  sync.WaitGroup
 	closing  bool
 }
@@ -99,7 +100,7 @@ func NewManager(cfg Config, store *shapelog.Store, repl Positioner, log zerolog.
 		return nil, err
 	}
 	return &Manager{cfg: cfg, store: store, repl: repl, log: log.With().Str("component", "snapshot").Logger(), pool: pool,
-		runCtx: context.Background(), sessions: map[string]*Session{}, rewinds: map[rewindID]*rewind{}, ahead: map[string]*ahead{}}, nil
+		runCtx: context.Background(), sessions: map[string]*Session{}, rewinds: map[rewindID]*rewind{}, ahead: map[string]*ahead{}, chains: map[string]int{}}, nil
 }
 
 const (

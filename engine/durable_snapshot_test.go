@@ -11,7 +11,9 @@ import (
 	"os/exec"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -81,43 +83,65 @@ func readSnapshotThroughKills(t *testing.T, p *engineProc, table string, limit i
 		}
 	}()
 	defer func() { close(stop); wg.Wait() }()
+	all, ts, _ := walkSnapshot(t, p.base(), url.Values{"tableName": {table}, "limit": {strconv.Itoa(limit)}}, nil)
+	return all, ts
+}
+
+// walkSnapshot walks list_snapshot to the end as a client that outlives
+// outages does: a page that fails for want of a server (no connection, a
+// 5xx) is asked for again with the same cursor; any other failure fails
+// the test. between (if not nil) runs after each page with the number of
+// pages read so far. It returns the documents, the snapshot's ts and how
+// many attempts failed.
+func walkSnapshot(t *testing.T, base string, params url.Values, between func(pages int)) ([]doc, int64, int) {
+	t.Helper()
 	var all []doc
-	params := url.Values{"tableName": {table}, "limit": {strconv.Itoa(limit)}}
+	p := url.Values{}
+	for k, v := range params {
+		p[k] = v
+	}
 	deadline := time.Now().Add(2 * time.Minute)
+	failed := 0
 	for pages := 0; ; {
 		if time.Now().After(deadline) {
-			t.Fatalf("snapshot of %s did not finish: %d pages", table, pages)
+			t.Fatalf("snapshot %v did not finish: %d pages", params, pages)
 		}
-		status, body, err := tryGet(p.base(), "/api/list_snapshot", params)
+		status, body, err := tryGet(base, "/api/list_snapshot", p)
 		if err != nil || status >= 500 {
+			failed++
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
 		if status != http.StatusOK {
-			t.Fatalf("list_snapshot after %d pages: %d %s", pages, status, body)
+			t.Fatalf("list_snapshot %v after %d pages: %d %s", params, pages, status, body)
 		}
 		var page snapshotPage
 		apiResult{Status: status, Body: body}.decode(t, &page)
 		pages++
 		all = append(all, page.Values...)
 		if !page.HasMore {
-			return all, page.Snapshot
+			return all, page.Snapshot, failed
 		}
-		params.Set("snapshot", strconv.FormatInt(page.Snapshot, 10))
-		params.Set("cursor", *page.Cursor)
+		p.Set("snapshot", strconv.FormatInt(page.Snapshot, 10))
+		p.Set("cursor", *page.Cursor)
+		if between != nil {
+			between(pages)
+		}
 	}
 }
 
 // writer changes the two test tables at random until ctx ends: inserts,
 // updates, key changes, deletes, several rows in one transaction, and now
-// and then a TRUNCATE that refills part of the table.
-func writer(ctx context.Context, t *testing.T, dbURL string, seed int64, truncates bool, n *int64, mu *sync.RWMutex) {
-	c, err := pgx.Connect(context.Background(), dbURL)
-	if err != nil {
-		t.Error(err)
+// and then a TRUNCATE that refills part of the table. With reconnect,
+// PostgreSQL may restart under it: a write that loses its connection is
+// dropped (or not: the tests compare with what PostgreSQL holds in the end)
+// and the writer connects again.
+func writer(ctx context.Context, t *testing.T, dbURL string, seed int64, truncates, reconnect bool, n *atomic.Int64, mu *sync.RWMutex) {
+	c := connectWriter(ctx, t, dbURL, reconnect)
+	if c == nil {
 		return
 	}
-	defer c.Close(context.Background())
+	defer func() { c.Close(context.Background()) }()
 	rng := rand.New(rand.NewSource(seed))
 	for ctx.Err() == nil {
 		a, b := rng.Intn(3000)+1, rng.Intn(3000)+1
@@ -155,30 +179,83 @@ func writer(ctx context.Context, t *testing.T, dbURL string, seed int64, truncat
 			lock, unlock = mu.Lock, mu.Unlock
 		}
 		lock()
-		for _, q := range sqls {
-			if _, err := c.Exec(context.Background(), q); err != nil {
-				var pe *pgconn.PgError
-				if errors.As(err, &pe) && (pe.Code == "23505" || pe.Code == "40P01") {
-					_, _ = c.Exec(context.Background(), "ROLLBACK")
-					break
-				}
-				unlock()
-				t.Error(q, err)
+		err := execWrite(c, sqls)
+		unlock()
+		if err != nil && reconnect && connectionLost(c, err) {
+			c.Close(context.Background())
+			if c = connectWriter(ctx, t, dbURL, true); c == nil {
 				return
 			}
+			continue
 		}
-		unlock()
-		*n++
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		n.Add(1)
 	}
 }
 
-// tableState is what PostgreSQL holds now, by document _id.
+// execWrite runs one write: a statement, or BEGIN, statements, COMMIT. A
+// write that conflicts with another (unique violation, deadlock) is rolled
+// back and counts as done.
+func execWrite(c *pgx.Conn, sqls []string) error {
+	for _, q := range sqls {
+		if _, err := c.Exec(context.Background(), q); err != nil {
+			var pe *pgconn.PgError
+			if errors.As(err, &pe) && (pe.Code == "23505" || pe.Code == "40P01") {
+				_, _ = c.Exec(context.Background(), "ROLLBACK")
+				return nil
+			}
+			return fmt.Errorf("%s: %w", q, err)
+		}
+	}
+	return nil
+}
+
+// connectionLost reports whether err means the server went away (a
+// restart) rather than a fault of the statement.
+func connectionLost(c *pgx.Conn, err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return strings.HasPrefix(pe.Code, "57P") || strings.HasPrefix(pe.Code, "08")
+	}
+	return c.IsClosed() || pgconn.SafeToRetry(err) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// connectWriter connects a writer; with retry, until it succeeds or ctx
+// ends (nil then). A failure without retry fails the test (nil).
+func connectWriter(ctx context.Context, t *testing.T, dbURL string, retry bool) *pgx.Conn {
+	for {
+		c, err := pgx.Connect(ctx, dbURL)
+		if err == nil {
+			return c
+		}
+		if !retry {
+			t.Error(err)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// tableState is what PostgreSQL holds now in kv and nk, by document _id.
 func tableState(t *testing.T, conn *pgx.Conn) map[string]string {
 	t.Helper()
-	want := map[string]string{}
-	rows, err := conn.Query(context.Background(), `
+	return queryState(t, conn, `
 		SELECT '"public"."kv"/"' || id || '"', v || '/' || coalesce(pad, '<nil>') FROM kv
 		UNION ALL SELECT '"public"."nk"/"' || k || '"/"' || s || '"', v::text FROM nk`)
+}
+
+// queryState runs a query of (document _id, value) pairs into a map.
+func queryState(t *testing.T, conn *pgx.Conn, query string) map[string]string {
+	t.Helper()
+	want := map[string]string{}
+	rows, err := conn.Query(context.Background(), query)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,10 +309,10 @@ func TestDurableSnapshotUnderWritesAndKills(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		var mu sync.RWMutex
-		writes := make([]int64, 2)
-		for w := range writes {
+		var writes atomic.Int64
+		for w := range 2 {
 			wg.Add(1)
-			go func() { defer wg.Done(); writer(ctx, t, dbURL, int64(trial*10+w), trial > 0, &writes[w], &mu) }()
+			go func() { defer wg.Done(); writer(ctx, t, dbURL, int64(trial*10+w), trial > 0, false, &writes, &mu) }()
 		}
 		time.Sleep(100 * time.Millisecond)
 		snaps := map[string][]doc{}
@@ -248,53 +325,68 @@ func TestDurableSnapshotUnderWritesAndKills(t *testing.T) {
 		wg.Wait()
 		mustExec(t, conn, `INSERT INTO marker VALUES ($1)`, trial)
 		want := tableState(t, conn)
-		got := map[string]string{}
-		for _, table := range []string{"kv", "nk"} {
-			deltas := waitDeltas(t, p.base(), tss[table], url.Values{}, func(d []doc) bool {
-				for _, x := range d {
-					if x["_table"] == "marker" && x["id"] == float64(trial) {
-						return true
-					}
-				}
-				return false
-			})
-			var mine []doc
-			for _, d := range deltas {
-				if d["_table"] == table {
-					mine = append(mine, d)
-				}
-			}
-			state := map[string]doc{}
-			apply(state, snaps[table])
-			apply(state, mine)
-			for id, d := range state {
-				got[id] = docValue(d)
-			}
-			// Nothing twice: one document per key in the snapshot.
-			seen := map[string]bool{}
-			for _, d := range snaps[table] {
-				id := d["_id"].(string)
-				if seen[id] {
-					t.Fatalf("trial %d: %s is twice in the snapshot", trial, id)
-				}
-				seen[id] = true
-			}
-		}
-		var diffs []string
-		for id, w := range want {
-			if got[id] != w {
-				diffs = append(diffs, fmt.Sprintf("%s: replica %q, database %q", id, got[id], w))
-			}
-		}
-		for id, g := range got {
-			if _, ok := want[id]; !ok {
-				diffs = append(diffs, fmt.Sprintf("%s: replica %q, not in the database", id, g))
-			}
-		}
-		sort.Strings(diffs)
-		if len(diffs) > 0 {
-			t.Fatalf("trial %d: %d of %d rows differ, e.g. %v", trial, len(diffs), len(want), diffs[:min(8, len(diffs))])
-		}
-		t.Logf("trial %d: %d rows equal; %d writes, %d engine kills so far", trial, len(want), writes[0]+writes[1], p.kills)
+		checkReplica(t, p.base(), snaps, tss, trial, want, docValue, fmt.Sprintf("trial %d", trial))
+		t.Logf("trial %d: %d rows equal; %d writes, %d engine kills so far", trial, len(want), writes.Load(), p.kills)
 	}
+}
+
+// checkReplica is the contract snapshot + deltas = table: for each table,
+// its snapshot (snaps) plus the deltas after its ts (tss), read up to the
+// row with id mark in table marker, must be exactly want (by _id, documents
+// rendered by value), and no document may be twice in a snapshot.
+func checkReplica(t *testing.T, base string, snaps map[string][]doc, tss map[string]int64, mark int, want map[string]string, value func(doc) string, label string) {
+	t.Helper()
+	got := map[string]string{}
+	for table, snap := range snaps {
+		deltas := waitDeltas(t, base, tss[table], url.Values{}, func(d []doc) bool {
+			for _, x := range d {
+				if x["_table"] == "marker" && x["id"] == float64(mark) {
+					return true
+				}
+			}
+			return false
+		})
+		var mine []doc
+		for _, d := range deltas {
+			if d["_table"] == table {
+				mine = append(mine, d)
+			}
+		}
+		state := map[string]doc{}
+		apply(state, snap)
+		apply(state, mine)
+		for id, d := range state {
+			got[id] = value(d)
+		}
+		// Nothing twice: one document per key in the snapshot.
+		seen := map[string]bool{}
+		for _, d := range snap {
+			id := d["_id"].(string)
+			if seen[id] {
+				t.Fatalf("%s: %s is twice in the snapshot of %s", label, id, table)
+			}
+			seen[id] = true
+		}
+	}
+	if diffs := stateDiff(want, got); len(diffs) > 0 {
+		t.Fatalf("%s: %d of %d rows differ, e.g. %v", label, len(diffs), len(want), diffs[:min(8, len(diffs))])
+	}
+}
+
+// stateDiff lists how got (the replica) differs from want (the database),
+// sorted.
+func stateDiff(want, got map[string]string) []string {
+	var diffs []string
+	for id, w := range want {
+		if g, ok := got[id]; !ok || g != w {
+			diffs = append(diffs, fmt.Sprintf("%s: replica %q, database %q", id, g, w))
+		}
+	}
+	for id, g := range got {
+		if _, ok := want[id]; !ok {
+			diffs = append(diffs, fmt.Sprintf("%s: replica %q, not in the database", id, g))
+		}
+	}
+	sort.Strings(diffs)
+	return diffs
 }

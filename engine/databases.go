@@ -46,17 +46,18 @@ type database struct {
 
 // databaseConfig says how to open a database.
 type databaseConfig struct {
-	id           string
-	url          string
-	lookup       pgconn.LookupFunc // nil: the default resolver
-	dir          string            // its shape log and shape storage
-	filter       catalog.Filter
-	shapesOnly   bool // publish only what shapes ask for
-	publication  string
-	slot         string
-	snapshotIdle time.Duration
-	maxSnapshots int
-	chunkBytes   int
+	id            string
+	url           string
+	lookup        pgconn.LookupFunc // nil: the default resolver
+	dir           string            // its shape log and shape storage
+	filter        catalog.Filter
+	shapesOnly    bool // publish only what shapes ask for
+	publication   string
+	slot          string
+	snapshotIdle  time.Duration
+	maxSnapshots  int
+	snapshotConns int
+	chunkBytes    int
 }
 
 // openDatabase opens a database's storage and checks the server. A
@@ -104,7 +105,7 @@ func openDatabase(ctx context.Context, c databaseConfig, strict bool, log zerolo
 	} else if err != nil {
 		log.Warn().Err(err).Msg("database not reachable yet; will keep trying")
 	}
-	d.snaps, err = snapshot.NewManager(snapshot.Config{DatabaseURL: c.url, MaxSessions: c.maxSnapshots, IdleTimeout: c.snapshotIdle, Lookup: c.lookup}, d.store, d.repl, log)
+	d.snaps, err = snapshot.NewManager(snapshot.Config{DatabaseURL: c.url, MaxSessions: c.maxSnapshots, PageConns: c.snapshotConns, IdleTimeout: c.snapshotIdle, Lookup: c.lookup}, d.store, d.repl, log)
 	if err != nil {
 		return nil, err
 	}
@@ -238,7 +239,7 @@ func (r *databases) databaseConfig(spec registered) databaseConfig {
 		id: spec.ID, url: spec.URL, lookup: addressFamily(spec.UseIPv6),
 		dir: filepath.Join(r.cfg.StorageDir, "databases", spec.ID), shapesOnly: true,
 		publication: spec.Publication, slot: spec.Slot,
-		snapshotIdle: r.cfg.SnapshotIdle, maxSnapshots: r.cfg.MaxSnapshots, chunkBytes: r.cfg.ShapeChunkBytes,
+		snapshotIdle: r.cfg.SnapshotIdle, maxSnapshots: r.cfg.MaxSnapshots, snapshotConns: r.cfg.SnapshotConns, chunkBytes: r.cfg.ShapeChunkBytes,
 	}
 }
 

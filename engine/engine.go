@@ -37,8 +37,12 @@ type Config struct {
 	Slot         string
 	Retention    time.Duration
 	SnapshotIdle time.Duration
+	// MaxSnapshots bounds held snapshots (tables without a primary key).
 	MaxSnapshots int
-	Version      string
+	// SnapshotConns bounds the connections snapshot pages of keyed tables
+	// are read through (default 4); more readers wait their turn.
+	SnapshotConns int
+	Version       string
 	// MaxImportBytes bounds an import request body (default 64 MiB).
 	MaxImportBytes int64
 	// Functions configures /api/query, /api/mutation, /api/action and
@@ -90,7 +94,7 @@ func Start(ctx context.Context, c Config, log zerolog.Logger) (*Engine, error) {
 	var err error
 	e.main, err = openDatabase(ctx, databaseConfig{
 		id: c.DatabaseID, url: c.DatabaseURL, dir: c.StorageDir, filter: c.Filter, publication: c.Publication, slot: c.Slot,
-		snapshotIdle: c.SnapshotIdle, maxSnapshots: c.MaxSnapshots, chunkBytes: c.ShapeChunkBytes,
+		snapshotIdle: c.SnapshotIdle, maxSnapshots: c.MaxSnapshots, snapshotConns: c.SnapshotConns, chunkBytes: c.ShapeChunkBytes,
 	}, false, log)
 	if err != nil {
 		return nil, err

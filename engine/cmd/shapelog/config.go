@@ -29,6 +29,7 @@ type config struct {
 	Retention       time.Duration
 	SnapshotIdle    time.Duration
 	MaxSnapshots    int
+	SnapshotConns   int
 	MaxImportBytes  int64
 	FunctionSchemas string
 	FunctionTokens  string
@@ -66,7 +67,9 @@ func bindFlags(fs *flag.FlagSet, c *config) {
 	c.Port = envInt("SHAPELOG_PORT", 3000)
 	fs.IntVar(&c.Port, "port", c.Port, "HTTP port (env SHAPELOG_PORT)")
 	c.MaxSnapshots = envInt("SHAPELOG_MAX_SNAPSHOTS", 16)
-	fs.IntVar(&c.MaxSnapshots, "max-snapshots", c.MaxSnapshots, "concurrent snapshots; each holds a database connection (env SHAPELOG_MAX_SNAPSHOTS)")
+	fs.IntVar(&c.MaxSnapshots, "max-snapshots", c.MaxSnapshots, "concurrent held snapshots of tables without a primary key; each holds a connection and a temporary slot (env SHAPELOG_MAX_SNAPSHOTS)")
+	c.SnapshotConns = envInt("SHAPELOG_SNAPSHOT_CONNECTIONS", 4)
+	fs.IntVar(&c.SnapshotConns, "snapshot-connections", c.SnapshotConns, "connections snapshot pages of tables with a primary key are read through; more readers wait their turn (env SHAPELOG_SNAPSHOT_CONNECTIONS)")
 	c.Retention = envDuration("SHAPELOG_RETENTION", 7*24*time.Hour)
 	fs.DurationVar(&c.Retention, "retention", c.Retention, "how long changes stay readable with document_deltas (env SHAPELOG_RETENTION)")
 	c.SnapshotIdle = envDuration("SHAPELOG_SNAPSHOT_IDLE_TIMEOUT", 10*time.Minute)
@@ -145,6 +148,9 @@ func (c *config) validate() error {
 	}
 	if c.MaxImportBytes < 1<<10 {
 		errs = append(errs, fmt.Errorf("max-import-bytes must be at least 1024"))
+	}
+	if c.SnapshotConns < 1 {
+		errs = append(errs, fmt.Errorf("snapshot-connections must be at least 1"))
 	}
 	if c.MaxSnapshots < 1 {
 		errs = append(errs, fmt.Errorf("max-snapshots must be at least 1"))

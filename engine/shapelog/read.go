@@ -288,3 +288,25 @@ func (s *Store) TxnsByXid(from uint32, to uint64, fn func(xid uint32, ts int64) 
 	}
 	return it.Error()
 }
+
+// ChangeAt returns the change at (ts, seq) of table, decoded into memory of
+// its own.
+func (s *Store) ChangeAt(table uint32, ts int64, seq uint32) (*Change, error) {
+	v, closer, err := s.db.Get(tKey(table, ts, seq))
+	if errors.Is(err, pebble.ErrNotFound) {
+		if ts <= s.Horizon() {
+			return nil, ErrExpired
+		}
+		return nil, fmt.Errorf("shapelog: no change %d/%d of table %d", ts, seq, table)
+	}
+	if err != nil {
+		return nil, err
+	}
+	b := append([]byte(nil), v...)
+	closer.Close()
+	c := &Change{}
+	if err := decodeChange(b, table, c); err != nil {
+		return nil, fmt.Errorf("shapelog: change %d/%d of table %d: %w", ts, seq, table, err)
+	}
+	return c, nil
+}

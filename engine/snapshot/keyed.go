@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -352,13 +353,26 @@ func (m *Manager) rewindPage(ctx context.Context, t *catalog.Table, ts int64, af
 		return nil, err
 	}
 	// Which rows the page's snapshot saw change since ts: their first
-	// change's image replaces them (nil image: the row was not there).
+	// change's image replaces them (none: the row was not there).
+	last := p.Last
+	if p.Exhausted {
+		last = nil
+	}
 	rw.mu.Lock()
 	seg := rw.segmentFor(rr.snap)
 	var replaced map[int]*firstChange
 	var inPage map[string]bool
+	cands, exact := seg.gone.between(rw.order, after, last)
+	if where != nil {
+		// An update may have moved a row out of the where clause: it is not
+		// in the page but was in the shape at ts.
+		updated, _ := seg.updated.between(rw.order, after, last)
+		cands = append(slices.Clip(cands), updated...)
+	}
 	if len(seg.first) > 0 {
-		inPage = make(map[string]bool, rr.rows())
+		if len(cands) > 0 {
+			inPage = make(map[string]bool, rr.rows())
+		}
 		var keyBuf []byte
 		keyVals := make([][]byte, len(t.Key))
 		for i := range rr.rows() {
@@ -367,7 +381,9 @@ func (m *Manager) rewindPage(ctx context.Context, t *catalog.Table, ts int64, af
 				keyVals[j] = row[k]
 			}
 			keyBuf = encodeKey(keyBuf[:0], keyVals)
-			inPage[string(keyBuf)] = true
+			if inPage != nil {
+				inPage[string(keyBuf)] = true
+			}
 			if fc := seg.first[string(keyBuf)]; fc != nil && rr.snap.sees(fc.xid) {
 				if replaced == nil {
 					replaced = map[int]*firstChange{}
@@ -376,25 +392,33 @@ func (m *Manager) rewindPage(ctx context.Context, t *catalog.Table, ts int64, af
 			}
 		}
 	}
-	// Rows gone since ts (deleted, or moved to another key) whose key falls
-	// in this page's range come back too.
-	var gone []*firstChange
-	for k, fc := range seg.first {
-		if fc.before != nil && !inPage[k] && rr.snap.sees(fc.xid) {
+	// Rows removed since ts (deleted, moved to another key, or out of the
+	// where clause) whose key falls in this page's range come back too.
+	var restore, gone []*firstChange
+	var keyBuf []byte
+	keyVals := make([][]byte, len(t.Key))
+	seen := map[*firstChange]bool{}
+	for _, fc := range cands {
+		if seen[fc] {
+			continue // updated in place, then removed: in both lists
+		}
+		seen[fc] = true
+		for j, v := range fc.key {
+			keyVals[j] = []byte(v)
+		}
+		keyBuf = encodeKey(keyBuf[:0], keyVals)
+		if !inPage[string(keyBuf)] && rr.snap.sees(fc.xid) {
 			gone = append(gone, fc)
 		}
 	}
 	order := rw.order
 	rw.mu.Unlock()
-	var restore []*firstChange
-	if len(gone) > 0 {
+	if exact {
+		restore = gone
+	} else if len(gone) > 0 {
 		keys := make([][]string, len(gone))
 		for i, fc := range gone {
 			keys[i] = fc.key
-		}
-		last := p.Last
-		if p.Exhausted {
-			last = nil
 		}
 		in, err := order.inRange(ctx, m.pool, keys, after, last)
 		if err != nil {
@@ -422,12 +446,12 @@ func (m *Manager) rewindPage(ctx context.Context, t *catalog.Table, ts int64, af
 			if err := add(row); err != nil {
 				return nil, err
 			}
-		} else if fc.before != nil {
+		} else if fc.image != imageNone {
 			restore = append(restore, fc)
 		}
 	}
 	for _, fc := range restore {
-		img, err := imageIn(m.store, t, t.OID, fc)
+		img, err := imageIn(m.store, t, fc)
 		if err != nil {
 			return nil, err
 		}

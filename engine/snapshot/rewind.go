@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"sort"
 	"sync"
 	"time"
 
@@ -14,14 +15,17 @@ import (
 // rewind knows, for one table and one snapshot ts, how each row the log
 // saw change after ts looked at ts: the image before its first change. A
 // page read later is turned back into the table as of ts with it (see
-// Manager.Read): a row whose first change the page's MVCC snapshot saw is
-// replaced by that image (or dropped, when the row did not exist at ts).
+// Manager.rewindPage): a row whose first change the page's MVCC snapshot saw
+// is replaced by that image (or dropped, when the row did not exist at ts).
 //
 // Only the first change of a row matters: changes to one row are
 // serialised by PostgreSQL's row locks (and unique checks), so a snapshot
 // that saw any of them saw the first. A TRUNCATE starts a new segment: a
 // page that saw it is rewound to the empty table just after it, which the
 // truncate in the changes after ts then makes right.
+//
+// The index holds a key and a pointer into the log per changed row; images
+// are read from the log when a page needs them.
 type rewind struct {
 	ts      int64
 	oid     uint32
@@ -32,7 +36,7 @@ type rewind struct {
 	scanned  int64 // changes with ts <= scanned are indexed
 	segments []*segment
 	lastUsed time.Time
-	// relation versions: how to find the key columns in a change's values
+	// relation versions: where the key columns are in a change's values
 	layouts map[uint32][]int
 	xids    struct {
 		ts  int64
@@ -44,15 +48,43 @@ type rewind struct {
 type segment struct {
 	xid   uint32 // the truncating transaction; 0 for the first segment
 	first map[string]*firstChange
+	// gone are the rows that existed before their first change and that a
+	// later change removed (deleted, or moved to another key): the only
+	// rows a page may have to bring back. updated are the rows whose first
+	// change updated them in place: a page filtered by a where clause may
+	// miss those too (the update moved them out of it).
+	gone, updated keyList
 }
+
+// keyList is a list of rows, sorted by key when the key order is Go's
+// (sorted says up to where).
+type keyList struct {
+	fcs    []*firstChange
+	sorted int
+}
+
+// image says where a row's image before its first change is.
+type image byte
+
+const (
+	imageNone   image = iota // the row did not exist
+	imageOld                 // the change's old row (an update)
+	imageValues              // the change's values (a delete's old row)
+)
 
 // firstChange is a row's first change after the snapshot (or the truncate
 // that started its segment).
 type firstChange struct {
 	xid     uint32
 	key     []string // the row's primary-key values
-	before  [][]byte // the row before the change, by relation version; nil: it did not exist
-	version uint32
+	ts      int64    // where the change is in the log
+	seq     uint32
+	image   image
+	removed bool // in the segment's gone list
+}
+
+func (l *keyList) add(fc *firstChange) {
+	l.fcs = append(l.fcs, fc)
 }
 
 func newRewind(ts int64, t *catalog.Table) *rewind {
@@ -103,10 +135,9 @@ func (r *rewind) catchUp(store *shapelog.Store, upTo int64) error {
 		if err != nil {
 			return err
 		}
-		note := func(row [][]byte, before [][]byte) {
-			if row == nil {
-				return
-			}
+		// note records the row of row's key: its first change (with where
+		// its image before is) and whether this change removes it.
+		note := func(row [][]byte, before image, removes bool) {
 			kv := make([][]byte, len(keyIdx))
 			for i, k := range keyIdx {
 				if k < len(row) {
@@ -114,41 +145,39 @@ func (r *rewind) catchUp(store *shapelog.Store, upTo int64) error {
 				}
 			}
 			keyBuf = encodeKey(keyBuf[:0], kv)
-			if _, ok := seg.first[string(keyBuf)]; ok {
-				return
-			}
-			fc := &firstChange{xid: xid, version: e.Version, key: make([]string, len(kv))}
-			for i, v := range kv {
-				fc.key[i] = string(v)
-			}
-			if before != nil {
-				fc.before = make([][]byte, len(before))
-				for i, v := range before {
-					if v != nil {
-						fc.before[i] = slices.Clone(v)
-						if fc.before[i] == nil {
-							fc.before[i] = []byte{}
-						}
-					}
+			fc := seg.first[string(keyBuf)]
+			if fc == nil {
+				fc = &firstChange{xid: xid, ts: e.Ts, seq: e.Seq, image: before, key: make([]string, len(kv))}
+				for i, v := range kv {
+					fc.key[i] = string(v)
 				}
+				seg.first[string(keyBuf)] = fc
 			}
-			seg.first[string(keyBuf)] = fc
+			switch {
+			case fc.image == imageNone:
+				// nothing to bring back: the row was not there at ts
+			case removes && !fc.removed:
+				fc.removed = true
+				seg.gone.add(fc)
+			case !removes && fc.ts == e.Ts && fc.seq == e.Seq:
+				seg.updated.add(fc) // its first change: an update in place
+			}
 		}
 		switch e.Op {
 		case shapelog.OpInsert:
-			note(e.Values, nil)
+			note(e.Values, imageNone, false)
 		case shapelog.OpUpdate:
 			if e.Old == nil {
 				return fmt.Errorf("%w: an update of table %d at %d has no old row (the table is not REPLICA IDENTITY FULL)", errCannotRewind, r.oid, e.Ts)
 			}
 			if len(e.OldKey) > 0 {
-				note(e.Old, e.Old)  // the old key's row went away
-				note(e.Values, nil) // the new key's row appeared
+				note(e.Old, imageOld, true)      // the old key's row went away
+				note(e.Values, imageNone, false) // the new key's row appeared
 			} else {
-				note(e.Values, e.Old) // one row, changed
+				note(e.Values, imageOld, false) // one row, changed
 			}
 		case shapelog.OpDelete:
-			note(e.Values, e.Values)
+			note(e.Values, imageValues, true)
 		}
 	}
 	if err := it.Err(); err != nil {
@@ -205,17 +234,52 @@ func (r *rewind) segmentFor(snap *mvcc) *segment {
 	return r.segments[0]
 }
 
-// imageIn lays a stored before-image out by table t's current columns
-// (matched by name; a column added since reads NULL).
-func imageIn(store *shapelog.Store, t *catalog.Table, oid uint32, fc *firstChange) ([][]byte, error) {
-	rel, err := store.Relation(oid, fc.version)
+// between returns the rows whose key may lie in (after, last] (nil bounds
+// are open): exactly those when the key order is Go's (found by binary
+// search in the sorted list), else all of them, for PostgreSQL to compare.
+// exact says which. The result is only valid while r.mu is held.
+func (l *keyList) between(o *keyOrder, after, last []string) (cands []*firstChange, exact bool) {
+	if !o.isNative() {
+		return l.fcs, false
+	}
+	if l.sorted < len(l.fcs) {
+		sort.Slice(l.fcs, func(i, j int) bool { return o.compare(l.fcs[i].key, l.fcs[j].key) < 0 })
+		l.sorted = len(l.fcs)
+	}
+	lo := 0
+	if after != nil {
+		lo = sort.Search(len(l.fcs), func(i int) bool { return o.compare(l.fcs[i].key, after) > 0 })
+	}
+	hi := len(l.fcs)
+	if last != nil {
+		hi = sort.Search(len(l.fcs), func(i int) bool { return o.compare(l.fcs[i].key, last) > 0 })
+	}
+	if lo >= hi {
+		return nil, true
+	}
+	return l.fcs[lo:hi], true
+}
+
+// imageIn reads from the log a row's image before its first change, laid
+// out by table t's current columns (matched by name; a column added since
+// reads NULL).
+func imageIn(store *shapelog.Store, t *catalog.Table, fc *firstChange) ([][]byte, error) {
+	c, err := store.ChangeAt(t.OID, fc.ts, fc.seq)
+	if err != nil {
+		return nil, err
+	}
+	before := c.Values
+	if fc.image == imageOld {
+		before = c.Old
+	}
+	rel, err := store.Relation(t.OID, c.Version)
 	if err != nil {
 		return nil, err
 	}
 	out := make([][]byte, len(t.Columns))
-	for i, c := range t.Columns {
-		if j := slices.IndexFunc(rel.Columns, func(rc shapelog.Column) bool { return rc.Name == c.Name }); j >= 0 && j < len(fc.before) {
-			out[i] = fc.before[j]
+	for i, col := range t.Columns {
+		if j := slices.IndexFunc(rel.Columns, func(rc shapelog.Column) bool { return rc.Name == col.Name }); j >= 0 && j < len(before) {
+			out[i] = before[j]
 		}
 	}
 	return out, nil

@@ -102,9 +102,8 @@ type Page struct {
 // ReadKeyed returns up to about limit rows of table t (which has a primary
 // key) after key after (nil: from the start) as they were at ts, prepared
 // with prepare, narrowed by where when given. Restored rows may take a page
-// over limit. While the caller
-// serves it, the next page is read ahead (reused when the next call passes
-// the same key).
+// over limit. While the caller serves it, the next pages are read ahead
+// (reused when the next call passes the same key).
 func (m *Manager) ReadKeyed(ctx context.Context, t *catalog.Table, ts int64, after []string, limit int, where *Where, key string, prepare Prepare) (*Page, error) {
 	if len(t.Key) == 0 {
 		return nil, fmt.Errorf("table %s.%s has no primary key", t.Schema, t.Name)
@@ -115,7 +114,9 @@ func (m *Manager) ReadKeyed(ctx context.Context, t *catalog.Table, ts int64, aft
 	id := aheadID(ts, t, after, limit, where, key)
 	p, err := m.takeAhead(ctx, id)
 	if p == nil && err == nil {
-		p, err = m.readPage(ctx, t, ts, after, limit, where, prepare)
+		p, err = m.readPage(ctx, t, ts, after, limit, where, prepare, func(last []string) {
+			m.readAhead(t, ts, last, limit, where, key, prepare)
+		})
 	}
 	if err != nil {
 		return nil, err
@@ -143,6 +144,17 @@ type rowsRead struct {
 
 func (rr *rowsRead) rows() int { return rr.rowCount }
 
+// key returns row i's primary key.
+func (rr *rowsRead) key(i int, t *catalog.Table) []string {
+	row := make([][]byte, rr.ncols)
+	rr.row(i, row)
+	k := make([]string, len(t.Key))
+	for j, c := range t.Key {
+		k[j] = string(row[c])
+	}
+	return k
+}
+
 // rowBuffers recycles the pages' arenas: a page's rows are copied into one,
 // and growing a fresh one page after page cost a fifth of the engine's CPU.
 var rowBuffers = sync.Pool{New: func() any { return &rowsRead{} }}
@@ -166,13 +178,19 @@ func (rr *rowsRead) row(i int, dst [][]byte) {
 	}
 }
 
-// readPage reads one page and rewinds it to ts.
-func (m *Manager) readPage(ctx context.Context, t *catalog.Table, ts int64, after []string, limit int, where *Where, prepare Prepare) (*Page, error) {
+// readPage reads one page and rewinds it to ts. Once the rows are in, and
+// before the wait for the log and the rewind, it calls next with the key
+// the following page starts after (unless this is the last page), so that
+// the following page's query can run meanwhile.
+func (m *Manager) readPage(ctx context.Context, t *catalog.Table, ts int64, after []string, limit int, where *Where, prepare Prepare, next func(last []string)) (*Page, error) {
 	deadline := time.Now().Add(pageRetryFor)
 	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
 		rr, err := m.queryPage(ctx, t, after, limit, where, prepare)
 		if err != nil {
 			return nil, err
+		}
+		if n := rr.rows(); n == limit && next != nil {
+			next(rr.key(n-1, t))
 		}
 		upTo, err := m.logged(ctx, rr.lsn)
 		if err != nil {
@@ -337,17 +355,11 @@ func (m *Manager) rewindFor(ctx context.Context, t *catalog.Table, ts, upTo int6
 
 // rewindPage turns a page read by rr back to ts and prepares it.
 func (m *Manager) rewindPage(ctx context.Context, t *catalog.Table, ts int64, after []string, limit int, where *Where, rr *rowsRead, upTo int64, prepare Prepare) (*Page, error) {
-	p := &Page{Exhausted: rr.rows() < limit}
-	row := make([][]byte, rr.ncols)
+	p := &Page{Exhausted: rr.rows() < limit, Last: after}
 	if n := rr.rows(); n > 0 {
-		rr.row(n-1, row)
-		p.Last = make([]string, len(t.Key))
-		for i, k := range t.Key {
-			p.Last[i] = string(row[k])
-		}
-	} else {
-		p.Last = after
+		p.Last = rr.key(n-1, t)
 	}
+	row := make([][]byte, rr.ncols)
 	rw, err := m.rewindFor(ctx, t, ts, upTo)
 	if err != nil {
 		return nil, err
@@ -468,133 +480,6 @@ func (m *Manager) rewindPage(ctx context.Context, t *catalog.Table, ts int64, af
 	}
 	p.Prepared, err = done()
 	return p, err
-}
-
-// ahead is a page being read before it is asked for.
-type ahead struct {
-	chain   string
-	done    chan struct{}
-	page    *Page
-	err     error
-	started time.Time
-}
-
-// Pages read ahead: up to aheadDepth per reader (so PostgreSQL reads one
-// while the engine renders another and the client takes a third), and
-// maxAhead in all (each holds a rendered page).
-const (
-	aheadDepth = 2
-	maxAhead   = 16
-)
-
-func chainID(ts int64, t *catalog.Table, limit int, where *Where, key string) string {
-	w := ""
-	if where != nil {
-		w = where.SQL
-	}
-	return fmt.Sprintf("%d\x00%d\x00%d\x00%s\x00%s", ts, t.OID, limit, w, key)
-}
-
-func aheadID(ts int64, t *catalog.Table, after []string, limit int, where *Where, key string) string {
-	return fmt.Sprintf("%s\x00%q", chainID(ts, t, limit, where, key), after)
-}
-
-// readAhead makes sure the pages after last are being read, up to
-// aheadDepth of them: it follows the pages already read ahead and starts
-// the next one unless enough are waiting.
-func (m *Manager) readAhead(t *catalog.Table, ts int64, last []string, limit int, where *Where, key string, prepare Prepare) {
-	chain := chainID(ts, t, limit, where, key)
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for {
-		a := m.ahead[aheadID(ts, t, last, limit, where, key)]
-		if a == nil {
-			break
-		}
-		select {
-		case <-a.done:
-		default:
-			return // being read: it goes on from there when done
-		}
-		if a.err != nil || a.page.Exhausted {
-			return
-		}
-		last = a.page.Last
-	}
-	if m.chains[chain] >= aheadDepth || len(m.ahead) >= maxAhead || m.closing {
-		return
-	}
-	a := &ahead{chain: chain, done: make(chan struct{}), started: time.Now()}
-	m.ahead[aheadID(ts, t, last, limit, where, key)] = a
-	m.chains[chain]++
-	m.aheadWG.Add(1)
-	runCtx := m.runCtx
-	go func() {
-		defer m.aheadWG.Done()
-		ctx, cancel := context.WithTimeout(runCtx, time.Minute)
-		a.page, a.err = m.readPage(ctx, t, ts, last, limit, where, prepare)
-		cancel()
-		close(a.done)
-		if a.err == nil && !a.page.Exhausted {
-			m.readAhead(t, ts, a.page.Last, limit, where, key, prepare)
-		}
-	}()
-}
-
-// takeAhead returns the page read ahead under id, if any (nil, nil: none).
-func (m *Manager) takeAhead(ctx context.Context, id string) (*Page, error) {
-	m.mu.Lock()
-	a := m.ahead[id]
-	if a != nil {
-		m.dropAhead(id, a)
-	}
-	m.mu.Unlock()
-	if a == nil {
-		return nil, nil
-	}
-	select {
-	case <-a.done:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	if a.err != nil {
-		return nil, nil // read it again in the caller's request
-	}
-	return a.page, nil
-}
-
-// dropAhead forgets a page read ahead; m.mu is held.
-func (m *Manager) dropAhead(id string, a *ahead) {
-	delete(m.ahead, id)
-	if m.chains[a.chain]--; m.chains[a.chain] <= 0 {
-		delete(m.chains, a.chain)
-	}
-}
-
-// expireKeyed drops pages read ahead but never asked for, and rewind
-// indexes nobody used for idle.
-func (m *Manager) expireKeyed(idle time.Duration) {
-	now := time.Now()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for id, a := range m.ahead {
-		select {
-		case <-a.done:
-			if now.Sub(a.started) > time.Minute || idle == 0 {
-				m.dropAhead(id, a)
-			}
-		default:
-		}
-	}
-	for id, rw := range m.rewinds {
-		if !rw.mu.TryLock() {
-			continue
-		}
-		if now.Sub(rw.lastUsed) >= idle {
-			delete(m.rewinds, id)
-		}
-		rw.mu.Unlock()
-	}
 }
 
 // newPagePool opens the pool that pages of keyed tables are read through.

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand"
 	"os"
 	"os/exec"
 	"runtime"
@@ -241,9 +242,14 @@ func (w *countingWriter) Write(p []byte) (int, error) { w.n.Add(int64(len(p))); 
 
 // copyBaseline times COPY (SELECT * FROM t) TO STDOUT.
 func (h *harness) copyBaseline(ctx context.Context, table string) (time.Duration, int64, error) {
+	return h.copyQuery(ctx, "SELECT * FROM "+table)
+}
+
+// copyQuery times COPY (query) TO STDOUT.
+func (h *harness) copyQuery(ctx context.Context, query string) (time.Duration, int64, error) {
 	w := &countingWriter{}
 	start := time.Now()
-	_, err := h.conn.PgConn().CopyTo(ctx, w, "COPY (SELECT * FROM "+table+") TO STDOUT")
+	_, err := h.conn.PgConn().CopyTo(ctx, w, "COPY ("+query+") TO STDOUT")
 	return time.Since(start), w.n.Load(), err
 }
 
@@ -292,8 +298,16 @@ func (h *harness) snapshotBench(ctx context.Context, rows int, add func(string, 
 	if docs != rows {
 		return fmt.Errorf("snapshot returned %d docs, want %d", docs, rows)
 	}
+	// Snapshots page in primary-key order (an index scan) so that a page
+	// can be continued after any restart; this is what that order costs
+	// PostgreSQL itself.
+	orderedTook, _, err := h.copyQuery(ctx, "SELECT * FROM firenibble ORDER BY f0")
+	if err != nil {
+		return err
+	}
 	copyRate, ourRate := float64(rows)/copyTook.Seconds(), float64(rows)/took.Seconds()
 	add("| snapshot of %d rows × 16 cols: rows/s | %s (list_snapshot) | %s (COPY TO STDOUT) | %.0f%% |", rows, rate(rows, took), rate(rows, copyTook), 100*ourRate/copyRate)
+	add("| key order's cost to PostgreSQL: COPY … ORDER BY key, rows/s | | %s (vs %s unordered) | %.0f%% |", rate(rows, orderedTook), rate(rows, copyTook), 100*copyTook.Seconds()/orderedTook.Seconds())
 	add("| snapshot: MB/s (JSON vs COPY text) | %.1f | %.1f | |", mbps(bytes, took), mbps(copyBytes, copyTook))
 	add("| engine peak RSS after %d-row snapshot | %.0f MiB | | |", rows, h.peakRSS())
 	return nil
@@ -454,11 +468,96 @@ func (h *harness) rssBench(ctx context.Context, rows int, add func(string, ...an
 	if err := h.startEngine(); err != nil {
 		return err
 	}
+	// The application keeps writing: 1,000 updates a second, each of which
+	// the snapshot's pages turn back. Meanwhile the snapshot connections'
+	// backend_xmin is sampled: it must be held only while a page is read.
+	wctx, stop := context.WithCancel(ctx)
+	updates := make(chan int64, 1)
+	go func() { updates <- h.updateLoad(wctx, "big", rows, 1000) }()
+	xmins := make(chan xminSamples, 1)
+	go func() { xmins <- h.sampleSnapshotXmin(wctx) }()
 	docs, bytes, took, err := h.readSnapshot(ctx, "big")
+	stop()
+	n, x := <-updates, <-xmins
 	if err != nil {
 		return err
 	}
-	add("| snapshot of %d rows: rows/s | %s (%.1f MB/s) | | |", docs, rate(docs, took), mbps(bytes, took))
-	add("| engine peak RSS after %d-row snapshot | %.0f MiB | | |", rows, h.peakRSS())
+	if docs != rows {
+		return fmt.Errorf("snapshot returned %d docs, want %d", docs, rows)
+	}
+	add("| snapshot of %d rows while %.0f updates/s run: rows/s | %s (%.1f MB/s) | | |", docs, float64(n)/took.Seconds(), rate(docs, took), mbps(bytes, took))
+	add("| engine peak RSS after %d-row snapshot under updates | %.0f MiB | | |", rows, h.peakRSS())
+	add("| snapshot connections: samples with backend_xmin held between pages | %d of %d idle samples | | |", x.heldIdle, x.idle)
+	add("| snapshot connections: oldest backend_xmin while reading a page | %d xids old | | |", x.maxActiveAge)
 	return nil
+}
+
+// updateLoad updates random rows of table (keys 1..rows) at perSecond
+// until ctx ends, and returns how many it made.
+func (h *harness) updateLoad(ctx context.Context, table string, rows, perSecond int) int64 {
+	conn, err := pgx.Connect(ctx, h.dbURL)
+	if err != nil {
+		return 0
+	}
+	defer conn.Close(context.Background())
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var n int64
+	rng := rand.New(rand.NewSource(1))
+	for {
+		select {
+		case <-ctx.Done():
+			return n
+		case <-tick.C:
+		}
+		for range perSecond / 100 {
+			if _, err := conn.Exec(ctx, "UPDATE "+table+" SET f1 = f1 + 1 WHERE f0 = $1", rng.Intn(rows)+1); err != nil {
+				return n
+			}
+			n++
+		}
+	}
+}
+
+// xminSamples is what sampleSnapshotXmin saw of the snapshot connections.
+type xminSamples struct {
+	idle, heldIdle int   // samples of idle snapshot connections, and of those holding an xmin
+	maxActiveAge   int64 // oldest backend_xmin of a connection reading a page, in xids
+}
+
+// sampleSnapshotXmin watches the engine's snapshot connections every 20 ms
+// until ctx ends.
+func (h *harness) sampleSnapshotXmin(ctx context.Context) xminSamples {
+	var x xminSamples
+	conn, err := pgx.Connect(ctx, h.dbURL)
+	if err != nil {
+		return x
+	}
+	defer conn.Close(context.Background())
+	for ctx.Err() == nil {
+		rows, err := conn.Query(ctx, `SELECT state, backend_xmin IS NOT NULL, coalesce(age(backend_xmin), 0)
+			FROM pg_stat_activity WHERE application_name LIKE 'shapelog snapshot%'`)
+		if err != nil {
+			return x
+		}
+		for rows.Next() {
+			var state string
+			var held bool
+			var age int64
+			if rows.Scan(&state, &held, &age) != nil {
+				continue
+			}
+			if state == "active" {
+				x.maxActiveAge = max(x.maxActiveAge, age)
+				continue
+			}
+			x.idle++
+			if held {
+				x.heldIdle++
+			}
+		}
+		rows.Close()
+		time.Sleep(20 * time.Millisecond)
+	}
+	return x
 }

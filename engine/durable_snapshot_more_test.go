@@ -293,13 +293,7 @@ func TestSnapshotSurvivesPostgresRestart(t *testing.T) {
 	if cluster == nil {
 		t.Skip("needs the throwaway cluster (DATABASE_URL is set)")
 	}
-	dbURL := pgtest.NewDatabase(t)
-	conn := connect(t, dbURL)
-	mustExec(t, conn, `CREATE TABLE kv (id int PRIMARY KEY, v int NOT NULL, pad text)`)
-	mustExec(t, conn, `CREATE TABLE nk (k numeric, s text, v int, PRIMARY KEY (k, s))`)
-	mustExec(t, conn, `CREATE TABLE marker (id int PRIMARY KEY)`)
-	mustExec(t, conn, `INSERT INTO kv SELECT g, g, 'seed' FROM generate_series(1, 2000) g`)
-	mustExec(t, conn, `INSERT INTO nk SELECT g / 10.0, 's' || (g % 7), g FROM generate_series(1, 1500) g`)
+	dbURL, conn := writerTables(t)
 	e := startEngine(t, dbURL)
 
 	ctx, cancel := context.WithCancel(context.Background())

@@ -283,20 +283,28 @@ func docValue(d doc) string {
 	return fmt.Sprint(d["v"])
 }
 
+// writerTables makes a database with the tables writer changes: kv, keyed
+// by an integer, and nk, by a numeric and a text (PostgreSQL, not Go,
+// decides which page such a key is in), plus marker.
+func writerTables(t *testing.T) (string, *pgx.Conn) {
+	t.Helper()
+	dbURL := pgtest.NewDatabase(t)
+	conn := connect(t, dbURL)
+	mustExec(t, conn, `CREATE TABLE kv (id int PRIMARY KEY, v int NOT NULL, pad text)`)
+	mustExec(t, conn, `CREATE TABLE nk (k numeric, s text, v int, PRIMARY KEY (k, s))`)
+	mustExec(t, conn, `CREATE TABLE marker (id int PRIMARY KEY)`)
+	mustExec(t, conn, `INSERT INTO kv SELECT g, g, 'seed' FROM generate_series(1, 2000) g`)
+	mustExec(t, conn, `INSERT INTO nk SELECT g / 10.0, 's' || (g % 7), g FROM generate_series(1, 1500) g`)
+	return dbURL, conn
+}
+
 // TestDurableSnapshotUnderWritesAndKills is the property the snapshot
 // design rests on: with writers changing the tables between and during
 // pages (inserts, updates, key changes, deletes, TRUNCATE) and the engine
 // killed with SIGKILL at random moments, each snapshot plus the changes
 // after its ts is exactly the table, in every trial.
 func TestDurableSnapshotUnderWritesAndKills(t *testing.T) {
-	dbURL := pgtest.NewDatabase(t)
-	conn := connect(t, dbURL)
-	mustExec(t, conn, `CREATE TABLE kv (id int PRIMARY KEY, v int NOT NULL, pad text)`)
-	// A numeric key: PostgreSQL, not Go, decides which page a key is in.
-	mustExec(t, conn, `CREATE TABLE nk (k numeric, s text, v int, PRIMARY KEY (k, s))`)
-	mustExec(t, conn, `CREATE TABLE marker (id int PRIMARY KEY)`)
-	mustExec(t, conn, `INSERT INTO kv SELECT g, g, 'seed' FROM generate_series(1, 2000) g`)
-	mustExec(t, conn, `INSERT INTO nk SELECT g / 10.0, 's' || (g % 7), g FROM generate_series(1, 1500) g`)
+	dbURL, conn := writerTables(t)
 	p := &engineProc{t: t, dbURL: dbURL, dir: t.TempDir(), port: freePort(t)}
 	p.cmd = runEngine(t, dbURL, p.dir, p.port)
 

@@ -319,7 +319,7 @@ func TestSnapshotSurvivesPostgresRestart(t *testing.T) {
 		if pages == 5 {
 			restartedAt = writes.Load()
 			start := time.Now()
-			if err := cluster.Restart(); err != nil {
+			if err := cluster.RestartImmediate(); err != nil {
 				t.Fatal(err)
 			}
 			t.Logf("kv: PostgreSQL restarted after page %d in %v", pages, time.Since(start).Round(time.Millisecond))
@@ -337,7 +337,7 @@ func TestSnapshotSurvivesPostgresRestart(t *testing.T) {
 		if pages == 3 {
 			restarted = true
 			restart.Add(1)
-			go func() { defer restart.Done(); restartErr = cluster.Restart() }()
+			go func() { defer restart.Done(); restartErr = cluster.RestartImmediate() }()
 		}
 	})
 	restart.Wait()

@@ -107,6 +107,11 @@ func walkSnapshot(t *testing.T, base string, params url.Values, between func(pag
 			t.Fatalf("snapshot %v did not finish: %d pages", params, pages)
 		}
 		status, body, err := tryGet(base, "/api/list_snapshot", p)
+		if err == nil && status >= 500 && status != http.StatusServiceUnavailable {
+			// An outage of the engine or PostgreSQL is a transport error
+			// or a 503 to retry, never a 500.
+			t.Fatalf("list_snapshot %v after %d pages: %d %s", params, pages, status, body)
+		}
 		if err != nil || status >= 500 {
 			failed++
 			time.Sleep(50 * time.Millisecond)

@@ -217,6 +217,22 @@ func (c *Cluster) Restart() error {
 	return c.startServer()
 }
 
+// RestartImmediate stops the server the way a crash would (immediate
+// shutdown: no checkpoint, crash recovery on start) and starts it again.
+func (c *Cluster) RestartImmediate() error {
+	if c.cmd != nil {
+		_ = c.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-c.exited:
+		case <-time.After(30 * time.Second):
+			_ = c.cmd.Process.Kill()
+			<-c.exited
+		}
+		c.cmd = nil
+	}
+	return c.startServer()
+}
+
 // StopServer stops the server but keeps its data, for outage tests.
 func (c *Cluster) StopServer() error { return c.stopServer() }
 

@@ -293,7 +293,7 @@ func TestSnapshotSurvivesPostgresRestart(t *testing.T) {
 	if cluster == nil {
 		t.Skip("needs the throwaway cluster (DATABASE_URL is set)")
 	}
-	dbURL, conn := writerTables(t)
+	dbURL, _ := writerTables(t)
 	e := startEngine(t, dbURL)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -351,7 +351,7 @@ func TestSnapshotSurvivesPostgresRestart(t *testing.T) {
 	if n := writes.Load(); n <= restartedAt {
 		t.Fatalf("the writers wrote nothing after the first restart (%d writes before, %d in all)", restartedAt, n)
 	}
-	conn = connect(t, dbURL) // the first one went with the restart
+	conn := connect(t, dbURL) // the first one went with the restart
 	mustExec(t, conn, `INSERT INTO marker VALUES (1)`)
 	want := tableState(t, conn)
 	checkReplica(t, e.URL(), snaps, tss, 1, want, docValue, "across PostgreSQL restarts")

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -492,31 +493,42 @@ func (h *harness) rssBench(ctx context.Context, rows int, add func(string, ...an
 	return nil
 }
 
-// updateLoad updates random rows of table (keys 1..rows) at perSecond
-// until ctx ends, and returns how many it made.
+// updateLoad updates random rows of table (keys 1..rows) at perSecond,
+// over a few connections (one commit waits for its WAL flush), until ctx
+// ends, and returns how many it made.
 func (h *harness) updateLoad(ctx context.Context, table string, rows, perSecond int) int64 {
-	conn, err := pgx.Connect(ctx, h.dbURL)
-	if err != nil {
-		return 0
-	}
-	defer conn.Close(context.Background())
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	var n int64
-	rng := rand.New(rand.NewSource(1))
-	for {
-		select {
-		case <-ctx.Done():
-			return n
-		case <-tick.C:
-		}
-		for range perSecond / 100 {
-			if _, err := conn.Exec(ctx, "UPDATE "+table+" SET f1 = f1 + 1 WHERE f0 = $1", rng.Intn(rows)+1); err != nil {
-				return n
+	const conns = 2
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	for c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := pgx.Connect(ctx, h.dbURL)
+			if err != nil {
+				return
 			}
-			n++
-		}
+			defer conn.Close(context.Background())
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+			rng := rand.New(rand.NewSource(int64(c)))
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+				for range perSecond / 100 / conns {
+					if _, err := conn.Exec(ctx, "UPDATE "+table+" SET f1 = f1 + 1 WHERE f0 = $1", rng.Intn(rows)+1); err != nil {
+						return
+					}
+					n.Add(1)
+				}
+			}
+		}()
 	}
+	wg.Wait()
+	return n.Load()
 }
 
 // xminSamples is what sampleSnapshotXmin saw of the snapshot connections.

@@ -98,12 +98,23 @@ func TestSnapshotThenDeltas(t *testing.T) {
 // TestSnapshotConsistentUnderWrites is the core contract: with writers busy
 // during the whole snapshot, snapshot + deltas reproduce the table exactly
 // and no change is applied twice.
-func TestSnapshotConsistentUnderWrites(t *testing.T) {
+func TestSnapshotConsistentUnderWrites(t *testing.T) { snapshotConsistentUnderWrites(t, false) }
+
+// TestSnapshotConsistentUnderAsyncCommits: with synchronous_commit = off
+// for the database, commits become visible before they are flushed; pages
+// wait for the inserted WAL position then, and every event is still
+// exactly once.
+func TestSnapshotConsistentUnderAsyncCommits(t *testing.T) { snapshotConsistentUnderWrites(t, true) }
+
+func snapshotConsistentUnderWrites(t *testing.T, asyncCommit bool) {
 	dbURL := pgtest.NewDatabase(t)
 	conn := connect(t, dbURL)
 	mustExec(t, conn, `CREATE TABLE acct (id int PRIMARY KEY, balance bigint NOT NULL, note text)`)
 	mustExec(t, conn, `CREATE TABLE events (id bigserial PRIMARY KEY, acct int, delta int)`)
 	mustExec(t, conn, `INSERT INTO acct SELECT g, 0, 'n' || g FROM generate_series(1, 20000) g`)
+	if asyncCommit {
+		mustExec(t, conn, `DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET synchronous_commit = off', current_database()); END $$`)
+	}
 	e := startEngine(t, dbURL)
 
 	ctx, cancel := context.WithCancel(context.Background())

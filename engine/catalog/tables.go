@@ -29,6 +29,9 @@ type Table struct {
 	// ReplicaIdentity is pg_class.relreplident: 'd' (default), 'n'
 	// (nothing), 'f' (full) or 'i' (index).
 	ReplicaIdentity byte
+	// DeferrableKey says the primary key is DEFERRABLE: uniqueness is
+	// checked at the end of a statement (or transaction), not row by row.
+	DeferrableKey bool
 }
 
 // Filter selects tables. The zero Filter selects every table in schema
@@ -57,7 +60,7 @@ FROM pg_attribute a
 WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attrelid, a.attnum`
 
-const keysQuery = `SELECT i.indrelid, k.attnum
+const keysQuery = `SELECT i.indrelid, k.attnum, NOT i.indimmediate
 FROM pg_index i, unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
 WHERE i.indrelid = ANY($1::oid[]) AND i.indisprimary
 ORDER BY i.indrelid, k.ord`
@@ -189,8 +192,9 @@ func loadDetails(ctx context.Context, q Querier, types *Types, tables []*Table) 
 		return fmt.Errorf("catalog: listing columns: %w", err)
 	}
 	type keyCol struct {
-		rel    uint32
-		attnum int
+		rel        uint32
+		attnum     int
+		deferrable bool
 	}
 	var keys []keyCol
 	rows, err = q.Query(ctx, keysQuery, oids)
@@ -199,7 +203,7 @@ func loadDetails(ctx context.Context, q Querier, types *Types, tables []*Table) 
 	}
 	for rows.Next() {
 		var k keyCol
-		if err := rows.Scan(&k.rel, &k.attnum); err != nil {
+		if err := rows.Scan(&k.rel, &k.attnum, &k.deferrable); err != nil {
 			rows.Close()
 			return fmt.Errorf("catalog: reading primary keys: %w", err)
 		}
@@ -224,6 +228,7 @@ func loadDetails(ctx context.Context, q Querier, types *Types, tables []*Table) 
 		if t == nil {
 			continue
 		}
+		t.DeferrableKey = k.deferrable
 		for i, c := range t.Columns {
 			if c.Position == k.attnum {
 				t.Key = append(t.Key, i)

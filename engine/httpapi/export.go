@@ -355,7 +355,7 @@ func (s *Server) snapshotPage(r *http.Request, args *exportArgs, fresh bool) (*s
 	}
 	limit := cmp.Or(args.Limit, snapshotPageDefault)
 	var page *snapshot.Page
-	if len(t.Key) > 0 {
+	if snapshot.Keyed(t) {
 		page, err = s.snaps.ReadKeyed(r.Context(), t, cur.Ts, cur.Key, limit, nil, args.Format.String(), prepare)
 	} else {
 		page, err = s.readHeld(r, cur, t, limit, args.Format.String(), prepare)
@@ -495,13 +495,13 @@ func (s *Server) startSnapshot(r *http.Request, args *exportArgs, tables []*cata
 	cur := &snapshotCursor{V: cursorVersion, All: args.TableName == "", Table: catalog.APIName(tables[0].Schema, tables[0].Name), OID: tables[0].OID}
 	var keyless []*catalog.Table
 	for _, t := range tables {
-		if len(t.Key) == 0 {
+		if !snapshot.Keyed(t) {
 			keyless = append(keyless, t)
 		}
 	}
 	switch {
 	case len(keyless) > 0 && args.Snapshot != nil:
-		return nil, nil, snapshotTooOld(*args.Snapshot, fmt.Sprintf("table %q has no primary key, so its snapshot is held while it is read and cannot be taken in the past", catalog.APIName(keyless[0].Schema, keyless[0].Name)))
+		return nil, nil, snapshotTooOld(*args.Snapshot, fmt.Sprintf("table %q has no primary key (or a DEFERRABLE one), so its snapshot is held while it is read and cannot be taken in the past", catalog.APIName(keyless[0].Schema, keyless[0].Name)))
 	case len(keyless) > 0:
 		// The held snapshot sets the ts for the whole snapshot; the keyed
 		// tables are turned back to it like any other.
@@ -542,8 +542,8 @@ func (s *Server) legacyPosition(args *exportArgs, tables []*catalog.Table) (*sna
 		return nil, nil, snapshotTooOld(ts, "the engine's log no longer holds the changes after it (it is older than the engine's --retention)")
 	}
 	t := tables[0]
-	if len(t.Key) == 0 || (args.TableName == "" && slices.ContainsFunc(tables, func(t *catalog.Table) bool { return len(t.Key) == 0 })) {
-		return nil, nil, snapshotTooOld(ts, "the engine no longer holds it (it was idle too long, or the engine restarted), and a table without a primary key can only be read from a held snapshot")
+	if !snapshot.Keyed(t) || (args.TableName == "" && slices.ContainsFunc(tables, func(t *catalog.Table) bool { return !snapshot.Keyed(t) })) {
+		return nil, nil, snapshotTooOld(ts, "the engine no longer holds it (it was idle too long, or the engine restarted), and a table without a primary key (or with a DEFERRABLE one) can only be read from a held snapshot")
 	}
 	return &snapshotCursor{V: cursorVersion, Ts: ts, All: args.TableName == "", Table: catalog.APIName(t.Schema, t.Name), OID: t.OID}, tables, nil
 }

@@ -464,7 +464,7 @@ func (m *Manager) takeSnapshot(s *Shape, md meta) {
 	rows := 0
 	err := m.pub.SetShapeTables(m.runCtx, m.tablesWith(s))
 	if err == nil {
-		if len(s.Def.Table.Key) > 0 {
+		if snapshot.Keyed(s.Def.Table) {
 			rows, err = m.fillKeyed(m.runCtx, s, &md)
 		} else {
 			err = m.snaps.With(m.runCtx, func(ctx context.Context, conn *pgx.Conn, ts int64) error {
@@ -605,7 +605,9 @@ func (m *Manager) fillKeyed(ctx context.Context, s *Shape, md *meta) (int, error
 	}
 	var after []string
 	for {
-		page, err := m.snaps.ReadKeyed(ctx, d.Table, ts, after, shapePageRows, filter, "shape", prepare)
+		// Pages read ahead are rendered for this shape's columns: the key
+		// keeps them for readers of the same definition.
+		page, err := m.snaps.ReadKeyed(ctx, d.Table, ts, after, shapePageRows, filter, "shape "+d.Identity(), prepare)
 		if err != nil {
 			return w.rows, err
 		}

@@ -40,13 +40,23 @@ const pageRetryFor = 10 * time.Second
 // ErrBusy reports a page that could not be read consistently in time.
 var ErrBusy = errors.New("transactions logged before the snapshot are still finishing in PostgreSQL; retry shortly")
 
+// walPosition is the WAL position a page waits for the log to reach: every
+// transaction the page's snapshot saw committed before it. With
+// synchronous_commit on, a commit is flushed before it becomes visible, so
+// the flushed position is enough (waiting for WAL inserted but not yet
+// flushed would cost up to wal_writer_delay a page). With it off (the
+// database's or the server's setting), a visible commit may not be flushed
+// yet: wait for the inserted position then, or the page would show a
+// change the log does not have, which the deltas would then apply again.
+const walPosition = "CASE WHEN current_setting('synchronous_commit') = 'off' THEN pg_current_wal_insert_lsn() ELSE pg_current_wal_flush_lsn() END::text"
+
 // Start begins a snapshot of tables with a primary key and returns its ts
 // (every transaction committed before the call is at or before it) and
 // PostgreSQL's MVCC snapshot at the start, as pg_current_snapshot() prints
 // it, for clients that track transaction ids (Electric's snapshot-end).
 func (m *Manager) Start(ctx context.Context) (int64, string, error) {
 	var snap, lsnText string
-	if err := m.pool.QueryRow(ctx, "SELECT pg_current_snapshot()::text, pg_current_wal_flush_lsn()::text").Scan(&snap, &lsnText); err != nil {
+	if err := m.pool.QueryRow(ctx, "SELECT pg_current_snapshot()::text, "+walPosition).Scan(&snap, &lsnText); err != nil {
 		return 0, "", fmt.Errorf("reading the WAL position: %w", err)
 	}
 	lsn, err := pglogrepl.ParseLSN(lsnText)
@@ -99,14 +109,22 @@ type Page struct {
 	Exhausted bool
 }
 
+// Keyed reports whether t's snapshots are positions in the log, read in key
+// order and rewound: it has a primary key checked row by row. Under a
+// DEFERRABLE key a row can arrive at a key before the key's old row leaves
+// (UPDATE t SET id = id + 1 logs 1→2 before 2→3), so a key's first change
+// after ts no longer tells what it held at ts; such tables, like those
+// without a key, are read from a held snapshot.
+func Keyed(t *catalog.Table) bool { return len(t.Key) > 0 && !t.DeferrableKey }
+
 // ReadKeyed returns up to about limit rows of table t (which has a primary
 // key) after key after (nil: from the start) as they were at ts, prepared
 // with prepare, narrowed by where when given. Restored rows may take a page
 // over limit. While the caller serves it, the next pages are read ahead
 // (reused when the next call passes the same key).
 func (m *Manager) ReadKeyed(ctx context.Context, t *catalog.Table, ts int64, after []string, limit int, where *Where, key string, prepare Prepare) (*Page, error) {
-	if len(t.Key) == 0 {
-		return nil, fmt.Errorf("table %s.%s has no primary key", t.Schema, t.Name)
+	if !Keyed(t) {
+		return nil, fmt.Errorf("table %s.%s has no primary key checked row by row", t.Schema, t.Name)
 	}
 	if ts < m.store.Horizon() {
 		return nil, ErrTooOld
@@ -261,7 +279,7 @@ func (m *Manager) queryPage(ctx context.Context, t *catalog.Table, after []strin
 	// One round trip, one implicit transaction: the connection's default
 	// isolation is REPEATABLE READ, so both statements share one snapshot.
 	b := &pgconn.Batch{}
-	b.ExecParams("SELECT pg_current_snapshot()::text, pg_current_wal_flush_lsn()::text", nil, nil, nil, nil)
+	b.ExecParams("SELECT pg_current_snapshot()::text, "+walPosition, nil, nil, nil, nil)
 	b.ExecParams(q, values, oids, nil, nil)
 	mrr := conn.Conn().PgConn().ExecBatch(ctx, b)
 	rr := rowBuffers.Get().(*rowsRead)

@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -265,6 +266,9 @@ func (l *keyList) between(o *keyOrder, after, last []string) (cands []*firstChan
 // reads NULL).
 func imageIn(store *shapelog.Store, t *catalog.Table, fc *firstChange) ([][]byte, error) {
 	c, err := store.ChangeAt(t.OID, fc.ts, fc.seq)
+	if errors.Is(err, shapelog.ErrExpired) {
+		return nil, ErrTooOld // pruned while the page was read
+	}
 	if err != nil {
 		return nil, err
 	}

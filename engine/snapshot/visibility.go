@@ -8,6 +8,9 @@ import (
 	"github.com/shapelog/shapelog/engine/shapelog"
 )
 
+// xmaxWindow is how far past a snapshot's xmax missesLoggedUpTo looks.
+const xmaxWindow = 1 << 20
+
 // mvcc is a PostgreSQL MVCC snapshot as pg_current_snapshot() prints it:
 // which transactions a query saw.
 type mvcc struct {
@@ -79,9 +82,13 @@ func (m *mvcc) missesLoggedUpTo(store *shapelog.Store, ts int64) (bool, error) {
 			return missed, err
 		}
 	}
-	// Transactions at or past xmax: the next 2^31 ids, wrapping.
+	// Transactions at or past xmax: ids given out after the snapshot's
+	// horizon that had committed by the time the log was read. Those are
+	// few and close to xmax; the window is kept far below 2^31 so that a
+	// transaction logged long ago (its 32-bit id reused since) is not taken
+	// for one of them.
 	from := uint32(m.xmax)
-	to := uint64(from) + 1<<31
+	to := uint64(from) + xmaxWindow
 	if err := store.TxnsByXid(from, min(to, 1<<32), check); err != nil || missed {
 		return missed, err
 	}

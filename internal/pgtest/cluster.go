@@ -193,11 +193,15 @@ func (c *Cluster) startServer() error {
 }
 
 // stopServer asks for a fast shutdown and waits for it.
-func (c *Cluster) stopServer() error {
+func (c *Cluster) stopServer() error { return c.stopWith(syscall.SIGINT) }
+
+// stopWith stops the server with a shutdown signal: SIGINT for a fast
+// shutdown, SIGQUIT for an immediate one (as a crash would).
+func (c *Cluster) stopWith(sig os.Signal) error {
 	if c.cmd == nil {
 		return nil
 	}
-	_ = c.cmd.Process.Signal(syscall.SIGINT)
+	_ = c.cmd.Process.Signal(sig)
 	select {
 	case <-c.exited:
 	case <-time.After(30 * time.Second):
@@ -220,15 +224,8 @@ func (c *Cluster) Restart() error {
 // RestartImmediate stops the server the way a crash would (immediate
 // shutdown: no checkpoint, crash recovery on start) and starts it again.
 func (c *Cluster) RestartImmediate() error {
-	if c.cmd != nil {
-		_ = c.cmd.Process.Signal(syscall.SIGQUIT)
-		select {
-		case <-c.exited:
-		case <-time.After(30 * time.Second):
-			_ = c.cmd.Process.Kill()
-			<-c.exited
-		}
-		c.cmd = nil
+	if err := c.stopWith(syscall.SIGQUIT); err != nil {
+		return err
 	}
 	return c.startServer()
 }

@@ -91,47 +91,6 @@ func parseExportArgs(r *http.Request) (*exportArgs, *apiError) {
 	return a, nil
 }
 
-// writeFailure turns an error into a response: apiErrors as they are,
-// anything else as a 500 that says nothing about internals.
-func (s *Server) writeFailure(w http.ResponseWriter, err error) {
-	var ae *apiError
-	if ie := importError(err); ie != nil {
-		ae = ie
-	}
-	switch {
-	case ae != nil || errors.As(err, &ae):
-		writeError(w, ae.Status, ae.Code, ae.Message)
-	case errors.Is(err, snapshot.ErrTooMany):
-		w.Header().Set("Retry-After", "5")
-		writeError(w, http.StatusServiceUnavailable, "TooManySnapshots", err.Error())
-	case errors.Is(err, snapshot.ErrBusy):
-		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, "SnapshotBusy", err.Error())
-	case databaseUnavailable(err):
-		s.log.Warn().Err(err).Msg("database unavailable")
-		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, "DatabaseUnavailable", "PostgreSQL cannot be reached or is starting up; retry shortly.")
-	default:
-		s.log.Error().Err(err).Msg("request failed")
-		writeError(w, http.StatusInternalServerError, "InternalServerError", "Your request couldn't be completed. Try again later.")
-	}
-}
-
-// databaseUnavailable reports an error that comes from PostgreSQL being
-// down, restarting or refusing connections for now: worth a retry.
-func databaseUnavailable(err error) bool {
-	var ce *pgconn.ConnectError
-	var pe *pgconn.PgError
-	switch {
-	case errors.As(err, &ce):
-		return true
-	case errors.As(err, &pe):
-		// 57P01-57P03: shutting down, crashed, starting up; 08: connection.
-		return strings.HasPrefix(pe.Code, "57P0") || strings.HasPrefix(pe.Code, "08")
-	}
-	return pgconn.SafeToRetry(err)
-}
-
 // publishedTables resolves the tables a request covers: one by API name, or
 // every published table.
 func (s *Server) publishedTables(r *http.Request, name string) ([]*catalog.Table, error) {

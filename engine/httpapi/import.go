@@ -2,13 +2,11 @@ package httpapi
 
 import (
 	"encoding/json"
-	"errors"
 	"io"
 	"mime"
 	"net/http"
 	"strings"
 
-	"github.com/shapelog/shapelog/engine/importer"
 )
 
 // jsonBody decodes a small JSON request body into v, Convex-style: the
@@ -102,19 +100,6 @@ func (s *Server) replaceTables(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.writeFailure(w, badRequest("OverwriteNotSupported", "Overwrite sync mode is not supported by replace_tables. Please use clear_tables to empty the tables, then import into them."))
-}
-
-// importError maps importer errors and oversized bodies to responses.
-func importError(err error) *apiError {
-	var ie *importer.Error
-	if errors.As(err, &ie) {
-		return &apiError{Status: ie.Status, Code: ie.Code, Message: ie.Message}
-	}
-	var tooBig *http.MaxBytesError
-	if errors.As(err, &tooBig) {
-		return &apiError{Status: http.StatusRequestEntityTooLarge, Code: "RequestTooLarge", Message: "The request body is larger than the engine's limit of " + formatBytes(tooBig.Limit) + " (--max-import-bytes): send smaller batches"}
-	}
-	return nil
 }
 
 func formatBytes(n int64) string {

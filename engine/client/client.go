@@ -156,9 +156,13 @@ func (e *Error) Retryable() bool {
 
 // Auth reports an authentication or authorisation failure (wrong key).
 func (e *Error) Auth() bool {
-	return e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden ||
-		e.Code == "InvalidAdminKey" || e.Code == "BadAdminKey" || e.Code == "BadDeployKey"
+	return (e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden ||
+		e.Code == "InvalidAdminKey" || e.Code == "BadAdminKey" || e.Code == "BadDeployKey") && !e.DatabasePrivilege()
 }
+
+// DatabasePrivilege reports that the engine's own database user lacks a
+// privilege for the request (the key was fine).
+func (e *Error) DatabasePrivilege() bool { return e.Code == "InsufficientPrivilege" }
 
 // do sends a request and decodes a 200 JSON body into out (if non-nil).
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, body any, header http.Header, out any) error {

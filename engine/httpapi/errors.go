@@ -18,6 +18,7 @@ func (s *Server) writeFailure(w http.ResponseWriter, err error) {
 	if ie := importError(err); ie != nil {
 		ae = ie
 	}
+	refusal := postgresRefusal(err)
 	switch {
 	case ae != nil || errors.As(err, &ae):
 		writeError(w, ae.Status, ae.Code, ae.Message)
@@ -31,6 +32,12 @@ func (s *Server) writeFailure(w http.ResponseWriter, err error) {
 		s.log.Warn().Err(err).Msg("database unavailable")
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "DatabaseUnavailable", "PostgreSQL cannot be reached or is starting up; retry shortly.")
+	case refusal != nil:
+		if refusal.Status >= 500 {
+			s.log.Warn().Err(err).Str("code", refusal.Code).Msg("PostgreSQL asks to retry later")
+			w.Header().Set("Retry-After", "5")
+		}
+		writeError(w, refusal.Status, refusal.Code, refusal.Message)
 	default:
 		s.log.Error().Err(err).Msg("request failed")
 		writeError(w, http.StatusInternalServerError, "InternalServerError", "Your request couldn't be completed. Try again later.")
@@ -50,6 +57,67 @@ func databaseUnavailable(err error) bool {
 		return strings.HasPrefix(pe.Code, "57P0") || strings.HasPrefix(pe.Code, "08")
 	}
 	return pgconn.SafeToRetry(err)
+}
+
+// postgresRefusal maps the PostgreSQL errors that say something about the
+// request rather than about the engine to a response: the permanent classes
+// (bad data, constraints, names, limits, privileges, unsupported features,
+// errors raised by triggers) to a 4xx that will fail the same way every
+// time, and lack of resources or a lost serialisation race to a retryable
+// 503. Anything else (nil) stays a 500.
+func postgresRefusal(err error) *apiError {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || len(pe.Code) != 5 {
+		return nil
+	}
+	status, code := http.StatusBadRequest, ""
+	switch class := pe.Code[:2]; {
+	case pe.Code == "42501":
+		status, code = http.StatusForbidden, "InsufficientPrivilege"
+	case class == "22":
+		code = "InvalidValue"
+	case class == "23":
+		code = "ConstraintViolation"
+	case class == "21":
+		code = "CardinalityViolation"
+	case class == "42":
+		code = "InvalidStatement"
+	case class == "54":
+		code = "LimitExceeded"
+	case class == "0A":
+		code = "FeatureNotSupported"
+	case class == "P0" || class == "2F" || class == "38" || class == "39":
+		code = "RejectedByDatabase"
+	case class == "53" || class == "40":
+		status, code = http.StatusServiceUnavailable, "DatabaseBusy"
+	case pe.Code == "57014":
+		status, code = http.StatusServiceUnavailable, "QueryTimeout"
+	default:
+		return nil
+	}
+	return &apiError{Status: status, Code: code, Message: describePgError(err, pe)}
+}
+
+// describePgError says what PostgreSQL refused in the words of the step
+// that ran into it (err's wrapping), with the SQLSTATE and whatever
+// PostgreSQL named: table, column, constraint, detail, hint.
+func describePgError(err error, pe *pgconn.PgError) string {
+	var b strings.Builder
+	b.WriteString("PostgreSQL refused the request: ")
+	b.WriteString(err.Error())
+	for _, f := range [][2]string{{"table", qualified(pe.SchemaName, pe.TableName)}, {"column", pe.ColumnName}, {"constraint", pe.ConstraintName}, {"detail", pe.Detail}, {"hint", pe.Hint}} {
+		if f[1] != "" && !strings.Contains(b.String(), f[1]) {
+			b.WriteString("; " + f[0] + ": " + f[1])
+		}
+	}
+	return b.String()
+}
+
+func qualified(schema, table string) string {
+	if schema == "" || table == "" {
+		return table
+	}
+	return schema + "." + table
 }
 
 // importError maps importer errors and oversized bodies to responses.

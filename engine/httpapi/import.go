@@ -6,7 +6,6 @@ import (
 	"mime"
 	"net/http"
 	"strings"
-
 )
 
 // jsonBody decodes a small JSON request body into v, Convex-style: the

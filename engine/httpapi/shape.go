@@ -143,7 +143,7 @@ func (s *Server) shapeCORS(w http.ResponseWriter, r *http.Request) {
 // shapeAuthorized checks the secret; false means a 401 was written.
 func (s *Server) shapeAuthorized(w http.ResponseWriter, q url.Values) bool {
 	secret := s.cfg.Shape.Secret
-	if secret == "" {
+	if secret == "" || s.cfg.Insecure { // --insecure opens /v1/shape as it opens /api (ELECTRIC_INSECURE)
 		return true
 	}
 	got := q.Get("secret")
@@ -199,11 +199,16 @@ func (s *Server) mustRefetch(ctx context.Context, w http.ResponseWriter, m *shap
 
 // shapeFailure answers an error while serving a shape.
 func (s *Server) shapeFailure(ctx context.Context, w http.ResponseWriter, m *shapes.Manager, def *shapes.Definition, req shapes.Request, err error) {
+	refusal := postgresRefusal(err)
 	switch {
 	case errors.Is(err, shapes.ErrGone):
 		s.mustRefetch(ctx, w, m, def, req)
 	case ctx.Err() != nil:
 		// the client went away
+	case refusal != nil && refusal.Status < 500:
+		// Refused by PostgreSQL for what the request asks (a where clause
+		// that divides by zero, a failing cast): the client's to fix.
+		writeShapeJSON(w, refusal.Status, map[string]string{"message": refusal.Message})
 	default:
 		s.log.Error().Err(err).Str("table", req.Table).Msg("serving shape failed")
 		w.Header().Set("Retry-After", "1")

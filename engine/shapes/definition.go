@@ -139,6 +139,9 @@ func (m *Manager) resolve(ctx context.Context, req Request) (*Definition, error)
 	if len(parts) == 1 {
 		parts = []string{"public", parts[0]}
 	}
+	if why := catalog.ReservedSchema(parts[0]); why != "" {
+		return nil, &ParamError{"table", fmt.Sprintf("Cannot sync %s.%s: schema %s is reserved: %s", quoteIdent(parts[0]), quoteIdent(parts[1]), quoteIdent(parts[0]), why)}
+	}
 	var oid uint32
 	var readable bool
 	err = m.pool.QueryRow(ctx, `SELECT c.oid, has_table_privilege(c.oid, 'SELECT') FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace

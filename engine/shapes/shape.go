@@ -67,10 +67,10 @@ func (s *Shape) Head() (Offset, <-chan struct{}, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
+	case s.failed != nil: // a failed shape is gone too; say why
+		return Offset{}, nil, s.failed
 	case s.gone:
 		return Offset{}, nil, ErrGone
-	case s.failed != nil:
-		return Offset{}, nil, s.failed
 	case !s.snapDone:
 		return BeforeAll, s.changed, nil
 	}
@@ -118,10 +118,10 @@ func (s *Shape) waitChunk(ctx context.Context, n int) (body []byte, last bool, e
 		chunks, done, failed, gone, ch := s.chunks, s.snapDone, s.failed, s.gone, s.changed
 		s.mu.Unlock()
 		switch {
-		case gone:
-			return nil, false, ErrGone
 		case failed != nil:
 			return nil, false, failed
+		case gone:
+			return nil, false, ErrGone
 		case n < chunks:
 			b, err := s.m.readChunk(s.Handle, n)
 			return b, false, err

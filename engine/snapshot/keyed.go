@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/shapelog/shapelog/engine/catalog"
@@ -500,6 +502,27 @@ func (m *Manager) rewindPage(ctx context.Context, t *catalog.Table, ts int64, af
 	return p, err
 }
 
+// DefaultStatementTimeout is how long one snapshot query (a page) may run
+// unless Config.StatementTimeout says otherwise.
+const DefaultStatementTimeout = 5 * time.Minute
+
+// bounded makes a snapshot connection's queries cheap to stop: no JIT
+// compilation (a large where clause could spend minutes in LLVM, deaf to
+// cancellation), a statement_timeout, and a cancel request as soon as the
+// caller's context ends, so that the query stops and the connection stays
+// usable (pgx's default closes the connection).
+func bounded(c *pgconn.Config, cfg Config) {
+	timeout := cfg.StatementTimeout
+	if timeout <= 0 {
+		timeout = DefaultStatementTimeout
+	}
+	c.RuntimeParams["jit"] = "off"
+	c.RuntimeParams["statement_timeout"] = strconv.FormatInt(timeout.Milliseconds(), 10)
+	c.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: pc, CancelRequestDelay: 0, DeadlineDelay: 2 * time.Second}
+	}
+}
+
 // newPagePool opens the pool that pages of keyed tables are read through.
 func newPagePool(cfg Config) (*pgxpool.Pool, error) {
 	pc, err := pgxpool.ParseConfig(cfg.DatabaseURL)
@@ -515,8 +538,8 @@ func newPagePool(cfg Config) (*pgxpool.Pool, error) {
 	}
 	rp["default_transaction_isolation"] = "repeatable read"
 	rp["default_transaction_read_only"] = "on"
-	rp["jit"] = "off"
 	rp["application_name"] = "shapelog snapshot pages"
+	bounded(&pc.ConnConfig.Config, cfg)
 	if cfg.Lookup != nil {
 		pc.ConnConfig.LookupFunc = cfg.Lookup
 	}

@@ -55,6 +55,9 @@ type Config struct {
 	PageConns int
 	// IdleTimeout closes snapshots nobody has read for this long.
 	IdleTimeout time.Duration
+	// StatementTimeout bounds each query a snapshot runs (one page);
+	// DefaultStatementTimeout when zero.
+	StatementTimeout time.Duration
 	// Lookup resolves host names (nil: the default resolver).
 	Lookup pgconn.LookupFunc
 }
@@ -234,6 +237,7 @@ func (m *Manager) open(ctx context.Context, id string) (*pgx.Conn, int64, error)
 	ccfg.RuntimeParams["synchronize_seqscans"] = "off"
 	ccfg.RuntimeParams["max_parallel_workers_per_gather"] = "0"
 	ccfg.RuntimeParams["application_name"] = "shapelog snapshot " + id
+	bounded(&ccfg.Config, m.cfg)
 	conn, err := pgx.ConnectConfig(ctx, ccfg)
 	if err != nil {
 		return nil, 0, fmt.Errorf("opening snapshot connection: %w", err)

@@ -13,14 +13,18 @@ import (
 )
 
 // EngineError classifies a failed engine call made while doing what: a
-// wrong key, a wrong address or an oversized batch is the user's to fix
-// (config_error), an unreachable or failing engine may pass
-// (transient_error), a rejected request is a system_error.
+// wrong key, a wrong address, an oversized batch or a privilege the
+// engine's database user lacks is the user's to fix (config_error), an
+// unreachable or failing engine may pass (transient_error), a rejected
+// request (any other 4xx: PostgreSQL refused the data, a limit was passed)
+// is a system_error and is not retried.
 func EngineError(err error, what string) *protocol.Error {
 	var ce *client.Error
 	switch {
 	case errors.Is(err, context.Canceled):
 		return protocol.TransientError(err, "Interrupted while %s", what)
+	case errors.As(err, &ce) && ce.DatabasePrivilege():
+		return protocol.ConfigError(err, "The engine's database user lacks a privilege while %s: %s. Grant it, or run the engine as a user that has it", what, ce.Message)
 	case errors.As(err, &ce) && ce.Auth():
 		return protocol.ConfigError(err, "The engine refused the access key while %s: check setting `access_key`", what)
 	case errors.As(err, &ce) && ce.Status == 404:

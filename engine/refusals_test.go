@@ -1,0 +1,121 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shapelog/shapelog/engine"
+	"github.com/shapelog/shapelog/internal/pgtest"
+)
+
+// waitingPageQueries counts the engine's snapshot page queries that are
+// waiting for a lock.
+func waitingPageQueries(t *testing.T, dbURL string) int {
+	t.Helper()
+	conn := connect(t, dbURL)
+	var n int
+	if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+		WHERE application_name = 'shapelog snapshot pages' AND wait_event_type = 'Lock'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestSnapshotQueryCancelledWhenClientLeaves: a snapshot page stuck behind
+// a lock stops in PostgreSQL as soon as its client hangs up, rather than
+// holding a backend until the lock goes.
+func TestSnapshotQueryCancelledWhenClientLeaves(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	conn := connect(t, dbURL)
+	mustExec(t, conn, `CREATE TABLE items (id int PRIMARY KEY, v text)`)
+	mustExec(t, conn, `INSERT INTO items SELECT g, 'v' FROM generate_series(1, 100) g`)
+	e := startEngine(t, dbURL)
+	readSnapshot(t, e.URL(), nil) // publishes the table
+
+	locker := connect(t, dbURL)
+	mustExec(t, locker, `BEGIN`)
+	mustExec(t, locker, `LOCK TABLE items IN ACCESS EXCLUSIVE MODE`)
+	defer func() { _, _ = locker.Exec(context.Background(), `ROLLBACK`) }()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.URL()+"/api/list_snapshot?tableName=items", nil)
+		req.Header.Set("Authorization", "Convex "+testKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for waitingPageQueries(t, dbURL) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the page query never waited for the lock")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("request ended with %v, want it cancelled", err)
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for waitingPageQueries(t, dbURL) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the page query still waits in PostgreSQL 5 s after its client left")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestShapeRefusals: shapes on reserved schemas and where clauses that
+// PostgreSQL refuses at run time are the client's errors (400, naming the
+// cause), never a 409/503 loop that clients retry forever.
+func TestShapeRefusals(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	conn := connect(t, dbURL)
+	mustExec(t, conn, `CREATE TABLE t (id int PRIMARY KEY, v text)`)
+	mustExec(t, conn, `INSERT INTO t VALUES (1, 'a'), (2, 'b')`)
+	e := startShapeEngine(t, dbURL)
+	for _, tc := range []struct{ table, where, want string }{
+		{"pg_catalog.pg_authid", "", "reserved"},
+		{"pg_catalog.pg_class", "", "reserved"},
+		{"information_schema.tables", "", "reserved"},
+		{"shapelog.import_keys", "", "engine's own tables"},
+		{`"pg_toast"."x"`, "", "reserved"},
+		{"t", "id / 0 = 1", "division by zero"},
+		{"t", "v::int = 1", "invalid input syntax"},
+	} {
+		q := url.Values{"table": {tc.table}, "offset": {"-1"}, "secret": {testKey}}
+		if tc.where != "" {
+			q.Set("where", tc.where)
+		}
+		for attempt := range 2 { // the same answer every time: nothing to retry
+			resp, body := shapeGet(t, e.URL(), q, nil)
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), tc.want) {
+				t.Errorf("%s where %q (attempt %d): %d %s, want 400 naming %q", tc.table, tc.where, attempt+1, resp.StatusCode, body, tc.want)
+			}
+		}
+	}
+}
+
+// TestShapeSecretUnderInsecure: --insecure opens /v1/shape as it opens /api,
+// even with an access key set, as the README says.
+func TestShapeSecretUnderInsecure(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	conn := connect(t, dbURL)
+	mustExec(t, conn, `CREATE TABLE t (id int PRIMARY KEY)`)
+	for _, insecure := range []bool{false, true} {
+		e := startShapeEngine(t, dbURL, func(c *engine.Config) { c.Insecure = insecure })
+		resp, body := shapeGet(t, e.URL(), url.Values{"table": {"t"}, "offset": {"-1"}}, nil)
+		if want := map[bool]int{false: http.StatusUnauthorized, true: http.StatusOK}[insecure]; resp.StatusCode != want {
+			t.Errorf("insecure=%v without secret: %d %s, want %d", insecure, resp.StatusCode, body, want)
+		}
+		e.Close(5 * time.Second)
+	}
+}

@@ -2,9 +2,13 @@ package engine_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -117,5 +121,55 @@ func TestShapeSecretUnderInsecure(t *testing.T) {
 			t.Errorf("insecure=%v without secret: %d %s, want %d", insecure, resp.StatusCode, body, want)
 		}
 		e.Close(5 * time.Second)
+	}
+}
+
+// TestShapeOffsetBetweenEntries: an offset whose LSN falls between two
+// logged transactions is served from the next one on, as Electric does,
+// not answered with 409.
+func TestShapeOffsetBetweenEntries(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	conn := connect(t, dbURL)
+	mustExec(t, conn, `CREATE TABLE t (id int PRIMARY KEY, v text)`)
+	mustExec(t, conn, `INSERT INTO t VALUES (1, 'a')`)
+	e := startShapeEngine(t, dbURL)
+	c := newShapeClient(t, e.URL(), url.Values{"table": {"t"}})
+	c.sync()
+	mustExec(t, conn, `INSERT INTO t VALUES (2, 'b')`)
+	mustExec(t, conn, `INSERT INTO t VALUES (3, 'c')`)
+	lsnOf := map[string]uint64{}
+	for len(lsnOf) < 2 {
+		msgs, _ := c.step(true)
+		for _, m := range msgs {
+			if m.Key != "" {
+				n, err := strconv.ParseUint(m.Headers["lsn"].(string), 10, 64)
+				if err != nil {
+					t.Fatal(err)
+				}
+				lsnOf[*m.Value["id"]] = n
+			}
+		}
+	}
+	for _, tc := range []struct {
+		offset string
+		want   []string
+	}{
+		{fmt.Sprintf("%d_0", lsnOf["3"]-1), []string{"3"}}, // between the two inserts
+		{fmt.Sprintf("%d_0", lsnOf["2"]), []string{"3"}},   // exactly after the first
+	} {
+		resp, body := shapeGet(t, e.URL(), url.Values{"table": {"t"}, "offset": {tc.offset}, "handle": {c.handle}, "secret": {testKey}}, nil)
+		var msgs []shapeMsg
+		if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &msgs) != nil {
+			t.Fatalf("offset %s: %d %s", tc.offset, resp.StatusCode, body)
+		}
+		var got []string
+		for _, m := range msgs {
+			if m.Key != "" {
+				got = append(got, *m.Value["id"])
+			}
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("offset %s: rows %v, want %v", tc.offset, got, tc.want)
+		}
 	}
 }

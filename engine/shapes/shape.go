@@ -185,14 +185,10 @@ func (s *Shape) readChangesUncached(offset, head Offset, headTs, snapTs int64) (
 	}
 	after, firstTs, skipOp := snapTs, int64(0), uint64(0)
 	if !offset.inSnapshot() {
-		ts, ok, err := s.m.store.TsOfCommit(offset.Tx)
-		if err != nil {
+		var err error
+		if after, firstTs, skipOp, err = s.resume(offset, snapTs); err != nil {
 			return nil, err
 		}
-		if !ok || ts <= snapTs {
-			return nil, ErrGone
-		}
-		after, firstTs, skipOp = ts-1, ts, offset.Op
 	}
 	if err := s.collect(resp, after, firstTs, skipOp, headTs); err != nil {
 		var inv *errInvalid
@@ -204,6 +200,32 @@ func (s *Shape) readChangesUncached(offset, head Offset, headTs, snapTs int64) (
 	}
 	resp.UpToDate = !resp.End.Less(head)
 	return resp, nil
+}
+
+// resume finds where in the log the changes after offset start: inside the
+// transaction that committed at offset.Tx (skipping its ops up to
+// offset.Op), or, for an LSN between two logged transactions (as Electric
+// allows), after the last one before it. An offset from before the shape's
+// snapshot, or one the log no longer reaches, is ErrGone.
+func (s *Shape) resume(offset Offset, snapTs int64) (after, firstTs int64, skipOp uint64, err error) {
+	ts, ok, err := s.m.store.TsOfCommit(offset.Tx)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	if ok {
+		if ts <= snapTs {
+			return 0, 0, 0, ErrGone
+		}
+		return ts - 1, ts, offset.Op, nil
+	}
+	prev, ok, err := s.m.store.LastTsBefore(offset.Tx)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	if !ok || prev < snapTs {
+		return 0, 0, 0, ErrGone
+	}
+	return prev, 0, 0, nil
 }
 
 // collect appends the messages of changes with after < ts <= upTo (skipping

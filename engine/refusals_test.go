@@ -173,3 +173,36 @@ func TestShapeOffsetBetweenEntries(t *testing.T) {
 		}
 	}
 }
+
+// TestShapeOnDroppedTable: a shape whose table was dropped neither blocks
+// shapes on other tables (publishing them used to fail on its OID) nor
+// lingers: its clients are told to refetch, then that the table is gone.
+func TestShapeOnDroppedTable(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	conn := connect(t, dbURL)
+	mustExec(t, conn, `CREATE TABLE doomed (id int PRIMARY KEY)`)
+	mustExec(t, conn, `INSERT INTO doomed VALUES (1)`)
+	e := startShapeEngine(t, dbURL)
+	old := newShapeClient(t, e.URL(), url.Values{"table": {"doomed"}})
+	old.sync()
+	mustExec(t, conn, `DROP TABLE doomed`)
+	mustExec(t, conn, `CREATE TABLE fresh (id int PRIMARY KEY)`)
+	mustExec(t, conn, `INSERT INTO fresh VALUES (7)`)
+
+	c := newShapeClient(t, e.URL(), url.Values{"table": {"fresh"}})
+	c.sync()
+	if len(c.rows) != 1 || c.refetched > 0 {
+		t.Fatalf("shape on a new table: rows %v after %d refetches", c.rows, c.refetched)
+	}
+	mustExec(t, conn, `INSERT INTO fresh VALUES (8)`)
+	c.liveUntil(func(rows map[string]map[string]*string) bool { return len(rows) == 2 })
+
+	resp, body := shapeGet(t, e.URL(), url.Values{"table": {"doomed"}, "offset": {old.offset}, "handle": {old.handle}, "secret": {testKey}}, nil)
+	if resp.StatusCode != http.StatusConflict && resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("the dropped table's shape: %d %s, want 409 (refetch) or 400", resp.StatusCode, body)
+	}
+	resp, body = shapeGet(t, e.URL(), url.Values{"table": {"doomed"}, "offset": {"-1"}, "secret": {testKey}}, nil)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "does not exist") {
+		t.Errorf("a new shape on the dropped table: %d %s, want 400 naming it", resp.StatusCode, body)
+	}
+}

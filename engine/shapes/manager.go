@@ -451,8 +451,63 @@ func (m *Manager) publishTables() {
 	}
 	m.mu.Unlock()
 	if err := m.pub.SetShapeTables(m.runCtx, oids); err != nil && m.runCtx.Err() == nil {
+		if n, _ := m.dropVanished(m.runCtx); n > 0 {
+			return // invalidating them published the rest
+		}
 		m.log.Warn().Err(err).Msg("updating the publication for shapes failed")
 	}
+}
+
+// publishFor publishes the tables of every shape plus s's. Shapes whose
+// table was dropped would make that fail for every new shape (DROP TABLE
+// never reaches logical replication): they are invalidated, and the rest
+// published.
+func (m *Manager) publishFor(s *Shape) error {
+	err := m.pub.SetShapeTables(m.runCtx, m.tablesWith(s))
+	if err == nil {
+		return nil
+	}
+	if n, derr := m.dropVanished(m.runCtx); derr != nil || n == 0 {
+		return err
+	}
+	return m.pub.SetShapeTables(m.runCtx, m.tablesWith(s))
+}
+
+// dropVanished invalidates the shapes whose table no longer exists and
+// returns how many there were.
+func (m *Manager) dropVanished(ctx context.Context) (int, error) {
+	m.mu.Lock()
+	byOID := map[uint32][]*Shape{}
+	for _, s := range m.byHandle {
+		byOID[s.Def.Table.OID] = append(byOID[s.Def.Table.OID], s)
+	}
+	m.mu.Unlock()
+	if len(byOID) == 0 {
+		return 0, nil
+	}
+	oids := make([]uint32, 0, len(byOID))
+	for oid := range byOID {
+		oids = append(oids, oid)
+	}
+	rows, err := m.pool.Query(ctx, `SELECT oid FROM pg_class WHERE oid = ANY($1) AND relkind IN ('r', 'p')`, oids)
+	if err != nil {
+		return 0, err
+	}
+	alive, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
+	if err != nil {
+		return 0, err
+	}
+	for _, oid := range alive {
+		delete(byOID, oid)
+	}
+	n := 0
+	for _, group := range byOID {
+		for _, s := range group {
+			m.invalidate(s, "its table was dropped")
+			n++
+		}
+	}
+	return n, nil
 }
 
 // takeSnapshot fills a new shape's snapshot chunks. A table with a primary
@@ -462,7 +517,7 @@ func (m *Manager) publishTables() {
 func (m *Manager) takeSnapshot(s *Shape, md meta) {
 	started := time.Now()
 	rows := 0
-	err := m.pub.SetShapeTables(m.runCtx, m.tablesWith(s))
+	err := m.publishFor(s)
 	if err == nil {
 		if snapshot.Keyed(s.Def.Table) {
 			rows, err = m.fillKeyed(m.runCtx, s, &md)
@@ -669,8 +724,14 @@ func (m *Manager) fillHeld(ctx context.Context, s *Shape, conn *pgx.Conn, ts int
 	return w.rows, w.finish(mvcc)
 }
 
-// Run moves every shape's head along the log until ctx ends.
+// vanishedCheck is how often shapes are checked for dropped tables.
+const vanishedCheck = 30 * time.Second
+
+// Run moves every shape's head along the log until ctx ends, and drops the
+// shapes of tables that were dropped.
 func (m *Manager) Run(ctx context.Context) {
+	check := time.NewTicker(vanishedCheck)
+	defer check.Stop()
 	for {
 		ch := m.store.Advanced()
 		m.advance()
@@ -678,6 +739,10 @@ func (m *Manager) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-ch:
+		case <-check.C:
+			if _, err := m.dropVanished(ctx); err != nil && ctx.Err() == nil {
+				m.log.Warn().Err(err).Msg("checking shapes for dropped tables failed")
+			}
 		case <-time.After(time.Second):
 		}
 	}

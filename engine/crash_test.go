@@ -126,7 +126,7 @@ func TestKillNineLosesNothing(t *testing.T) {
 // TestPostgresRestart restarts PostgreSQL under a streaming engine: it
 // reconnects by itself and carries on where it stopped.
 func TestPostgresRestart(t *testing.T) {
-	cluster := pgtest.SharedCluster()
+	cluster := pgtest.SharedCluster(t)
 	if cluster == nil {
 		t.Skip("needs the throwaway cluster (DATABASE_URL is set)")
 	}

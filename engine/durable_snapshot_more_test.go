@@ -289,7 +289,7 @@ func assertSameAsOnePage(t *testing.T, base, table string, ts int64, docs []doc)
 // page again until the engine answers, and snapshot + deltas is still
 // exactly the table.
 func TestSnapshotSurvivesPostgresRestart(t *testing.T) {
-	cluster := pgtest.SharedCluster()
+	cluster := pgtest.SharedCluster(t)
 	if cluster == nil {
 		t.Skip("needs the throwaway cluster (DATABASE_URL is set)")
 	}

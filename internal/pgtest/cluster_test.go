@@ -26,7 +26,7 @@ func TestNewDatabaseIsLogical(t *testing.T) {
 }
 
 func TestRestartKeepsData(t *testing.T) {
-	c := SharedCluster()
+	c := SharedCluster(t)
 	if c == nil {
 		t.Skip("running against DATABASE_URL")
 	}

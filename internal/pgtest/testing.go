@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,43 +15,65 @@ import (
 )
 
 var (
-	shared  *Cluster
-	baseURL string
-	dbSeq   atomic.Int64
+	dbSeq atomic.Int64
+	// The shared cluster starts on first use, so packages whose tests (or
+	// fuzz workers) never ask for a database start none.
+	sharedOnce sync.Once
+	shared     *Cluster
+	baseURL    string
+	sharedErr  error
 )
 
-// Main runs a package's tests against a throwaway cluster, or against the
-// server in $DATABASE_URL when it is set. Call it from TestMain.
+// Main runs a package's tests against a throwaway cluster, started when a
+// test first needs it, or against the server in $DATABASE_URL when it is
+// set. Call it from TestMain.
 func Main(m *testing.M) {
 	os.Exit(run(m))
 }
 
 func run(m *testing.M) int {
 	if u := os.Getenv("DATABASE_URL"); u != "" {
-		baseURL = u
-		return m.Run()
+		sharedOnce.Do(func() { baseURL = u })
 	}
-	c, err := Start(Options{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "pgtest:", err)
-		return 1
-	}
-	defer c.Stop()
-	shared, baseURL = c, c.URL("postgres")
+	defer func() {
+		if shared != nil {
+			shared.Stop()
+		}
+	}()
 	return m.Run()
+}
+
+// server returns the URL of the server tests use, starting the shared
+// cluster on first use.
+func server(t testing.TB) string {
+	t.Helper()
+	sharedOnce.Do(func() {
+		c, err := Start(Options{})
+		if err != nil {
+			sharedErr = err
+			return
+		}
+		shared, baseURL = c, c.URL("postgres")
+	})
+	if sharedErr != nil {
+		t.Fatalf("pgtest: %v", sharedErr)
+	}
+	return baseURL
 }
 
 // SharedCluster is the package's throwaway cluster, or nil when the tests run
 // against $DATABASE_URL (tests that restart PostgreSQL skip then).
-func SharedCluster() *Cluster { return shared }
+func SharedCluster(t testing.TB) *Cluster {
+	t.Helper()
+	server(t)
+	return shared
+}
 
 // NewDatabase creates an empty database for one test and drops it (with any
 // replication slots on it) when the test ends. It returns its URL.
 func NewDatabase(t testing.TB) string {
 	t.Helper()
-	if baseURL == "" {
-		t.Fatal("pgtest: call pgtest.Main from TestMain")
-	}
+	baseURL := server(t)
 	name := fmt.Sprintf("t_%d_%d_%s", os.Getpid(), dbSeq.Add(1), sanitize(t.Name()))
 	if len(name) > 63 {
 		name = name[:63]

@@ -22,6 +22,7 @@ import (
 
 	"github.com/shapelog/shapelog/engine/catalog"
 	"github.com/shapelog/shapelog/engine/httpapi"
+	"github.com/shapelog/shapelog/engine/metrics"
 	"github.com/shapelog/shapelog/engine/replication"
 	"github.com/shapelog/shapelog/engine/shapelog"
 	"github.com/shapelog/shapelog/engine/shapes"
@@ -58,6 +59,8 @@ type databaseConfig struct {
 	maxSnapshots  int
 	snapshotConns int
 	chunkBytes    int
+	// replicationTimeout ends a silent replication session (default 60 s).
+	replicationTimeout time.Duration
 }
 
 // openDatabase opens a database's storage and checks the server. A
@@ -95,6 +98,7 @@ func openDatabase(ctx context.Context, c databaseConfig, strict bool, log zerolo
 	}
 	d.repl = replication.New(replication.Config{
 		DatabaseURL: c.url, Publication: c.publication, Slot: c.slot, Filter: c.filter, ShapesOnly: c.shapesOnly, Lookup: c.lookup,
+		Timeout: c.replicationTimeout,
 	}, d.store, pool, d.types, log)
 	checkCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	err = d.repl.Check(checkCtx)
@@ -150,6 +154,16 @@ func (d *database) closeStorage() {
 		_ = d.store.Close()
 	}
 	d.pool.Close()
+}
+
+// stats is the database's state for the metrics.
+func (d *database) stats() metrics.Database {
+	st := d.repl.Status()
+	held, keyed := d.snaps.Open()
+	return metrics.Database{
+		ID: d.id, Active: st.State == replication.StateActive, LagBytes: st.Lag.Bytes, LagSeconds: st.Lag.Seconds,
+		LogBytes: d.store.DiskUsage(), Horizon: d.store.Horizon(), HeldSnapshots: held, KeyedSnapshots: keyed, Shapes: d.shapes.Count(),
+	}
 }
 
 // pruneLoop drops changes older than the retention period once a minute.
@@ -240,6 +254,7 @@ func (r *databases) databaseConfig(spec registered) databaseConfig {
 		dir: filepath.Join(r.cfg.StorageDir, "databases", spec.ID), shapesOnly: true,
 		publication: spec.Publication, slot: spec.Slot,
 		snapshotIdle: r.cfg.SnapshotIdle, maxSnapshots: r.cfg.MaxSnapshots, snapshotConns: r.cfg.SnapshotConns, chunkBytes: r.cfg.ShapeChunkBytes,
+		replicationTimeout: r.cfg.ReplicationTimeout,
 	}
 }
 
@@ -284,6 +299,19 @@ func (r *databases) Shapes(id string) (*shapes.Manager, error) {
 		return nil, err
 	}
 	return d.shapes, nil
+}
+
+// stats lists every running database's state for the metrics, the
+// engine's own first. It holds mu so that a database being removed is
+// not read while its storage closes.
+func (r *databases) stats() []metrics.Database {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := []metrics.Database{r.main.stats()}
+	for _, id := range slices.Sorted(maps.Keys(r.added)) {
+		out = append(out, r.added[id].stats())
+	}
+	return out
 }
 
 // Status implements httpapi.Databases.

@@ -18,6 +18,7 @@ import (
 	"github.com/shapelog/shapelog/engine/functions"
 	"github.com/shapelog/shapelog/engine/httpapi"
 	"github.com/shapelog/shapelog/engine/importer"
+	"github.com/shapelog/shapelog/engine/metrics"
 	"github.com/shapelog/shapelog/engine/replication"
 	"github.com/shapelog/shapelog/engine/shapelog"
 )
@@ -54,6 +55,12 @@ type Config struct {
 	// ShapeChunkBytes closes shape snapshot chunks and change responses at
 	// this size (default 10 MiB).
 	ShapeChunkBytes int
+	// ReplicationTimeout ends a replication session that receives nothing
+	// from PostgreSQL, not even a keepalive, for this long, and reconnects
+	// (default 60 s).
+	ReplicationTimeout time.Duration
+	// MetricsAccess says who may read GET /metrics (default open).
+	MetricsAccess httpapi.MetricsAccess
 }
 
 // Engine is a running engine.
@@ -95,6 +102,7 @@ func Start(ctx context.Context, c Config, log zerolog.Logger) (*Engine, error) {
 	e.main, err = openDatabase(ctx, databaseConfig{
 		id: c.DatabaseID, url: c.DatabaseURL, dir: c.StorageDir, filter: c.Filter, publication: c.Publication, slot: c.Slot,
 		snapshotIdle: c.SnapshotIdle, maxSnapshots: c.MaxSnapshots, snapshotConns: c.SnapshotConns, chunkBytes: c.ShapeChunkBytes,
+		replicationTimeout: c.ReplicationTimeout,
 	}, false, log)
 	if err != nil {
 		return nil, err
@@ -112,8 +120,10 @@ func Start(ctx context.Context, c Config, log zerolog.Logger) (*Engine, error) {
 	if shapeCfg.Secret == "" {
 		shapeCfg.Secret = c.AccessKey
 	}
+	m := metrics.New()
+	m.SetDatabases(e.databases.stats)
 	e.api = httpapi.New(httpapi.Config{AccessKey: c.AccessKey, Insecure: c.Insecure, Version: c.Version, MaxImportBytes: c.MaxImportBytes,
-		Functions: e.functions, Databases: e.databases, Shape: shapeCfg},
+		Functions: e.functions, Databases: e.databases, Shape: shapeCfg, Metrics: m, MetricsAccess: c.MetricsAccess},
 		e.main.store, e.main.repl, e.main.snaps, e.Importer, e.main.pool, e.main.types, log)
 	if e.ln, err = net.Listen("tcp", c.Listen); err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", c.Listen, err)

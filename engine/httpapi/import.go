@@ -27,19 +27,42 @@ func (s *Server) importRecords(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "BadJsonBody", "Expected request with `Content-Type: application/json`")
 		return
 	}
-	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxImportBytes)
+	if r.ContentLength > s.cfg.MaxImportBytes {
+		// Refused before reading anything: the client learns at once, not
+		// after sending the limit's worth of body.
+		s.writeFailure(w, &http.MaxBytesError{Limit: s.cfg.MaxImportBytes})
+		return
+	}
 	key := r.Header.Get("Idempotency-Key")
 	if len(key) > 255 {
 		writeError(w, http.StatusBadRequest, "InvalidIdempotencyKey", "The Idempotency-Key header must be at most 255 characters")
 		return
 	}
+	body := &countingReader{r: http.MaxBytesReader(w, r.Body, s.cfg.MaxImportBytes)}
 	n, dup, err := s.importer.Import(r.Context(), body, key)
+	rows := n
+	if dup || err != nil {
+		rows = 0 // imported before (an idempotent retry), or not at all
+	}
+	s.metrics.Imported(rows, body.n)
 	if err != nil {
 		s.writeFailure(w, err)
 		return
 	}
 	s.log.Debug().Int("records", n).Bool("duplicate", dup).Str("client", r.Header.Get("Convex-Client")).Msg("import")
 	w.WriteHeader(http.StatusOK)
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 func (s *Server) addPrimaryKeyIndexes(w http.ResponseWriter, r *http.Request) {

@@ -4,19 +4,23 @@
 package httpapi
 
 import (
+	"bufio"
 	"crypto/subtle"
 	"encoding/json"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
 	"github.com/shapelog/shapelog/engine/catalog"
 	"github.com/shapelog/shapelog/engine/functions"
 	"github.com/shapelog/shapelog/engine/importer"
+	"github.com/shapelog/shapelog/engine/metrics"
 	"github.com/shapelog/shapelog/engine/replication"
 	"github.com/shapelog/shapelog/engine/shapelog"
 	"github.com/shapelog/shapelog/engine/snapshot"
@@ -38,7 +42,25 @@ type Config struct {
 	// leaves them unserved.
 	Databases Databases
 	Shape     ShapeConfig
+	// Metrics is the registry GET /metrics serves and requests are counted
+	// in; nil creates one.
+	Metrics *metrics.Metrics
+	// MetricsAccess says who may read GET /metrics (default MetricsOpen).
+	MetricsAccess MetricsAccess
 }
+
+// MetricsAccess says who may read GET /metrics.
+type MetricsAccess string
+
+// The ways to serve GET /metrics. Prometheus scrapers are usually set up
+// without credentials, and Electric and PeerDB serve their metrics without
+// any, so the default is open: the metrics hold counts and timings labelled
+// by route, status, error code and database id, no data.
+const (
+	MetricsOpen MetricsAccess = "open" // no key needed
+	MetricsKey  MetricsAccess = "key"  // the access key, as `Authorization: Convex <key>` or `Bearer <key>`
+	MetricsOff  MetricsAccess = "off"  // not served
+)
 
 // Server holds what the handlers need.
 type Server struct {
@@ -50,6 +72,7 @@ type Server struct {
 	pool     *pgxpool.Pool
 	types    *catalog.Types
 	parking  *parkingLot
+	metrics  *metrics.Metrics
 	log      zerolog.Logger
 }
 
@@ -64,8 +87,17 @@ func New(cfg Config, store *shapelog.Store, repl *replication.Replicator, snaps 
 	if cfg.Shape.StaleAge == 0 {
 		cfg.Shape.StaleAge = 300
 	}
-	s := &Server{cfg: cfg, store: store, repl: repl, snaps: snaps, importer: imp, pool: pool, types: types, log: log.With().Str("component", "http").Logger()}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.New()
+	}
+	if cfg.MetricsAccess == "" {
+		cfg.MetricsAccess = MetricsOpen
+	}
+	s := &Server{cfg: cfg, store: store, repl: repl, snaps: snaps, importer: imp, pool: pool, types: types, metrics: cfg.Metrics,
+		log: log.With().Str("component", "http").Logger()}
 	s.parking = newParkingLot(s)
+	s.metrics.Gauge("shapelog_live_requests_parked", "Live shape requests waiting for changes in the parking lot.",
+		func() float64 { return float64(s.parking.parked()) })
 	return s
 }
 
@@ -77,6 +109,12 @@ func (s *Server) Close() { s.parking.close() }
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/health", s.health)
+	switch s.cfg.MetricsAccess {
+	case MetricsOpen:
+		mux.Handle("GET /metrics", s.metrics.Handler())
+	case MetricsKey:
+		mux.Handle("GET /metrics", s.metricsKey(s.metrics.Handler()))
+	}
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {})
 	if s.cfg.Databases != nil {
 		mux.HandleFunc("GET /v1/shape", s.shapeGet)
@@ -138,6 +176,9 @@ func badRequest(code, msg string) *apiError {
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
+	if rec := recorderOf(w); rec != nil {
+		rec.code = code
+	}
 	writeJSON(w, status, apiError{Code: code, Message: msg})
 }
 
@@ -206,10 +247,41 @@ func (s *Server) authenticate(r *http.Request) *apiError {
 	return nil
 }
 
+// metricsKey guards /metrics with the access key, which Prometheus sends
+// as `authorization: {type: Bearer, credentials: <key>}` (or type Convex).
+func (s *Server) metricsKey(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scheme, key, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		if s.cfg.Insecure || (strings.EqualFold(scheme, "bearer") || strings.EqualFold(scheme, "convex")) &&
+			subtle.ConstantTimeCompare([]byte(strings.TrimSpace(key)), []byte(s.cfg.AccessKey)) == 1 {
+			h.ServeHTTP(w, r)
+			return
+		}
+		writeError(w, http.StatusUnauthorized, "BadAdminKey", "GET /metrics needs the access key: `Authorization: Bearer <access key>`")
+	})
+}
+
+// statusRecorder notes what logRequests logs and counts about a response.
 type statusRecorder struct {
 	http.ResponseWriter
-	status int
-	bytes  int64
+	status   int
+	bytes    int64
+	code     string // the error code written, if any
+	hijacked bool   // the connection was taken over (a parked live request)
+}
+
+// recorderOf finds the statusRecorder under w, or nil.
+func recorderOf(w http.ResponseWriter) *statusRecorder {
+	for {
+		switch t := w.(type) {
+		case *statusRecorder:
+			return t
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = t.Unwrap()
+		default:
+			return nil
+		}
+	}
 }
 
 func (r *statusRecorder) WriteHeader(code int) {
@@ -235,19 +307,63 @@ func (r *statusRecorder) Flush() {
 	}
 }
 
+// Hijack notes that the connection was taken over.
+func (r *statusRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, rw, err := http.NewResponseController(r.ResponseWriter).Hijack()
+	if err == nil {
+		r.hijacked = true
+	}
+	return conn, rw, err
+}
+
+// logRequests logs every request (4xx at info, 5xx at error with the route
+// and, when the request names one, the table) and counts it in the
+// metrics by route pattern, status and error code.
 func (s *Server) logRequests(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
 		h.ServeHTTP(rec, r)
+		took := time.Since(start)
+		status := rec.status
+		if status == 0 && !rec.hijacked {
+			status = http.StatusOK // nothing written: net/http sends 200
+		}
+		route := r.Pattern // set by the mux on this request
+		if route == "" {
+			route = "unmatched"
+		}
+		s.metrics.Request(route, status, took)
+		if rec.code != "" {
+			s.metrics.Error(rec.code)
+		}
 		ev := s.log.Debug()
-		if rec.status >= 500 {
+		if status >= 500 {
 			ev = s.log.Error()
-		} else if rec.status >= 400 {
+			q := r.URL.Query()
+			table := r.PathValue("root_table")
+			for _, name := range []string{"table", "tableName", "table_name"} {
+				if table == "" {
+					table = q.Get(name)
+				}
+			}
+			if table != "" {
+				ev = ev.Str("table", table)
+			}
+			if id := q.Get("database_id"); id != "" {
+				ev = ev.Str("database_id", id)
+			}
+		} else if status >= 400 {
 			ev = s.log.Info()
 		}
-		ev.Str("method", r.Method).Str("path", r.URL.Path).Int("status", rec.status).Int64("bytes", rec.bytes).
-			Dur("took", time.Since(start)).Str("client", r.Header.Get("Convex-Client")).Msg("request")
+		if rec.code != "" {
+			ev = ev.Str("code", rec.code)
+		}
+		if rec.hijacked {
+			ev = ev.Bool("parked", true)
+		}
+		ev.Str("method", r.Method).Str("path", r.URL.Path).Str("route", route).Int("status", status).
+			Int64("bytes", rec.bytes).Dur("took", took).Str("client", r.Header.Get("Convex-Client")).Msg("request")
 	})
 }
 
@@ -274,6 +390,12 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	}
 	if st.Err != "" {
 		body["error"] = st.Err
+	}
+	body["lag_bytes"] = st.Lag.Bytes
+	body["lag_seconds"] = st.Lag.Seconds
+	body["durable_lsn"] = pglogrepl.LSN(st.Lag.DurableLSN).String()
+	if st.Lag.ServerWALEnd != 0 {
+		body["server_wal_end"] = pglogrepl.LSN(st.Lag.ServerWALEnd).String()
 	}
 	writeJSON(w, status, body)
 }

@@ -33,8 +33,17 @@ type Config struct {
 	// Lookup resolves host names (nil: the default resolver).
 	Lookup pgconn.LookupFunc
 	// StatusInterval is how often the confirmed position is sent even when
-	// nothing changed (well under wal_sender_timeout).
+	// nothing changed (well under wal_sender_timeout); at most a third of
+	// Timeout.
 	StatusInterval time.Duration
+	// Timeout ends a session that receives nothing from PostgreSQL, not
+	// even a keepalive, for this long (default 60 s): the connection is
+	// presumed dead (half-open) and replication reconnects. The engine asks
+	// for a keepalive with each status update, so a live server always has
+	// several chances to answer within it.
+	Timeout time.Duration
+	// LagLogInterval is how often the lag is logged (default 60 s).
+	LagLogInterval time.Duration
 }
 
 // State is the replicator's health, as /v1/health reports it.
@@ -51,6 +60,7 @@ const (
 type Status struct {
 	State State
 	Err   string // the last error while not active
+	Lag   Lag
 }
 
 // Replicator streams changes from PostgreSQL into a Store.
@@ -62,6 +72,7 @@ type Replicator struct {
 	types *catalog.Types
 
 	status      atomic.Pointer[Status]
+	lag         lagTracker
 	tables      atomic.Pointer[[]*catalog.Table]
 	published   atomic.Pointer[map[uint32]bool] // published with REPLICA IDENTITY FULL at the last reconcile
 	reconcileMu sync.Mutex
@@ -87,6 +98,13 @@ func New(cfg Config, store *shapelog.Store, pool *pgxpool.Pool, types *catalog.T
 	if cfg.StatusInterval == 0 {
 		cfg.StatusInterval = 10 * time.Second
 	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 60 * time.Second
+	}
+	cfg.StatusInterval = min(cfg.StatusInterval, cfg.Timeout/3)
+	if cfg.LagLogInterval == 0 {
+		cfg.LagLogInterval = time.Minute
+	}
 	r := &Replicator{cfg: cfg, store: store, pool: pool, types: types, log: log.With().Str("component", "replication").Str("slot", cfg.Slot).Logger(),
 		advanced: make(chan struct{}), poke: make(chan struct{}, 1)}
 	r.status.Store(&Status{State: StateStarting})
@@ -95,8 +113,12 @@ func New(cfg Config, store *shapelog.Store, pool *pgxpool.Pool, types *catalog.T
 	return r
 }
 
-// Status reports the replicator's health.
-func (r *Replicator) Status() Status { return *r.status.Load() }
+// Status reports the replicator's health and lag.
+func (r *Replicator) Status() Status {
+	st := *r.status.Load()
+	st.Lag = r.Lag()
+	return st
+}
 
 // Tables are the tables published at the last reconcile.
 func (r *Replicator) Tables() []*catalog.Table { return *r.tables.Load() }
@@ -132,6 +154,10 @@ func (r *Replicator) Check(ctx context.Context) error {
 // Run replicates until ctx ends, reconnecting with backoff after errors
 // (PostgreSQL restarts, network trouble). It returns only ctx's error.
 func (r *Replicator) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); r.logLag(ctx.Done(), r.cfg.LagLogInterval) }()
+	defer wg.Wait()
 	backoff := 200 * time.Millisecond
 	for {
 		started := time.Now()
@@ -204,7 +230,12 @@ func (r *Replicator) session(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("opening replication connection: %w", err)
 	}
-	defer conn.Close(context.Background())
+	defer func() {
+		// Bounded: a dead connection must not hold up the reconnect.
+		closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = conn.Close(closeCtx)
+	}()
 	start, err := r.prepareSlot(ctx, lock, conn)
 	if err != nil {
 		return err

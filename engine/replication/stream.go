@@ -39,12 +39,21 @@ type streamer struct {
 	lastSent   uint64
 	nextStatus time.Time
 	deadline   time.Time
+	// lastReceived is when the server last sent anything; lastKeepalive
+	// when it last sent a keepalive (the answer to a status update that
+	// requests one).
+	lastReceived  time.Time
+	lastKeepalive time.Time
 }
+
+// ErrTimeout ends a session that received nothing within Config.Timeout.
+var ErrTimeout = errors.New("replication timeout")
 
 // newStreamer starts a session's decoding state: changes received on conn
 // go to out, and RELATION messages are completed through res.
 func newStreamer(r *Replicator, conn *pgconn.PgConn, out sink, res resolver) *streamer {
-	return &streamer{r: r, conn: conn, sink: out, res: res, relations: map[uint32]*relation{}}
+	now := time.Now()
+	return &streamer{r: r, conn: conn, sink: out, res: res, relations: map[uint32]*relation{}, lastReceived: now, lastKeepalive: now}
 }
 
 // close ends the session: a transaction cut off before its COMMIT is
@@ -82,7 +91,9 @@ func (r *Replicator) stream(ctx context.Context, conn *pgconn.PgConn) error {
 		default:
 		}
 		if !now.Before(s.nextStatus) {
-			if err := s.sendStatus(false); err != nil {
+			// Ask for a keepalive unless one came lately: its WAL end
+			// measures the lag, and its arrival proves the connection.
+			if err := s.sendStatus(now.Sub(s.lastKeepalive) >= r.cfg.StatusInterval); err != nil {
 				return err
 			}
 		}
@@ -96,11 +107,16 @@ func (r *Replicator) stream(ctx context.Context, conn *pgconn.PgConn) error {
 		}
 		msg, err := conn.ReceiveMessage(context.Background())
 		if err != nil {
-			if pgconn.Timeout(err) {
-				continue
+			if !pgconn.Timeout(err) {
+				return fmt.Errorf("receiving from replication stream: %w", err)
 			}
-			return fmt.Errorf("receiving from replication stream: %w", err)
+			if silent := time.Since(s.lastReceived); silent >= r.cfg.Timeout {
+				return fmt.Errorf("%w: nothing received from PostgreSQL for %s, not even a keepalive (--replication-timeout %s); the connection is presumed dead",
+					ErrTimeout, silent.Round(time.Millisecond), r.cfg.Timeout)
+			}
+			continue
 		}
+		s.lastReceived = time.Now()
 		switch msg := msg.(type) {
 		case *pgproto3.CopyData:
 			if err := s.handleCopyData(ctx, msg.Data); err != nil {
@@ -116,6 +132,11 @@ func (r *Replicator) stream(ctx context.Context, conn *pgconn.PgConn) error {
 
 func (s *streamer) sendStatus(replyRequested bool) error {
 	pos := pglogrepl.LSN(s.sink.Durable().EndLSN)
+	// A dead connection must not block the loop: the write gives up when
+	// the session would time out anyway.
+	if err := s.conn.Conn().SetWriteDeadline(time.Now().Add(s.r.cfg.Timeout)); err != nil {
+		return err
+	}
 	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), s.conn, pglogrepl.StandbyStatusUpdate{
 		WALWritePosition: pos, WALFlushPosition: pos, WALApplyPosition: pos, ReplyRequested: replyRequested,
 	})
@@ -130,9 +151,14 @@ func (s *streamer) sendStatus(replyRequested bool) error {
 	return nil
 }
 
+// handleCopyData handles one message of the replication stream. A message
+// it does not know ends the session with an error rather than being
+// skipped: skipping could lose changes, while the next session resumes
+// from the confirmed position and loses nothing; if the server keeps
+// sending it, replication stays down and /v1/health shows the error.
 func (s *streamer) handleCopyData(ctx context.Context, data []byte) error {
 	if len(data) == 0 {
-		return nil
+		return errors.New("empty message in the replication stream")
 	}
 	switch data[0] {
 	case pglogrepl.PrimaryKeepaliveMessageByteID:
@@ -140,6 +166,8 @@ func (s *streamer) handleCopyData(ctx context.Context, data []byte) error {
 		if err != nil {
 			return err
 		}
+		s.lastKeepalive = time.Now()
+		s.r.lag.observe(uint64(ka.ServerWALEnd), s.sink.Durable().EndLSN, s.lastKeepalive)
 		if !s.inTxn {
 			// Everything before the server's position has been decoded and
 			// sent, so nothing the log needs lies below it.
@@ -157,10 +185,13 @@ func (s *streamer) handleCopyData(ctx context.Context, data []byte) error {
 		}
 		return s.handle(ctx, xld.WALData)
 	}
-	return nil
+	return fmt.Errorf("unknown message type %q in the replication stream", data[0])
 }
 
 func (s *streamer) handle(ctx context.Context, data []byte) error {
+	if len(data) == 0 {
+		return errors.New("empty pgoutput message")
+	}
 	msg, err := pglogrepl.Parse(data)
 	if err != nil {
 		return fmt.Errorf("decoding pgoutput message %q: %w", data[0], err)
@@ -205,6 +236,14 @@ func (s *streamer) handle(ctx context.Context, data []byte) error {
 				return err
 			}
 		}
+	case *pglogrepl.TypeMessage, *pglogrepl.OriginMessage:
+		// A user-defined type's name (types are looked up in the catalog
+		// with RELATION messages), and the origin of a transaction
+		// replicated from elsewhere: nothing for the log.
+	default:
+		// Logical decoding messages and streamed transactions are only
+		// sent when asked for; the engine does not ask.
+		return fmt.Errorf("unexpected pgoutput message %q (%s)", data[0], msg.Type())
 	}
 	return nil
 }

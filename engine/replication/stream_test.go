@@ -113,6 +113,25 @@ func truncateMsg(oids ...uint32) []byte {
 	return b
 }
 
+// typeMsg names a user-defined type (sent before a RELATION that uses it).
+func typeMsg(oid uint32, schema, name string) []byte {
+	b := binary.BigEndian.AppendUint32([]byte{'Y'}, oid)
+	return appendString(appendString(b, schema), name)
+}
+
+// originMsg names the origin of a transaction replicated from elsewhere.
+func originMsg(lsn uint64, name string) []byte {
+	return appendString(binary.BigEndian.AppendUint64([]byte{'O'}, lsn), name)
+}
+
+// logicalMsg is pg_logical_emit_message's output (sent only with the
+// messages option, which the engine does not set).
+func logicalMsg(lsn uint64, prefix, content string) []byte {
+	b := binary.BigEndian.AppendUint64([]byte{'M', 1}, lsn)
+	b = binary.BigEndian.AppendUint32(appendString(b, prefix), uint32(len(content)))
+	return append(b, content...)
+}
+
 // xlogData wraps a pgoutput message in the CopyData message that carries WAL.
 func xlogData(msg []byte) []byte {
 	b := binary.BigEndian.AppendUint64([]byte{'w'}, 0) // WAL start: unused
@@ -318,6 +337,9 @@ type step struct {
 
 func wal(msg []byte) step { return step{data: xlogData(msg)} }
 
+// raw is a CopyData message as it is, with the error it must end with.
+func raw(data []byte, err string) step { return step{data: data, err: err} }
+
 func walErr(msg []byte, err string) step { return step{data: xlogData(msg), err: err} }
 
 func ka(walEnd uint64) step { return step{data: keepalive(walEnd)} }
@@ -522,6 +544,71 @@ func TestStream(t *testing.T) {
 			processed: 0x200,
 		},
 		{
+			name: "type and origin messages carry nothing for the log",
+			steps: []step{
+				wal(beginMsg(0x100, 7)), wal(originMsg(0x90, "elsewhere")), wal(typeMsg(70000, "public", "mood")), wal(itemsRel('f')),
+				wal(insertMsg(itemsOID, row{"1", "a"})), wal(commitMsg(0x100, 0x108)),
+			},
+			want: []string{
+				"txn 0/100 xid 7: committed, ends 0/108",
+				"  insert items/v1 key=" + itemsKey1 + " values=(1,a)",
+			},
+			processed: 0x108,
+		},
+		{
+			name:  "empty CopyData message",
+			steps: []step{raw(nil, "empty message in the replication stream")},
+		},
+		{
+			name:  "unknown CopyData message type",
+			steps: []step{raw([]byte("x\x00\x01"), `unknown message type 'x' in the replication stream`)},
+		},
+		{
+			name: "unknown CopyData message type between transactions does not advance",
+			steps: []step{
+				wal(beginMsg(0x100, 7)), wal(itemsRel('f')), wal(insertMsg(itemsOID, row{"1", "a"})), wal(commitMsg(0x100, 0x108)),
+				raw(append([]byte{'q'}, keepalive(0x200)[1:]...), `unknown message type 'q'`),
+			},
+			want: []string{
+				"txn 0/100 xid 7: committed, ends 0/108",
+				"  insert items/v1 key=" + itemsKey1 + " values=(1,a)",
+			},
+			processed: 0x108,
+		},
+		{
+			name:  "empty pgoutput message",
+			steps: []step{walErr(nil, "empty pgoutput message")},
+		},
+		{
+			name: "unknown pgoutput message ends the session; the next one replays the transaction",
+			steps: []step{
+				wal(beginMsg(0x100, 7)), wal(itemsRel('f')), wal(insertMsg(itemsOID, row{"1", "a"})),
+				walErr([]byte{'Z', 0, 0, 0, 1}, `decoding pgoutput message 'Z'`),
+				wal(beginMsg(0x100, 7)), wal(itemsRel('f')), wal(insertMsg(itemsOID, row{"1", "a"})), wal(commitMsg(0x100, 0x108)),
+			},
+			want: []string{
+				"txn 0/100 xid 7: aborted",
+				"  insert items/v1 key=" + itemsKey1 + " values=(1,a)",
+				"txn 0/100 xid 7: committed, ends 0/108",
+				"  insert items/v1 key=" + itemsKey1 + " values=(1,a)",
+			},
+			processed: 0x108,
+		},
+		{
+			name: "streamed transaction message (protocol v2) is refused",
+			steps: []step{
+				walErr(binary.BigEndian.AppendUint32([]byte{'S'}, 9), `decoding pgoutput message 'S'`),
+			},
+		},
+		{
+			name: "logical decoding message is refused",
+			steps: []step{
+				wal(beginMsg(0x100, 7)),
+				walErr(logicalMsg(0x100, "app", "hello"), `unexpected pgoutput message 'M' (Message)`),
+			},
+			want: []string{"txn 0/100 xid 7: aborted"},
+		},
+		{
 			name: "reconnect in the middle of a transaction",
 			steps: []step{
 				wal(beginMsg(0x100, 7)), wal(itemsRel('f')),
@@ -580,4 +667,77 @@ func TestStream(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestLagTracker(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	type report struct {
+		walEnd, durable uint64
+		at              time.Duration
+	}
+	tests := []struct {
+		name    string
+		reports []report
+		durable uint64
+		now     time.Duration
+		want    Lag
+	}{
+		{name: "no keepalive yet", durable: 0x100, now: time.Second, want: Lag{DurableLSN: 0x100}},
+		{
+			name:    "caught up",
+			reports: []report{{0x200, 0x100, 0}, {0x300, 0x200, time.Second}},
+			durable: 0x300, now: 5 * time.Second,
+			want: Lag{ServerWALEnd: 0x300, DurableLSN: 0x300},
+		},
+		{
+			name:    "behind since the oldest position not yet durable",
+			reports: []report{{0x200, 0x100, 0}, {0x300, 0x100, time.Second}, {0x400, 0x100, 2 * time.Second}},
+			durable: 0x250, now: 5 * time.Second,
+			want: Lag{ServerWALEnd: 0x400, DurableLSN: 0x250, Bytes: 0x1b0, Seconds: 4},
+		},
+		{
+			name:    "positions reported within 100ms share the earlier time",
+			reports: []report{{0x200, 0x100, 0}, {0x300, 0x100, 50 * time.Millisecond}},
+			durable: 0x250, now: time.Second,
+			want: Lag{ServerWALEnd: 0x300, DurableLSN: 0x250, Bytes: 0xb0, Seconds: 1},
+		},
+		{
+			name:    "a stale keepalive changes nothing",
+			reports: []report{{0x300, 0x100, 0}, {0x200, 0x100, time.Second}},
+			durable: 0x100, now: 2 * time.Second,
+			want: Lag{ServerWALEnd: 0x300, DurableLSN: 0x100, Bytes: 0x200, Seconds: 2},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var l lagTracker
+			for _, r := range tc.reports {
+				l.observe(r.walEnd, r.durable, at(r.at))
+			}
+			if got := l.lag(tc.durable, at(tc.now)); got != tc.want {
+				t.Errorf("lag %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+	t.Run("bounded while stuck", func(t *testing.T) {
+		var l lagTracker
+		for i := range 10 * maxPending {
+			l.observe(uint64(0x200+i), 0x100, at(time.Duration(i)*time.Second))
+		}
+		if len(l.pending) > maxPending {
+			t.Fatalf("%d reports kept, want at most %d", len(l.pending), maxPending)
+		}
+		got := l.lag(0x100, at(time.Duration(10*maxPending)*time.Second))
+		if want := float64(10 * maxPending); got.Seconds != want {
+			t.Errorf("stuck since the first report: %v s, want %v", got.Seconds, want)
+		}
+		// Catching up halfway: the oldest report left is at most one
+		// merged bucket older than the first one not yet durable.
+		half := uint64(0x200 + 5*maxPending)
+		got = l.lag(half, at(time.Duration(10*maxPending)*time.Second))
+		if got.Seconds < float64(5*maxPending) || got.Seconds > float64(5*maxPending+20) {
+			t.Errorf("half caught up: %v s, want about %d", got.Seconds, 5*maxPending)
+		}
+	})
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/shapelog/shapelog/engine/catalog"
 	"github.com/shapelog/shapelog/engine/functions"
+	"github.com/shapelog/shapelog/engine/httpapi"
 )
 
 // config is the engine's configuration: flags, defaulting to environment
@@ -20,6 +21,7 @@ type config struct {
 	DatabaseID      string
 	AccessKey       string
 	Insecure        bool
+	Host            string
 	Port            int
 	StorageDir      string
 	Schemas         string
@@ -42,6 +44,8 @@ type config struct {
 	LogLevel        string
 	LogFormat       string
 	ShutdownTimeout time.Duration
+	ReplTimeout     time.Duration
+	Metrics         string
 }
 
 func env(name, def string) string {
@@ -64,8 +68,12 @@ func bindFlags(fs *flag.FlagSet, c *config) {
 	fs.StringVar(&c.Slot, "slot", env("SHAPELOG_SLOT", "shapelog"), "logical replication slot the engine owns (env SHAPELOG_SLOT)")
 	fs.StringVar(&c.LogLevel, "log-level", env("SHAPELOG_LOG_LEVEL", "info"), "debug, info, warn or error (env SHAPELOG_LOG_LEVEL)")
 	fs.StringVar(&c.LogFormat, "log-format", env("SHAPELOG_LOG_FORMAT", "json"), "json or console (env SHAPELOG_LOG_FORMAT)")
+	fs.StringVar(&c.Host, "host", env("SHAPELOG_HOST", ""), "address the HTTP server binds to, e.g. 127.0.0.1 or ::1 (env SHAPELOG_HOST; default all interfaces)")
 	c.Port = envInt("SHAPELOG_PORT", 3000)
 	fs.IntVar(&c.Port, "port", c.Port, "HTTP port (env SHAPELOG_PORT)")
+	c.ReplTimeout = envDuration("SHAPELOG_REPLICATION_TIMEOUT", 60*time.Second)
+	fs.DurationVar(&c.ReplTimeout, "replication-timeout", c.ReplTimeout, "reconnect replication when PostgreSQL sends nothing, not even a keepalive, for this long (env SHAPELOG_REPLICATION_TIMEOUT)")
+	fs.StringVar(&c.Metrics, "metrics", env("SHAPELOG_METRICS", "open"), "GET /metrics (Prometheus): open (no key), key (`Authorization: Bearer <access key>`) or off (env SHAPELOG_METRICS)")
 	c.MaxSnapshots = envInt("SHAPELOG_MAX_SNAPSHOTS", 16)
 	fs.IntVar(&c.MaxSnapshots, "max-snapshots", c.MaxSnapshots, "concurrent held snapshots of tables without a primary key; each holds a connection and a temporary slot (env SHAPELOG_MAX_SNAPSHOTS)")
 	c.SnapshotConns = envInt("SHAPELOG_SNAPSHOT_CONNECTIONS", 4)
@@ -142,6 +150,14 @@ func (c *config) validate() error {
 	}
 	if c.Port < 1 || c.Port > 65535 {
 		errs = append(errs, fmt.Errorf("port %d is out of range", c.Port))
+	}
+	if c.ReplTimeout < 3*time.Second {
+		errs = append(errs, fmt.Errorf("replication-timeout %s is too short (minimum 3s)", c.ReplTimeout))
+	}
+	switch httpapi.MetricsAccess(c.Metrics) {
+	case httpapi.MetricsOpen, httpapi.MetricsKey, httpapi.MetricsOff:
+	default:
+		errs = append(errs, fmt.Errorf("metrics %q: use open, key or off", c.Metrics))
 	}
 	if c.Retention < time.Minute {
 		errs = append(errs, fmt.Errorf("retention %s is too short (minimum 1m)", c.Retention))

@@ -123,11 +123,11 @@ func serve(ctx context.Context, c *config, ready func(addr string)) error {
 	}
 	e, err := engine.Start(ctx, engine.Config{
 		Functions: fns, DatabaseURL: c.DatabaseURL, DatabaseID: c.DatabaseID, AccessKey: c.AccessKey, Insecure: c.Insecure,
-		Listen: net.JoinHostPort("", strconv.Itoa(c.Port)), StorageDir: c.StorageDir, Filter: c.filter(),
+		Listen: net.JoinHostPort(c.Host, strconv.Itoa(c.Port)), StorageDir: c.StorageDir, Filter: c.filter(),
 		Publication: c.Publication, Slot: c.Slot, Retention: c.Retention, SnapshotIdle: c.SnapshotIdle,
 		MaxSnapshots: c.MaxSnapshots, SnapshotConns: c.SnapshotConns, Version: version, MaxImportBytes: c.MaxImportBytes,
 		Shape:           httpapi.ShapeConfig{Secret: c.ShapeSecret, LongPoll: c.LongPoll, AllowDelete: c.AllowDelete},
-		ShapeChunkBytes: c.ChunkBytes,
+		ShapeChunkBytes: c.ChunkBytes, ReplicationTimeout: c.ReplTimeout, MetricsAccess: httpapi.MetricsAccess(c.Metrics),
 	}, log)
 	if err != nil {
 		return err

@@ -58,7 +58,9 @@ type databaseConfig struct {
 	snapshotIdle  time.Duration
 	maxSnapshots  int
 	snapshotConns int
-	chunkBytes    int
+	// statementTimeout bounds each snapshot query.
+	statementTimeout time.Duration
+	chunkBytes       int
 	// replicationTimeout ends a silent replication session (default 60 s).
 	replicationTimeout time.Duration
 }
@@ -109,7 +111,7 @@ func openDatabase(ctx context.Context, c databaseConfig, strict bool, log zerolo
 	} else if err != nil {
 		log.Warn().Err(err).Msg("database not reachable yet; will keep trying")
 	}
-	d.snaps, err = snapshot.NewManager(snapshot.Config{DatabaseURL: c.url, MaxSessions: c.maxSnapshots, PageConns: c.snapshotConns, IdleTimeout: c.snapshotIdle, Lookup: c.lookup}, d.store, d.repl, log)
+	d.snaps, err = snapshot.NewManager(snapshot.Config{DatabaseURL: c.url, MaxSessions: c.maxSnapshots, PageConns: c.snapshotConns, IdleTimeout: c.snapshotIdle, StatementTimeout: c.statementTimeout, Lookup: c.lookup}, d.store, d.repl, log)
 	if err != nil {
 		return nil, err
 	}
@@ -253,7 +255,7 @@ func (r *databases) databaseConfig(spec registered) databaseConfig {
 		id: spec.ID, url: spec.URL, lookup: addressFamily(spec.UseIPv6),
 		dir: filepath.Join(r.cfg.StorageDir, "databases", spec.ID), shapesOnly: true,
 		publication: spec.Publication, slot: spec.Slot,
-		snapshotIdle: r.cfg.SnapshotIdle, maxSnapshots: r.cfg.MaxSnapshots, snapshotConns: r.cfg.SnapshotConns, chunkBytes: r.cfg.ShapeChunkBytes,
+		snapshotIdle: r.cfg.SnapshotIdle, maxSnapshots: r.cfg.MaxSnapshots, snapshotConns: r.cfg.SnapshotConns, statementTimeout: r.cfg.StatementTimeout, chunkBytes: r.cfg.ShapeChunkBytes,
 		replicationTimeout: r.cfg.ReplicationTimeout,
 	}
 }

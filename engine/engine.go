@@ -43,7 +43,10 @@ type Config struct {
 	// SnapshotConns bounds the connections snapshot pages of keyed tables
 	// are read through (default 4); more readers wait their turn.
 	SnapshotConns int
-	Version       string
+	// StatementTimeout bounds each snapshot query, one page (default
+	// snapshot.DefaultStatementTimeout).
+	StatementTimeout time.Duration
+	Version          string
 	// MaxImportBytes bounds an import request body (default 64 MiB).
 	MaxImportBytes int64
 	// Functions configures /api/query, /api/mutation, /api/action and
@@ -101,7 +104,7 @@ func Start(ctx context.Context, c Config, log zerolog.Logger) (*Engine, error) {
 	var err error
 	e.main, err = openDatabase(ctx, databaseConfig{
 		id: c.DatabaseID, url: c.DatabaseURL, dir: c.StorageDir, filter: c.Filter, publication: c.Publication, slot: c.Slot,
-		snapshotIdle: c.SnapshotIdle, maxSnapshots: c.MaxSnapshots, snapshotConns: c.SnapshotConns, chunkBytes: c.ShapeChunkBytes,
+		snapshotIdle: c.SnapshotIdle, maxSnapshots: c.MaxSnapshots, snapshotConns: c.SnapshotConns, statementTimeout: c.StatementTimeout, chunkBytes: c.ShapeChunkBytes,
 		replicationTimeout: c.ReplicationTimeout,
 	}, false, log)
 	if err != nil {

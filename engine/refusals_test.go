@@ -1,10 +1,13 @@
 package engine_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -204,5 +207,54 @@ func TestShapeOnDroppedTable(t *testing.T) {
 	resp, body = shapeGet(t, e.URL(), url.Values{"table": {"doomed"}, "offset": {"-1"}, "secret": {testKey}}, nil)
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "does not exist") {
 		t.Errorf("a new shape on the dropped table: %d %s, want 400 naming it", resp.StatusCode, body)
+	}
+}
+
+// TestSnapshotStatementTimeout: a snapshot page that cannot finish within
+// --statement-timeout (here: stuck behind a lock) ends with a retryable 503
+// rather than holding a backend for as long as the lock lasts.
+func TestSnapshotStatementTimeout(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	conn := connect(t, dbURL)
+	mustExec(t, conn, `CREATE TABLE items (id int PRIMARY KEY, v text)`)
+	mustExec(t, conn, `INSERT INTO items VALUES (1, 'a')`)
+	e := startEngine(t, dbURL, func(c *engine.Config) { c.StatementTimeout = time.Second })
+	readSnapshot(t, e.URL(), nil)
+
+	locker := connect(t, dbURL)
+	mustExec(t, locker, `BEGIN`)
+	mustExec(t, locker, `LOCK TABLE items IN ACCESS EXCLUSIVE MODE`)
+	res := get(t, e.URL(), "/api/list_snapshot", url.Values{"tableName": {"items"}})
+	if res.Status != http.StatusServiceUnavailable || res.errorCode(t) != "QueryTimeout" {
+		t.Fatalf("page behind a lock: %d %s, want 503 QueryTimeout", res.Status, res.Body)
+	}
+	mustExec(t, locker, `ROLLBACK`)
+	if docs, _ := readSnapshot(t, e.URL(), url.Values{"tableName": {"items"}}); len(docs) != 1 {
+		t.Fatalf("after the lock: %d rows", len(docs))
+	}
+}
+
+// TestImportBodyCutShort: a body that ends before its Content-Length (the
+// client stopped sending) is the client's error, not a 500.
+func TestImportBodyCutShort(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	e := startEngine(t, dbURL)
+	c, err := net.Dial("tcp", strings.TrimPrefix(e.URL(), "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	body := `{"tables":{"t":{"jsonSchema":{"type":"object"}}},"messages":[{"tableName":"t","data":{"id":`
+	fmt.Fprintf(c, "POST /api/streaming_import/import_airbyte_records HTTP/1.1\r\nHost: x\r\nAuthorization: Convex %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", testKey, len(body)+100, body)
+	_ = c.(*net.TCPConn).CloseWrite()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "ended before") {
+		t.Fatalf("body cut short: %d %s, want 400", resp.StatusCode, b)
 	}
 }

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 
@@ -125,6 +126,9 @@ func importError(err error) *apiError {
 	var ie *importer.Error
 	if errors.As(err, &ie) {
 		return &apiError{Status: ie.Status, Code: ie.Code, Message: ie.Message}
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return badRequest("BadJsonBody", "The request body ended before its JSON did (the client stopped sending); nothing was written")
 	}
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {

@@ -17,35 +17,36 @@ import (
 // config is the engine's configuration: flags, defaulting to environment
 // variables, defaulting to built-in values.
 type config struct {
-	DatabaseURL     string
-	DatabaseID      string
-	AccessKey       string
-	Insecure        bool
-	Host            string
-	Port            int
-	StorageDir      string
-	Schemas         string
-	Tables          string
-	Publication     string
-	Slot            string
-	Retention       time.Duration
-	SnapshotIdle    time.Duration
-	MaxSnapshots    int
-	SnapshotConns   int
-	MaxImportBytes  int64
-	FunctionSchemas string
-	FunctionTokens  string
-	FunctionPublic  string
-	FunctionTimeout time.Duration
-	ShapeSecret     string
-	LongPoll        time.Duration
-	AllowDelete     bool
-	ChunkBytes      int
-	LogLevel        string
-	LogFormat       string
-	ShutdownTimeout time.Duration
-	ReplTimeout     time.Duration
-	Metrics         string
+	DatabaseURL      string
+	DatabaseID       string
+	AccessKey        string
+	Insecure         bool
+	Host             string
+	Port             int
+	StorageDir       string
+	Schemas          string
+	Tables           string
+	Publication      string
+	Slot             string
+	Retention        time.Duration
+	SnapshotIdle     time.Duration
+	MaxSnapshots     int
+	SnapshotConns    int
+	StatementTimeout time.Duration
+	MaxImportBytes   int64
+	FunctionSchemas  string
+	FunctionTokens   string
+	FunctionPublic   string
+	FunctionTimeout  time.Duration
+	ShapeSecret      string
+	LongPoll         time.Duration
+	AllowDelete      bool
+	ChunkBytes       int
+	LogLevel         string
+	LogFormat        string
+	ShutdownTimeout  time.Duration
+	ReplTimeout      time.Duration
+	Metrics          string
 }
 
 func env(name, def string) string {
@@ -80,6 +81,8 @@ func bindFlags(fs *flag.FlagSet, c *config) {
 	fs.IntVar(&c.SnapshotConns, "snapshot-connections", c.SnapshotConns, "connections snapshot pages of tables with a primary key are read through; more readers wait their turn (env SHAPELOG_SNAPSHOT_CONNECTIONS)")
 	c.Retention = envDuration("SHAPELOG_RETENTION", 7*24*time.Hour)
 	fs.DurationVar(&c.Retention, "retention", c.Retention, "how long changes stay readable with document_deltas (env SHAPELOG_RETENTION)")
+	c.StatementTimeout = envDuration("SHAPELOG_STATEMENT_TIMEOUT", 5*time.Minute)
+	fs.DurationVar(&c.StatementTimeout, "statement-timeout", c.StatementTimeout, "longest a snapshot query (one page of a snapshot or shape) may run in PostgreSQL (env SHAPELOG_STATEMENT_TIMEOUT)")
 	c.SnapshotIdle = envDuration("SHAPELOG_SNAPSHOT_IDLE_TIMEOUT", 10*time.Minute)
 	fs.DurationVar(&c.SnapshotIdle, "snapshot-idle-timeout", c.SnapshotIdle, "close snapshots nobody reads for this long (env SHAPELOG_SNAPSHOT_IDLE_TIMEOUT)")
 	c.MaxImportBytes = int64(envInt("SHAPELOG_MAX_IMPORT_BYTES", 64<<20))
@@ -164,6 +167,9 @@ func (c *config) validate() error {
 	}
 	if c.MaxImportBytes < 1<<10 {
 		errs = append(errs, fmt.Errorf("max-import-bytes must be at least 1024"))
+	}
+	if c.StatementTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("statement-timeout %s is too short (minimum 1s)", c.StatementTimeout))
 	}
 	if c.SnapshotConns < 1 {
 		errs = append(errs, fmt.Errorf("snapshot-connections must be at least 1"))

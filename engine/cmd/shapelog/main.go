@@ -125,7 +125,7 @@ func serve(ctx context.Context, c *config, ready func(addr string)) error {
 		Functions: fns, DatabaseURL: c.DatabaseURL, DatabaseID: c.DatabaseID, AccessKey: c.AccessKey, Insecure: c.Insecure,
 		Listen: net.JoinHostPort(c.Host, strconv.Itoa(c.Port)), StorageDir: c.StorageDir, Filter: c.filter(),
 		Publication: c.Publication, Slot: c.Slot, Retention: c.Retention, SnapshotIdle: c.SnapshotIdle,
-		MaxSnapshots: c.MaxSnapshots, SnapshotConns: c.SnapshotConns, Version: version, MaxImportBytes: c.MaxImportBytes,
+		MaxSnapshots: c.MaxSnapshots, SnapshotConns: c.SnapshotConns, StatementTimeout: c.StatementTimeout, Version: version, MaxImportBytes: c.MaxImportBytes,
 		Shape:           httpapi.ShapeConfig{Secret: c.ShapeSecret, LongPoll: c.LongPoll, AllowDelete: c.AllowDelete},
 		ShapeChunkBytes: c.ChunkBytes, ReplicationTimeout: c.ReplTimeout, MetricsAccess: httpapi.MetricsAccess(c.Metrics),
 	}, log)

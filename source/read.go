@@ -113,6 +113,9 @@ func planJobs(cat *protocol.ConfiguredCatalog, streams []*stream, states *inputS
 		}
 		jobs = append(jobs, job{s: s, mode: cs.SyncMode, state: st})
 	}
+	if err := states.unusedError(); err != nil {
+		return nil, err
+	}
 	return jobs, nil
 }
 
@@ -251,7 +254,7 @@ func (sr *streamReader) run(ctx context.Context, mode string) error {
 			}
 			p, err := sr.c.ListSnapshotEach(ctx, req, each)
 			if err != nil {
-				return false, err
+				return false, fmt.Errorf("reading a snapshot page of %s: %w", sr.s.apiName, err)
 			}
 			st.SnapshotCursor, st.DeltaCursor, st.SnapshotHasMore = p.Cursor, &p.Snapshot, p.HasMore
 			if !p.HasMore && st.ResyncFrom != nil {
@@ -272,7 +275,7 @@ func (sr *streamReader) run(ctx context.Context, mode string) error {
 		err := sr.consume(ctx, func(ctx context.Context, st *streamState, each func([]byte) error) (bool, error) {
 			p, err := sr.c.DocumentDeltasEach(ctx, client.DeltasRequest{Cursor: *st.DeltaCursor, TableName: sr.s.apiName, Format: "json", Limit: sr.cfg.PageSize}, each)
 			if err != nil {
-				return false, err
+				return false, fmt.Errorf("reading the deltas of %s after ts %d: %w", sr.s.apiName, *st.DeltaCursor, err)
 			}
 			st.DeltaCursor = &p.Cursor
 			return p.HasMore, nil
@@ -430,7 +433,7 @@ func sameState(a, b *streamState) bool {
 func (sr *streamReader) emitState() error {
 	blob, err := json.Marshal(sr.state)
 	if err != nil {
-		return err
+		return fmt.Errorf("encoding the state of stream %s: %w", sr.s.desc, err)
 	}
 	m := &protocol.Message{Type: protocol.TypeState, State: &protocol.State{
 		Type:        protocol.StateStream,

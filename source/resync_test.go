@@ -182,16 +182,20 @@ func TestLostPositionFailsSync(t *testing.T) {
 	for _, tc := range []struct {
 		mode, blob string
 		codes      []string
+		step       string // where it failed, in the internal message
 	}{
-		{protocol.SyncIncremental, lostSnapshotState(1), lostSnapshot},
-		{protocol.SyncIncremental, expiredCursorState, []string{"InvalidWindowToReadDocuments"}},
-		{protocol.SyncFullRefresh, lostSnapshotState(1), lostSnapshot},
+		{protocol.SyncIncremental, lostSnapshotState(1), lostSnapshot, "reading a snapshot page of r: "},
+		{protocol.SyncIncremental, expiredCursorState, []string{"InvalidWindowToReadDocuments"}, "reading the deltas of r after ts 1: "},
+		{protocol.SyncFullRefresh, lostSnapshotState(1), lostSnapshot, "reading a snapshot page of r: "},
 	} {
 		catalog, _ := f.catalog(tc.mode)
 		out := f.readFailure(catalog, []json.RawMessage{stateMessage("r", tc.blob)}, "public.r")
 		msg := out.Errors()[0].Message
 		if !slices.ContainsFunc(tc.codes, func(c string) bool { return strings.Contains(msg, "("+c+")") }) || !strings.Contains(msg, "invalid_cursor_behavior") {
 			t.Errorf("%s %s: error %q should name the engine's code (one of %v) and the setting", tc.mode, tc.blob, msg, tc.codes)
+		}
+		if internal := out.Errors()[0].InternalMessage; !strings.Contains(internal, tc.step) {
+			t.Errorf("%s %s: internal message %q should say where it failed (%q)", tc.mode, tc.blob, internal, tc.step)
 		}
 		if n := len(records(t, out, "r")); n != 0 {
 			t.Errorf("%s %s: %d records of r", tc.mode, tc.blob, n)

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"sort"
+	"strconv"
 
 	"github.com/shapelog/shapelog/protocol"
 )
@@ -46,17 +48,28 @@ func freshState(s *stream) *streamState {
 
 // inputStates are the states read from --state, by stream.
 type inputStates struct {
-	byDesc map[string]json.RawMessage // namespace "\x00" name
-	byName map[string][]json.RawMessage
+	saved  []*savedState
+	byDesc map[string]*savedState // namespace "\x00" name
+	byName map[string][]*savedState
+}
+
+// savedState is one stream's saved blob: its state, or why it is not a
+// state of this source.
+type savedState struct {
+	desc protocol.StreamDescriptor // as the state names the stream
+	st   *streamState
+	err  error
+	used bool // a configured stream took it
 }
 
 func descKey(namespace, name string) string { return namespace + "\x00" + name }
 
 // loadStates reads the --state file: an array of state messages (STREAM,
-// GLOBAL or LEGACY), or a legacy object of per-stream blobs. A missing
-// path, {} and [] mean no state.
+// GLOBAL or LEGACY), or a legacy object of per-stream blobs (what Airbyte
+// keeps of a source that wrote LEGACY states, Airbyte's Convex source
+// among them). A missing path, {} and [] mean no state.
 func loadStates(path string) (*inputStates, error) {
-	in := &inputStates{byDesc: map[string]json.RawMessage{}, byName: map[string][]json.RawMessage{}}
+	in := &inputStates{byDesc: map[string]*savedState{}, byName: map[string][]*savedState{}}
 	if path == "" {
 		return in, nil
 	}
@@ -100,8 +113,13 @@ func loadStates(path string) (*inputStates, error) {
 			if err := json.Unmarshal(m.Data, &legacy); err != nil {
 				return nil, bad(err)
 			}
-			for name, blob := range legacy {
-				in.add(protocol.StreamDescriptor{Name: name}, blob)
+			names := make([]string, 0, len(legacy))
+			for name := range legacy {
+				names = append(names, name)
+			}
+			sort.Strings(names)
+			for _, name := range names {
+				in.add(protocol.StreamDescriptor{Name: name}, legacy[name])
 			}
 		}
 	}
@@ -112,17 +130,20 @@ func (in *inputStates) add(d protocol.StreamDescriptor, blob json.RawMessage) {
 	if len(blob) == 0 || string(blob) == "null" {
 		return
 	}
-	in.byDesc[descKey(d.NamespaceOrEmpty(), d.Name)] = blob
-	in.byName[d.Name] = append(in.byName[d.Name], blob)
+	ss := &savedState{desc: d}
+	ss.st, ss.err = parseState(blob)
+	in.saved = append(in.saved, ss)
+	in.byDesc[descKey(d.NamespaceOrEmpty(), d.Name)] = ss
+	in.byName[d.Name] = append(in.byName[d.Name], ss)
 }
 
 // forStream returns the stream's saved state, nil when it has none. A
 // state saved without a namespace matches when it is the only one with
 // that name. A blob that is not this source's state is a config error.
 func (in *inputStates) forStream(s *stream) (*streamState, error) {
-	blob, ok := in.byDesc[descKey(s.desc.NamespaceOrEmpty(), s.desc.Name)]
+	ss, ok := in.byDesc[descKey(s.desc.NamespaceOrEmpty(), s.desc.Name)]
 	if !ok {
-		blob, ok = in.byDesc[descKey("", s.desc.Name)]
+		ss, ok = in.byDesc[descKey("", s.desc.Name)]
 		if ok && len(in.byName[s.desc.Name]) != 1 {
 			ok = false
 		}
@@ -130,29 +151,128 @@ func (in *inputStates) forStream(s *stream) (*streamState, error) {
 	if !ok {
 		return nil, nil
 	}
-	var st streamState
-	var fields map[string]json.RawMessage
-	err := json.Unmarshal(blob, &fields)
-	if err == nil {
-		err = json.Unmarshal(blob, &st)
+	ss.used = true
+	if ss.err != nil {
+		return nil, notOurState(s.desc, ss.err)
 	}
-	switch {
-	case err != nil:
-	case fields["snapshot_has_more"] == nil && fields["delta_cursor"] == nil:
-		err = fmt.Errorf("neither snapshot_has_more nor delta_cursor is set")
-	case st.SnapshotHasMore && st.SnapshotCursor != nil && st.DeltaCursor == nil:
-		err = fmt.Errorf("snapshot_cursor without delta_cursor")
-	case !st.SnapshotHasMore && st.DeltaCursor == nil:
-		err = fmt.Errorf("a finished snapshot without delta_cursor")
-	case !st.SnapshotHasMore && st.ResyncFrom != nil:
-		err = fmt.Errorf("a finished snapshot with resync_from")
-	}
-	if err != nil {
-		e := protocol.ConfigError(err, "The saved state of stream %s is not a state of this source; reset the stream (or clear its state) to start over", s.desc)
-		d := s.desc
-		e.Stream = &d
-		return nil, e
-	}
+	st := *ss.st
 	st.StreamName, st.StreamNamespace = s.desc.Name, s.desc.NamespaceOrEmpty()
 	return &st, nil
+}
+
+// unusedError is the config error of the first saved blob no configured
+// stream took that is not a state of this source (nil if none): a state
+// file that holds one did not come from this source.
+func (in *inputStates) unusedError() error {
+	for _, ss := range in.saved {
+		if !ss.used && ss.err != nil {
+			return notOurState(ss.desc, ss.err)
+		}
+	}
+	return nil
+}
+
+// notOurState is the config error of stream d, whose saved state is not a
+// state of this source for the reason why.
+func notOurState(d protocol.StreamDescriptor, why error) *protocol.Error {
+	e := protocol.ConfigError(why, "The saved state of stream %s is not a state of this source: %v. "+
+		"Reset the stream in Airbyte (or clear the connection's state) so that it starts over with a new snapshot", d, why)
+	e.Stream = &d
+	return e
+}
+
+// parseState decodes a stream_state blob and checks it is one this source
+// (or Airbyte's Convex source, whose fields it shares) writes: an object
+// of known fields with the right types, cursors that are engine
+// timestamps (non-negative integers), and a consistent combination.
+func parseState(blob json.RawMessage) (*streamState, error) {
+	dec := json.NewDecoder(bytes.NewReader(blob))
+	dec.UseNumber()
+	var fields map[string]any
+	if err := dec.Decode(&fields); err != nil || fields == nil {
+		return nil, fmt.Errorf("it is %s, not a JSON object", brief(blob))
+	}
+	names := make([]string, 0, len(fields))
+	for k := range fields {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var st streamState
+	for _, k := range names {
+		var err error
+		switch v := fields[k]; k {
+		case "snapshot_cursor":
+			st.SnapshotCursor, err = optionalString(k, v)
+		case "snapshot_has_more":
+			b, ok := v.(bool)
+			if !ok && v != nil {
+				err = wrongType(k, v, "true or false")
+			}
+			st.SnapshotHasMore = b
+		case "delta_cursor":
+			st.DeltaCursor, err = optionalTimestamp(k, v)
+		case "resync_from":
+			st.ResyncFrom, err = optionalTimestamp(k, v)
+		case "stream_name", "stream_namespace":
+			_, err = optionalString(k, v)
+		default:
+			err = fmt.Errorf("it has a field %q, which this source never writes", k)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case fields["snapshot_has_more"] == nil && fields["delta_cursor"] == nil:
+		return nil, fmt.Errorf("neither snapshot_has_more nor delta_cursor is set")
+	case st.SnapshotHasMore && st.SnapshotCursor != nil && st.DeltaCursor == nil:
+		return nil, fmt.Errorf("it has a snapshot_cursor without delta_cursor (the snapshot's timestamp)")
+	case !st.SnapshotHasMore && st.DeltaCursor == nil:
+		return nil, fmt.Errorf("a finished snapshot (snapshot_has_more false) without delta_cursor")
+	case !st.SnapshotHasMore && st.ResyncFrom != nil:
+		return nil, fmt.Errorf("a finished snapshot with resync_from")
+	}
+	return &st, nil
+}
+
+// optionalString is field k's value v as a string, nil for null.
+func optionalString(k string, v any) (*string, error) {
+	if v == nil {
+		return nil, nil
+	}
+	s, ok := v.(string)
+	if !ok {
+		return nil, wrongType(k, v, "a string")
+	}
+	return &s, nil
+}
+
+// optionalTimestamp is field k's value v as an engine timestamp (a
+// non-negative integer), nil for null.
+func optionalTimestamp(k string, v any) (*int64, error) {
+	if v == nil {
+		return nil, nil
+	}
+	n, ok := v.(json.Number)
+	if !ok {
+		return nil, wrongType(k, v, "an engine timestamp (a non-negative integer)")
+	}
+	ts, err := strconv.ParseInt(string(n), 10, 64)
+	if err != nil || ts < 0 {
+		return nil, wrongType(k, v, "an engine timestamp (a non-negative integer)")
+	}
+	return &ts, nil
+}
+
+func wrongType(k string, v any, want string) error {
+	b, _ := json.Marshal(v)
+	return fmt.Errorf("%s is %s, expected %s", k, brief(b), want)
+}
+
+// brief is b cut to a length fit for a message.
+func brief(b []byte) string {
+	if len(b) > 80 {
+		return string(b[:80]) + "…"
+	}
+	return string(b)
 }

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sort"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/shapelog/shapelog/engine/catalog"
 	"github.com/shapelog/shapelog/engine/shapelog"
+	"github.com/shapelog/shapelog/engine/snapshot"
 )
 
 // System fields every exported document carries. A column named like one
@@ -101,6 +103,33 @@ func (r *renderer) appendDoc(dst []byte, kind docKind, ts int64, key []byte, val
 	return append(dst, '}'), nil
 }
 
+// appendChange writes the documents of one logged change: an upsert, a
+// tombstone, both for a key change (the old key's tombstone first), or a
+// TRUNCATE's marker, and returns how many it wrote.
+func (r *renderer) appendChange(dst []byte, e *shapelog.Entry) ([]byte, int, error) {
+	var err error
+	switch e.Op {
+	case shapelog.OpInsert, shapelog.OpUpdate:
+		docs := 1
+		if len(e.OldKey) > 0 {
+			// The key changed: the old document is gone.
+			if dst, err = r.appendDoc(dst, docTombstone, e.Ts, e.OldKey, e.Old); err != nil {
+				return dst, 0, err
+			}
+			dst = append(dst, ',')
+			docs++
+		}
+		dst, err = r.appendDoc(dst, docUpsert, e.Ts, e.Key, e.Values)
+		return dst, docs, err
+	case shapelog.OpDelete:
+		dst, err = r.appendDoc(dst, docTombstone, e.Ts, e.Key, e.Values)
+		return dst, 1, err
+	case shapelog.OpTruncate:
+		return r.appendTruncate(dst, e.Ts), 1, nil
+	}
+	return dst, 0, fmt.Errorf("a change of unknown kind %v", e.Op)
+}
+
 // appendTruncate writes the marker for a TRUNCATE: a tombstone whose _id is
 // the table itself and `_truncated: true`, meaning every row is deleted.
 func (r *renderer) appendTruncate(dst []byte, ts int64) []byte {
@@ -112,7 +141,8 @@ func (r *renderer) appendTruncate(dst []byte, ts int64) []byte {
 }
 
 // relationRenderers builds renderers for logged relation versions, caching
-// them for one request.
+// them for one request. A relation in a reserved schema (the engine's own,
+// PostgreSQL's) gets none: its changes are never exported.
 type relationRenderers struct {
 	s      *Server
 	format catalog.Format
@@ -121,18 +151,21 @@ type relationRenderers struct {
 
 func (rr *relationRenderers) get(ctx context.Context, oid, version uint32) (*renderer, error) {
 	k := uint64(oid)<<32 | uint64(version)
-	if r := rr.cache[k]; r != nil {
+	if r, ok := rr.cache[k]; ok {
 		return r, nil
 	}
 	rel, err := rr.s.store.Relation(oid, version)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("reading version %d of relation %d from the log: %w", version, oid, err)
 	}
-	t, err := tableOf(ctx, rr.s, rel)
-	if err != nil {
-		return nil, err
+	var r *renderer
+	if catalog.ReservedSchema(rel.Schema) == "" {
+		t, err := tableOf(ctx, rr.s, rel)
+		if err != nil {
+			return nil, fmt.Errorf("describing table %s: %w", catalog.APIName(rel.Schema, rel.Name), err)
+		}
+		r = newRenderer(t, rr.format)
 	}
-	r := newRenderer(t, rr.format)
 	if rr.cache == nil {
 		rr.cache = map[uint64]*renderer{}
 	}
@@ -140,7 +173,18 @@ func (rr *relationRenderers) get(ctx context.Context, oid, version uint32) (*ren
 	return r, nil
 }
 
-// tableOf turns a logged relation version into a catalog table.
+// identifiesRows reports whether the rows of a logged relation version are
+// identified by their key (see snapshot.Keyed), so that a transaction's
+// changes to one row collapse into one document.
+func (rr *relationRenderers) identifiesRows(ctx context.Context) func(oid, version uint32) (bool, error) {
+	return func(oid, version uint32) (bool, error) {
+		r, err := rr.get(ctx, oid, version)
+		return r != nil && snapshot.Keyed(r.table), err
+	}
+}
+
+// tableOf turns a logged relation version into a catalog table. Whether its
+// key is DEFERRABLE is not logged: the table's current definition says.
 func tableOf(ctx context.Context, s *Server, rel *shapelog.Relation) (*catalog.Table, error) {
 	t := &catalog.Table{OID: rel.OID, Schema: rel.Schema, Name: rel.Name, Key: rel.Key}
 	for _, c := range rel.Columns {
@@ -150,6 +194,11 @@ func tableOf(ctx context.Context, s *Server, rel *shapelog.Relation) (*catalog.T
 		}
 		t.Columns = append(t.Columns, catalog.Column{Name: c.Name, Type: typ})
 	}
+	for _, cur := range s.repl.Tables() {
+		if cur.OID == rel.OID {
+			t.DeferrableKey = cur.DeferrableKey
+		}
+	}
 	return t, nil
 }
 
@@ -158,6 +207,11 @@ func tableOf(ctx context.Context, s *Server, rel *shapelog.Relation) (*catalog.T
 // and $tableName (the PostgreSQL names, so clients need not parse the API
 // name), $primaryKey (the primary key's fields, absent without one) and,
 // on each column, $pgType (its type as format_type prints it).
+//
+// The delta schema (document_deltas) requires the key columns, which
+// every document carries, except on the marker a TRUNCATE leaves
+// (`_truncated: true`), which carries no row: draft-07's if/then/else
+// says so.
 func tableSchema(t *catalog.Table, f catalog.Format, delta bool) map[string]any {
 	props := map[string]any{
 		fieldID:    map[string]any{"type": "string", "$description": "document id: the row's key, " + `"schema"."table"/"key value"/…`},
@@ -165,6 +219,7 @@ func tableSchema(t *catalog.Table, f catalog.Format, delta bool) map[string]any 
 		fieldTs:    map[string]any{"type": "integer", "$description": "commit timestamp, nanoseconds since the Unix epoch"},
 	}
 	required := []string{fieldID, fieldTable, fieldTs}
+	var keys []string
 	isKey := map[int]bool{}
 	for _, k := range t.KeyColumns() {
 		isKey[k] = true
@@ -179,15 +234,14 @@ func tableSchema(t *catalog.Table, f catalog.Format, delta bool) map[string]any 
 		}
 		name := fieldName(c.Name)
 		props[name] = s
-		// Tombstones carry only key columns, so with deltas only those are
-		// always present.
-		if !delta || isKey[i] {
+		switch {
+		case !delta:
 			required = append(required, name)
+		case isKey[i]:
+			// Tombstones carry only key columns, so with deltas only those are
+			// always present.
+			keys = append(keys, name)
 		}
-	}
-	if delta {
-		props[fieldDeleted] = map[string]any{"type": "boolean"}
-		props[fieldTruncated] = map[string]any{"type": "boolean", "$description": "present (true) on the tombstone a TRUNCATE leaves: every row of the table is deleted"}
 	}
 	sort.Strings(required)
 	out := map[string]any{
@@ -198,6 +252,16 @@ func tableSchema(t *catalog.Table, f catalog.Format, delta bool) map[string]any 
 		"additionalProperties": false,
 		"$schemaName":          t.Schema,
 		"$tableName":           t.Name,
+	}
+	if delta {
+		props[fieldDeleted] = map[string]any{"type": "boolean"}
+		props[fieldTruncated] = map[string]any{"type": "boolean", "const": true, "$description": "only on the marker a TRUNCATE leaves (with `_deleted: true` and the table's name as `_id`): every row of the table is deleted"}
+		if len(keys) > 0 {
+			sort.Strings(keys)
+			out["if"] = map[string]any{"required": []string{fieldTruncated}}
+			out["then"] = map[string]any{"required": []string{fieldDeleted}, "properties": map[string]any{fieldDeleted: map[string]any{"const": true}}}
+			out["else"] = map[string]any{"required": keys}
+		}
 	}
 	if len(t.Key) > 0 {
 		key := make([]string, len(t.Key))

@@ -113,14 +113,20 @@ func (s *Server) knownTables(r *http.Request, name string) ([]*catalog.Table, er
 }
 
 // namedTables picks the table with API name name out of tables, or all of
-// them when name is empty.
+// them when name is empty. Tables in reserved schemas (the engine's own,
+// PostgreSQL's system schemas) are never exported, even when the engine's
+// table selection names them.
 func namedTables(tables []*catalog.Table, name string) ([]*catalog.Table, error) {
+	tables = slices.DeleteFunc(slices.Clone(tables), func(t *catalog.Table) bool { return catalog.ReservedSchema(t.Schema) != "" })
 	if name == "" {
 		return tables, nil
 	}
 	schema, table, err := catalog.ParseAPIName(name)
 	if err != nil {
 		return nil, badRequest("BadQueryArgs", fmt.Sprintf("Invalid `tableName` %q: %v", name, err))
+	}
+	if why := catalog.ReservedSchema(schema); why != "" {
+		return nil, badRequest("TableNotFound", fmt.Sprintf("Table %q is not exported: schema %q is reserved: %s", name, schema, why))
 	}
 	for _, t := range tables {
 		if t.Schema == schema && t.Name == table {
@@ -146,12 +152,12 @@ func (s *Server) jsonSchemas(w http.ResponseWriter, r *http.Request) {
 	}
 	tables, err := s.publishedTables(r, "")
 	if err != nil {
-		s.writeFailure(w, err)
+		s.writeFailure(w, fmt.Errorf("listing the published tables: %w", err))
 		return
 	}
 	estimates, err := s.rowEstimates(r.Context(), tables)
 	if err != nil {
-		s.writeFailure(w, err)
+		s.writeFailure(w, fmt.Errorf("estimating the tables' row counts: %w", err))
 		return
 	}
 	out := map[string]any{}
@@ -179,6 +185,7 @@ func (s *Server) rowEstimates(ctx context.Context, tables []*catalog.Table) (map
 	if err != nil {
 		return nil, err
 	}
+	defer rows.Close()
 	out := map[uint32]int64{}
 	for rows.Next() {
 		var oid uint32
@@ -319,6 +326,9 @@ func (s *Server) snapshotPage(r *http.Request, args *exportArgs, fresh bool) (*s
 	} else {
 		page, err = s.readHeld(r, cur, t, limit, args.Format.String(), prepare)
 	}
+	if err != nil {
+		err = fmt.Errorf("reading snapshot page of %s at ts %d: %w", cur.Table, cur.Ts, err)
+	}
 	return cur, tables, page, err
 }
 
@@ -405,7 +415,7 @@ func (s *Server) snapshotPosition(r *http.Request, args *exportArgs, fresh bool)
 	}
 	tables, err := find(r, args.TableName)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("listing the published tables: %w", err)
 	}
 	if len(tables) == 0 {
 		return nil, nil, badRequest("NoTables", "No table is published: create a table in the selected schemas or adjust the engine's table selection")
@@ -466,7 +476,7 @@ func (s *Server) startSnapshot(r *http.Request, args *exportArgs, tables []*cata
 		// tables are turned back to it like any other.
 		sess, err := s.snaps.Begin(r.Context(), keyless)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, fmt.Errorf("holding a snapshot of %d tables without a primary key: %w", len(keyless), err)
 		}
 		cur.Held, cur.Ts = sess.ID, sess.Ts
 	case args.Snapshot != nil:
@@ -477,7 +487,7 @@ func (s *Server) startSnapshot(r *http.Request, args *exportArgs, tables []*cata
 	default:
 		ts, _, err := s.snaps.Start(r.Context())
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, fmt.Errorf("starting a snapshot: %w", err)
 		}
 		cur.Ts = ts
 	}
@@ -531,7 +541,7 @@ func (s *Server) documentDeltas(w http.ResponseWriter, r *http.Request) {
 	if args.TableName != "" {
 		tables, err := s.publishedTables(r, args.TableName)
 		if err != nil {
-			s.writeFailure(w, err)
+			s.writeFailure(w, fmt.Errorf("listing the published tables: %w", err))
 			return
 		}
 		oid = tables[0].OID
@@ -540,7 +550,8 @@ func (s *Server) documentDeltas(w http.ResponseWriter, r *http.Request) {
 	if limit == 0 {
 		limit = deltasPageDefault
 	}
-	it, err := s.store.Changes(cursor, upTo, oid)
+	renderers := &relationRenderers{s: s, format: args.Format}
+	it, err := s.store.NetChanges(cursor, upTo, oid, renderers.identifiesRows(r.Context()))
 	if errors.Is(err, shapelog.ErrExpired) {
 		// oldestCursor (not in Convex's API) is the lowest cursor served
 		// now: where a client that must start over can still read deletes.
@@ -551,11 +562,10 @@ func (s *Server) documentDeltas(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		s.writeFailure(w, err)
+		s.writeFailure(w, fmt.Errorf("reading deltas after ts %d: %w", cursor, err))
 		return
 	}
 	defer it.Close()
-	renderers := &relationRenderers{s: s, format: args.Format}
 	p := newPageWriter(w)
 	p.buf = append(p.buf, `{"values":[`...)
 	n, lastTs, hasMore := 0, cursor, false
@@ -566,43 +576,30 @@ func (s *Server) documentDeltas(w http.ResponseWriter, r *http.Request) {
 			hasMore = true
 			break
 		}
+		lastTs = e.Ts
 		rend, err := renderers.get(r.Context(), e.Relation, e.Version)
 		if err != nil {
-			p.fail(s, err)
+			p.fail(s, fmt.Errorf("reading deltas after ts %d, at ts %d: %w", cursor, e.Ts, err))
 			return
+		}
+		if rend == nil {
+			continue // a table in a reserved schema
 		}
 		if n > 0 {
 			p.buf = append(p.buf, ',')
 		}
-		switch e.Op {
-		case shapelog.OpInsert, shapelog.OpUpdate:
-			if len(e.OldKey) > 0 {
-				// The key changed: the old document is gone.
-				if p.buf, err = rend.appendDoc(p.buf, docTombstone, e.Ts, e.OldKey, e.Old); err != nil {
-					p.fail(s, err)
-					return
-				}
-				p.buf = append(p.buf, ',')
-				n++
-			}
-			p.buf, err = rend.appendDoc(p.buf, docUpsert, e.Ts, e.Key, e.Values)
-		case shapelog.OpDelete:
-			p.buf, err = rend.appendDoc(p.buf, docTombstone, e.Ts, e.Key, e.Values)
-		case shapelog.OpTruncate:
-			p.buf = rend.appendTruncate(p.buf, e.Ts)
-		}
-		if err != nil {
-			p.fail(s, err)
+		var docs int
+		if p.buf, docs, err = rend.appendChange(p.buf, e); err != nil {
+			p.fail(s, fmt.Errorf("rendering the change at ts %d of table %s: %w", e.Ts, catalog.APIName(rend.table.Schema, rend.table.Name), err))
 			return
 		}
-		n++
-		lastTs = e.Ts
+		n += docs
 		if err := p.maybeFlush(); err != nil {
 			return // client went away
 		}
 	}
 	if err := it.Err(); err != nil {
-		p.fail(s, err)
+		p.fail(s, fmt.Errorf("reading deltas after ts %d: %w", cursor, err))
 		return
 	}
 	next := upTo

@@ -183,6 +183,11 @@ func (c *config) validate() error {
 	if c.FunctionTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("function-timeout must be positive"))
 	}
+	for _, schema := range splitList(c.Schemas) {
+		if why := catalog.ReservedSchema(schema); why != "" {
+			errs = append(errs, fmt.Errorf("schemas: %q is reserved (%s) and cannot be published", schema, why))
+		}
+	}
 	if c.LogFormat != "json" && c.LogFormat != "console" {
 		errs = append(errs, fmt.Errorf("log format %q: use json or console", c.LogFormat))
 	}

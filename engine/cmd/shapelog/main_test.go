@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,5 +84,26 @@ func TestHost(t *testing.T) {
 				t.Fatalf("127.0.0.2 served: %v (%v), want %v", served, err, tc.otherServed)
 			}
 		})
+	}
+}
+
+// TestConfigRefusals: settings that cannot work are refused at start, each
+// naming the setting.
+func TestConfigRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--schemas", "public,shapelog"}, `schemas: "shapelog" is reserved`},
+		{[]string{"--schemas", "pg_catalog"}, `schemas: "pg_catalog" is reserved`},
+		{[]string{"--statement-timeout", "10ms"}, "statement-timeout 10ms is too short"},
+	} {
+		c, err := parseFlags("serve", append([]string{"--database-url", "postgres://x/y", "--insecure"}, tc.args...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want an error containing %q", tc.args, err, tc.want)
+		}
 	}
 }

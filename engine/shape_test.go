@@ -396,8 +396,9 @@ func TestShapeRequestRules(t *testing.T) {
 	bad(url.Values{"table": {"t"}, "offset": {"-1"}, "live": {"true"}}, "live", "can't be true when offset == -1")
 	bad(url.Values{"table": {"t"}, "offset": {"now"}, "live": {""}}, "live", "offset is 'now'")
 	bad(url.Values{"table": {"t"}, "offset": {"-1"}, "replica": {"half"}}, "replica", "invalid")
-	bad(url.Values{"table": {"t"}, "offset": {"0_inf"}, "handle": {"h"}, "live": {"true"}, "live_sse": {"true"}}, "live_sse", "not supported")
-	bad(url.Values{"table": {"t"}, "offset": {"0_inf"}, "handle": {"h"}, "live": {"true"}, "experimental_live_sse": {""}}, "experimental_live_sse", "not supported")
+	bad(url.Values{"table": {"t"}, "offset": {"0_inf"}, "handle": {"h"}, "live_sse": {"true"}}, "live_sse", "can't be true unless live is also true")
+	bad(url.Values{"table": {"t"}, "offset": {"0_inf"}, "handle": {"h"}, "experimental_live_sse": {""}}, "live_sse", "can't be true unless live is also true")
+	bad(url.Values{"table": {"t"}, "offset": {"-1"}, "log": {"some"}}, "log", "is invalid")
 
 	// Auth.
 	resp, body := shapeGet(t, base, url.Values{"table": {"t"}, "offset": {"-1"}, "secret": {"wrong"}}, nil)

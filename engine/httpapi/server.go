@@ -119,6 +119,8 @@ func (s *Server) Handler() http.Handler {
 	if s.cfg.Databases != nil {
 		mux.HandleFunc("GET /v1/shape", s.shapeGet)
 		mux.HandleFunc("GET /v1/shape/{root_table}", s.shapeGet)
+		mux.HandleFunc("POST /v1/shape", s.shapeGet)
+		mux.HandleFunc("POST /v1/shape/{root_table}", s.shapeGet)
 		mux.HandleFunc("DELETE /v1/shape", s.shapeDelete)
 		mux.HandleFunc("OPTIONS /v1/shape", s.shapeOptions)
 		mux.HandleFunc("OPTIONS /v1/shape/{root_table}", s.shapeOptions)

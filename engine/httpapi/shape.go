@@ -22,6 +22,9 @@ type ShapeConfig struct {
 	Secret string
 	// LongPoll is how long a live request waits for changes (default 20 s).
 	LongPoll time.Duration
+	// SSETimeout is how long a live_sse response streams before it ends
+	// and the client reconnects (default 60 s, as Electric).
+	SSETimeout time.Duration
 	// AllowDelete enables DELETE /v1/shape (405 otherwise).
 	AllowDelete bool
 	// MaxAge and StaleAge are the cache lifetimes of catch-up responses
@@ -43,6 +46,7 @@ type shapeRequest struct {
 	now    bool // offset=now
 	handle string
 	live   bool
+	sse    bool // live over Server-Sent Events
 	cursor string
 }
 
@@ -70,7 +74,7 @@ func parseShapeRequest(q url.Values, legacyTable string) (*shapeRequest, shapeEr
 	errs := shapeErrors{}
 	req := &shapeRequest{def: shapes.Request{
 		Table: q.Get("table"), Where: q.Get("where"), Columns: q.Get("columns"), Replica: q.Get("replica"),
-		Params: paramsOf(q),
+		Log: q.Get("log"), Queryable: q.Get("queryable_columns"), Params: paramsOf(q),
 	}, handle: q.Get("handle"), cursor: q.Get("cursor")}
 	if legacyTable != "" {
 		req.def.Table = legacyTable
@@ -85,6 +89,11 @@ func parseShapeRequest(q url.Values, legacyTable string) (*shapeRequest, shapeEr
 	case "", "default", "full":
 	default:
 		errs.add("replica", "is invalid")
+	}
+	switch req.def.Log {
+	case "", "full", "changes_only":
+	default:
+		errs.add("log", "is invalid: use full or changes_only")
 	}
 	offset, hasOffset := q["offset"]
 	switch {
@@ -114,12 +123,14 @@ func parseShapeRequest(q url.Values, legacyTable string) (*shapeRequest, shapeEr
 	if req.live && req.now {
 		errs.add("live", "can't be true when offset is 'now'")
 	}
-	// Answering an SSE request with a long-poll body would make the client
-	// skip its messages: refuse it plainly instead.
-	for _, name := range []string{"live_sse", "experimental_live_sse"} {
-		if v, ok := q[name]; ok && v[0] != "false" {
-			errs.add(name, "is not supported by this server: use long polling (leave liveSse off in the client)")
-		}
+	// live_sse, or the deprecated experimental_live_sse when it is absent.
+	sse, hasSSE := q["live_sse"]
+	if !hasSSE {
+		sse, hasSSE = q["experimental_live_sse"]
+	}
+	req.sse = hasSSE && sse[0] != "false"
+	if req.sse && !req.live {
+		errs.add("live_sse", "can't be true unless live is also true")
 	}
 	if len(errs) > 0 {
 		return nil, errs
@@ -227,6 +238,10 @@ func (s *Server) shapeGet(w http.ResponseWriter, r *http.Request) {
 		invalidRequest(w, errs)
 		return
 	}
+	sub, ok := subsetOf(w, r, q)
+	if !ok {
+		return
+	}
 	m := s.shapeDatabase(w, q)
 	if m == nil {
 		return
@@ -251,17 +266,25 @@ func (s *Server) shapeGet(w http.ResponseWriter, r *http.Request) {
 		s.shapeFailure(r.Context(), w, m, def, req.def, err)
 		return
 	}
+	if sub != nil {
+		s.serveSubset(w, r, m, shape, req, def, sub)
+		return
+	}
 	if req.now {
 		s.shapeNow(w, r, m, shape, req, def)
 		return
 	}
-	resp, changed, err := s.readShape(r.Context(), shape, req)
+	if req.sse {
+		s.serveSSE(w, r, m, shape, req, def)
+		return
+	}
+	resp, changed, err := s.readShape(r.Context(), m, shape, req)
 	if err == nil && req.live && waitsForChanges(resp) {
 		p := &parkedRequest{m: m, def: def, shape: shape, req: req, reply: replyOf(r), changed: changed}
 		if s.parking.park(w, r, p) {
 			return // answered when the shape changes or the long poll ends
 		}
-		resp, err = s.waitLive(r.Context(), shape, req)
+		resp, err = s.waitLive(r.Context(), m, shape, req)
 	}
 	if err != nil {
 		var oob outOfBounds
@@ -376,7 +399,7 @@ func (s *Server) longPoll() time.Duration {
 // readShape reads the messages after the request's offset, first waiting a
 // little for an offset past the shape's head to appear. changed is the
 // shape's change signal from before the read.
-func (s *Server) readShape(ctx context.Context, shape *shapes.Shape, req *shapeRequest) (*shapes.Response, <-chan struct{}, error) {
+func (s *Server) readShape(ctx context.Context, m *shapes.Manager, shape *shapes.Shape, req *shapeRequest) (*shapes.Response, <-chan struct{}, error) {
 	// An offset past the head may still be on its way (another engine
 	// instance behind the same cache, a head not yet advanced): wait a bit.
 	if req.offset.Tx > 0 {
@@ -387,7 +410,7 @@ func (s *Server) readShape(ctx context.Context, shape *shapes.Shape, req *shapeR
 			if err != nil {
 				return nil, nil, err
 			}
-			if !head.BeforeAll && !head.Less(req.offset) {
+			if !head.BeforeAll && (!head.Less(req.offset) || m.Reached(req.offset)) {
 				break
 			}
 			select {
@@ -410,11 +433,11 @@ func (s *Server) readShape(ctx context.Context, shape *shapes.Shape, req *shapeR
 // waitLive waits in the request's goroutine, up to the long-poll timeout,
 // for changes to a live request's shape; for connections the parking lot
 // cannot take.
-func (s *Server) waitLive(ctx context.Context, shape *shapes.Shape, req *shapeRequest) (*shapes.Response, error) {
+func (s *Server) waitLive(ctx context.Context, m *shapes.Manager, shape *shapes.Shape, req *shapeRequest) (*shapes.Response, error) {
 	timeout := time.NewTimer(s.longPoll())
 	defer timeout.Stop()
 	for {
-		resp, changed, err := s.readShape(ctx, shape, req)
+		resp, changed, err := s.readShape(ctx, m, shape, req)
 		if err != nil || !waitsForChanges(resp) {
 			return resp, err
 		}
@@ -430,22 +453,10 @@ func (s *Server) waitLive(ctx context.Context, shape *shapes.Shape, req *shapeRe
 
 // shapeNow answers offset=now: no data, the shape's latest offset.
 func (s *Server) shapeNow(w http.ResponseWriter, r *http.Request, m *shapes.Manager, shape *shapes.Shape, req *shapeRequest, def *shapes.Definition) {
-	var head shapes.Offset
-	for {
-		h, changed, err := shape.Head()
-		if err != nil {
-			s.shapeFailure(r.Context(), w, m, def, req.def, err)
-			return
-		}
-		if !h.BeforeAll {
-			head = h
-			break
-		}
-		select {
-		case <-changed:
-		case <-r.Context().Done():
-			return
-		}
+	head, err := waitHead(r.Context(), shape)
+	if err != nil {
+		s.shapeFailure(r.Context(), w, m, def, req.def, err)
+		return
 	}
 	h := w.Header()
 	h.Set("Electric-Handle", shape.Handle)
@@ -458,6 +469,21 @@ func (s *Server) shapeNow(w http.ResponseWriter, r *http.Request, m *shapes.Mana
 	h.Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write([]byte("[" + string(shapes.UpToDate(m.GlobalLSN())) + "]"))
+}
+
+// waitHead waits for a shape's snapshot to end and returns its head.
+func waitHead(ctx context.Context, shape *shapes.Shape) (shapes.Offset, error) {
+	for {
+		head, changed, err := shape.Head()
+		if err != nil || !head.BeforeAll {
+			return head, err
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return head, ctx.Err()
+		}
+	}
 }
 
 // nextCursor is Electric's live cursor: the end of the current long-poll
@@ -493,7 +519,7 @@ func (s *Server) shapeDelete(w http.ResponseWriter, r *http.Request) {
 	handle := q.Get("handle")
 	var shape *shapes.Shape
 	if q.Get("table") != "" {
-		def, err := m.Resolve(r.Context(), shapes.Request{Table: q.Get("table"), Where: q.Get("where"), Columns: q.Get("columns"), Replica: q.Get("replica"), Params: paramsOf(q)})
+		def, err := m.Resolve(r.Context(), shapes.Request{Table: q.Get("table"), Where: q.Get("where"), Columns: q.Get("columns"), Replica: q.Get("replica"), Log: q.Get("log"), Queryable: q.Get("queryable_columns"), Params: paramsOf(q)})
 		var pe *shapes.ParamError
 		if errors.As(err, &pe) {
 			invalidRequest(w, shapeErrors{pe.Field: {pe.Msg}})

@@ -23,6 +23,13 @@ type Request struct {
 	Params  map[string]string
 	Columns string // comma-separated, "" = all
 	Replica string // "default" (or "") or "full"
+	// Log is "full" (or "") or "changes_only": no initial rows, only the
+	// changes after the shape was created.
+	Log string
+	// Queryable is queryable_columns: the columns subset snapshots may
+	// filter and order by ("" = all), and the columns synced when Columns
+	// is "".
+	Queryable string
 }
 
 // ParamError is a request parameter the engine cannot accept; Electric
@@ -47,6 +54,11 @@ type Definition struct {
 	Explicit bool
 	// Full is replica=full: updates carry whole rows and old values.
 	Full bool
+	// ChangesOnly is log=changes_only: the snapshot has no rows.
+	ChangesOnly bool
+	// Queryable are the columns subset snapshots may refer to (indexes
+	// into Table.Columns); nil = every column. Not part of the identity.
+	Queryable []int
 }
 
 // Identity is the definition's key: equal definitions share a shape.
@@ -57,6 +69,9 @@ func (d *Definition) Identity() string {
 		b.WriteString(strconv.Quote(d.Table.Columns[c].Name))
 	}
 	b.WriteString("|" + d.Where)
+	if d.ChangesOnly {
+		b.WriteString("|changes_only")
+	}
 	return b.String()
 }
 
@@ -127,6 +142,45 @@ func parseIdentifiers(s string, sep byte) ([]string, error) {
 
 func quoteIdent(s string) string { return pgx.Identifier{s}.Sanitize() }
 
+// columnList parses a comma-separated list of column names (the request
+// field named field) into sorted column indexes, which must include the
+// primary key.
+func columnList(table *catalog.Table, field, list string) ([]int, error) {
+	names, err := parseIdentifiers(list, ',')
+	if err != nil {
+		return nil, &ParamError{field, "Invalid column list: " + err.Error()}
+	}
+	if len(names) == 0 {
+		return nil, &ParamError{field, "can't be empty"}
+	}
+	var cols []int
+	var unknown []string
+	for _, n := range names {
+		i := slices.IndexFunc(table.Columns, func(c catalog.Column) bool { return c.Name == n })
+		if i < 0 {
+			unknown = append(unknown, n)
+			continue
+		}
+		if !slices.Contains(cols, i) {
+			cols = append(cols, i)
+		}
+	}
+	if len(unknown) > 0 {
+		return nil, &ParamError{field, "The following columns are not found on the table: " + strings.Join(unknown, ", ")}
+	}
+	var missing []string
+	for _, k := range table.Key {
+		if !slices.Contains(cols, k) {
+			missing = append(missing, table.Columns[k].Name)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, &ParamError{field, "The list of columns must include all primary key columns, missing: " + strings.Join(missing, ", ")}
+	}
+	slices.Sort(cols)
+	return cols, nil
+}
+
 // resolve checks a request against the catalog and builds its definition.
 func (m *Manager) resolve(ctx context.Context, req Request) (*Definition, error) {
 	if req.Table == "" {
@@ -159,46 +213,45 @@ func (m *Manager) resolve(ctx context.Context, req Request) (*Definition, error)
 	if err != nil {
 		return nil, err
 	}
-	d := &Definition{Table: table, Full: req.Replica == "full"}
+	d := &Definition{Table: table, Full: req.Replica == "full", ChangesOnly: req.Log == "changes_only"}
 	switch req.Replica {
 	case "", "default", "full":
 	default:
 		return nil, &ParamError{"replica", "is invalid: use default or full"}
+	}
+	switch req.Log {
+	case "", "full", "changes_only":
+	default:
+		return nil, &ParamError{"log", "is invalid: use full or changes_only"}
+	}
+	if req.Queryable != "" {
+		if d.Queryable, err = columnList(table, "queryable_columns", req.Queryable); err != nil {
+			return nil, err
+		}
+		if req.Columns == "" {
+			req.Columns = req.Queryable
+		}
 	}
 	if req.Columns == "" {
 		for i := range table.Columns {
 			d.Columns = append(d.Columns, i)
 		}
 	} else {
-		names, err := parseIdentifiers(req.Columns, ',')
-		if err != nil {
-			return nil, &ParamError{"columns", "Invalid column list: " + err.Error()}
+		if d.Columns, err = columnList(table, "columns", req.Columns); err != nil {
+			return nil, err
 		}
 		d.Explicit = true
-		var unknown []string
-		for _, n := range names {
-			i := slices.IndexFunc(table.Columns, func(c catalog.Column) bool { return c.Name == n })
-			if i < 0 {
-				unknown = append(unknown, n)
-				continue
+		if d.Queryable != nil {
+			var outside []string
+			for _, c := range d.Columns {
+				if !slices.Contains(d.Queryable, c) {
+					outside = append(outside, table.Columns[c].Name)
+				}
 			}
-			if !slices.Contains(d.Columns, i) {
-				d.Columns = append(d.Columns, i)
-			}
-		}
-		if len(unknown) > 0 {
-			return nil, &ParamError{"columns", "The following columns are not found on the table: " + strings.Join(unknown, ", ")}
-		}
-		var missing []string
-		for _, k := range table.Key {
-			if !slices.Contains(d.Columns, k) {
-				missing = append(missing, table.Columns[k].Name)
+			if len(outside) > 0 {
+				return nil, &ParamError{"columns", "The following columns are not in queryable_columns: " + strings.Join(outside, ", ")}
 			}
 		}
-		if len(missing) > 0 {
-			return nil, &ParamError{"columns", "The list of columns must include all primary key columns, missing: " + strings.Join(missing, ", ")}
-		}
-		slices.Sort(d.Columns)
 	}
 	if strings.TrimSpace(req.Where) != "" {
 		f, err := where.Parse(req.Where, req.Params, table.Columns)

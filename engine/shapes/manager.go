@@ -106,6 +106,8 @@ func requestKey(r Request) string {
 	field(r.Where)
 	field(r.Columns)
 	field(r.Replica)
+	field(r.Log)
+	field(r.Queryable)
 	for _, k := range slices.Sorted(maps.Keys(r.Params)) {
 		field(k)
 		field(r.Params[k])
@@ -185,6 +187,7 @@ type meta struct {
 	Params   map[string]string `json:"params,omitempty"`
 	Columns  string            `json:"columns,omitempty"`
 	Replica  string            `json:"replica,omitempty"`
+	Log      string            `json:"log,omitempty"`
 	Identity string            `json:"identity"`
 	SnapTs   int64             `json:"snapshot_ts"`
 	Chunks   int               `json:"chunks"`
@@ -236,7 +239,7 @@ func (m *Manager) restore(ctx context.Context) error {
 		case md.SnapTs < m.store.Horizon():
 			reason = "its changes have been pruned from the log"
 		default:
-			d, err = m.resolve(ctx, Request{Table: md.Table, Where: md.Where, Params: md.Params, Columns: md.Columns, Replica: md.Replica})
+			d, err = m.resolve(ctx, Request{Table: md.Table, Where: md.Where, Params: md.Params, Columns: md.Columns, Replica: md.Replica, Log: md.Log})
 			var pe *ParamError
 			switch {
 			case err != nil && !errors.As(err, &pe):
@@ -364,7 +367,7 @@ func (m *Manager) Get(ctx context.Context, d *Definition, req Request) (*Shape, 
 	s.Schema = schema
 	m.byID[id], m.byHandle[handle] = s, s
 	md := meta{Handle: handle, OID: d.Table.OID, Table: quoteIdent(d.Table.Schema) + "." + quoteIdent(d.Table.Name),
-		Where: req.Where, Params: req.Params, Replica: req.Replica, Identity: id}
+		Where: req.Where, Params: req.Params, Replica: req.Replica, Log: req.Log, Identity: id}
 	if d.Explicit {
 		names := make([]string, len(d.Columns))
 		for i, c := range d.Columns {
@@ -397,6 +400,13 @@ func (m *Manager) Current(d *Definition) *Shape {
 
 // Delete removes a shape: its clients get 409 and start over.
 func (m *Manager) Delete(s *Shape) { m.invalidate(s, "deleted") }
+
+// Reached reports whether the log has passed offset's LSN: the changes after
+// it can be served even when the shape has none up to there (an offset
+// between entries, such as SSE's next offset after an up-to-date).
+func (m *Manager) Reached(offset Offset) bool {
+	return !offset.inSnapshot() && offset.Tx <= m.store.Durable().EndLSN
+}
 
 // GlobalLSN is the commit LSN of the last transaction the log holds, for
 // up-to-date messages.
@@ -519,7 +529,9 @@ func (m *Manager) takeSnapshot(s *Shape, md meta) {
 	rows := 0
 	err := m.publishFor(s)
 	if err == nil {
-		if snapshot.Keyed(s.Def.Table) {
+		if s.Def.ChangesOnly {
+			err = m.fillEmpty(m.runCtx, s, &md)
+		} else if snapshot.Keyed(s.Def.Table) {
 			rows, err = m.fillKeyed(m.runCtx, s, &md)
 		} else {
 			err = m.snaps.With(m.runCtx, func(ctx context.Context, conn *pgx.Conn, ts int64) error {
@@ -624,6 +636,18 @@ func (w *chunkWriter) finish(mvcc string) error {
 	}
 	w.chunk = append(w.chunk, snapshotEnd(parts[0], parts[1], xip)...)
 	return w.put()
+}
+
+// fillEmpty is the snapshot of a changes_only shape: a position in the log
+// and PostgreSQL's MVCC snapshot there (the snapshot-end message), no rows.
+func (m *Manager) fillEmpty(ctx context.Context, s *Shape, md *meta) error {
+	w := &chunkWriter{m: m, s: s, md: md}
+	ts, mvcc, err := m.snaps.Start(ctx)
+	if err != nil {
+		return err
+	}
+	w.startSnapshot(ts)
+	return w.finish(mvcc)
 }
 
 // keyedPage is a page of snapshot messages, rendered while it was read.

@@ -58,6 +58,15 @@ func (e *encoder) appendSnapshotRow(dst, key []byte, values [][]byte) []byte {
 	return append(dst, "}}"...)
 }
 
+// appendSubsetRow appends the insert message of a subset snapshot row,
+// marked with the subset's snapshot_mark.
+func (e *encoder) appendSubsetRow(dst, key []byte, values [][]byte, mark int32) []byte {
+	dst = e.appendSnapshotRow(dst, key, values)
+	dst = append(dst[:len(dst)-2], `,"snapshot_mark":`...) // reopen the headers
+	dst = strconv.AppendInt(dst, int64(mark), 10)
+	return append(dst, "}}"...)
+}
+
 // change is one message of the change region before its closing: the
 // caller appends `,"last":true` when it ends its transaction, then "}}".
 type change struct {

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -172,8 +173,13 @@ type clientEvent struct {
 	Value     map[string]any   `json:"value"`
 	OldValue  map[string]any   `json:"old_value"`
 	Status    int              `json:"status"`
+	Method    string           `json:"method"`
 	URL       string           `json:"url"`
 	Message   string           `json:"message"`
+	ID        int              `json:"id"`
+	Metadata  map[string]any   `json:"metadata"`
+	Data      []clientEvent    `json:"data"`
+	Headers   map[string]any   `json:"headers"`
 	raw       string
 }
 
@@ -188,6 +194,8 @@ type electricClient struct {
 	events []clientEvent // everything but rows
 	stderr *syncedBuffer
 	wake   chan struct{}
+	stdin  io.WriteCloser
+	nextID int
 }
 
 // startElectricClient starts Electric's client on one shape of the engine
@@ -195,15 +203,29 @@ type electricClient struct {
 // columns, replica, secret). Rows are indexed by their "id" column.
 func startElectricClient(t *testing.T, name, baseURL string, params map[string]any) *electricClient {
 	t.Helper()
+	return startElectricClientWith(t, name, baseURL, params, nil)
+}
+
+// startElectricClientWith is startElectricClient with ShapeStream options
+// (liveSse, log, subsetMethod…).
+func startElectricClientWith(t *testing.T, name, baseURL string, params, options map[string]any) *electricClient {
+	t.Helper()
 	dir := requireElectricClient(t)
 	p, err := json.Marshal(params)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("node", "sync.mjs", baseURL, string(p))
+	o, err := json.Marshal(options)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("node", "sync.mjs", baseURL, string(p), string(o))
 	cmd.Dir = dir
 	c := &electricClient{t: t, name: name, idKey: "id", stderr: &syncedBuffer{}, wake: make(chan struct{}, 1)}
 	cmd.Stderr = c.stderr
+	if c.stdin, err = cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

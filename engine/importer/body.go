@@ -21,10 +21,24 @@ type bodyReader struct {
 	consumed int64
 }
 
-func newBodyReader(r io.Reader) *bodyReader { return newBodyReaderSize(r, 256<<10) }
+func newBodyReader(r io.Reader) *bodyReader { return newBodyReaderSize(r, bodyBuffer) }
+
+// bodyBuffer is a body reader's buffer size; it grows only to hold a value
+// longer than that.
+const bodyBuffer = 256 << 10
 
 func newBodyReaderSize(r io.Reader, size int) *bodyReader {
 	return &bodyReader{r: r, buf: make([]byte, size)}
+}
+
+// detach gives the last value read to the caller for good: the reader
+// goes on in a new buffer, so the value need not be copied out.
+func (b *bodyReader) detach() {
+	nb := make([]byte, max(bodyBuffer, b.end-b.pos))
+	b.end = copy(nb, b.buf[b.pos:b.end])
+	b.consumed += int64(b.pos)
+	b.pos = 0
+	b.buf = nb
 }
 
 // fill makes at least n unread bytes available if the body has them.
@@ -207,8 +221,20 @@ func (b *bodyReader) next(closer byte) (bool, error) {
 	return false, b.syntax(fmt.Sprintf("expected ',' or %q, found %q", closer, c))
 }
 
-// splitMessage extracts a message's tableName and data.
-func splitMessage(raw []byte) (table string, data []byte, err error) {
+// splitMessage extracts the tableName and data of message idx.
+func splitMessage(raw []byte, idx int) (table string, data []byte, err error) {
+	table, data, err = splitFields(raw)
+	if err != nil {
+		if at, bad := jsonscan.InvalidUTF8(raw); bad {
+			return "", nil, badRequest("BadJsonBody", "message %d: the string at %q is not valid UTF-8", idx, at)
+		}
+		return "", nil, badRequest("BadJsonBody", "message %d: %v", idx, err)
+	}
+	return table, data, nil
+}
+
+// splitFields is splitMessage's scan.
+func splitFields(raw []byte) (table string, data []byte, err error) {
 	sc := jsonscan.Scanner{B: raw}
 	sc.WS()
 	if !sc.Eat('{') {

@@ -31,7 +31,7 @@ func TestBodyReaderRefills(t *testing.T) {
 					if err != nil {
 						t.Fatalf("size %d: %v", size, err)
 					}
-					table, data, err := splitMessage(raw)
+					table, data, err := splitFields(raw)
 					if err != nil {
 						t.Fatalf("size %d: %v in %s", size, err, raw)
 					}
@@ -76,14 +76,14 @@ func TestSplitMessageSkipsDataByBoundaries(t *testing.T) {
 		`{"tableName":"x","data":"str\"ing"}`:                  `"str\"ing"`,
 		`{"tableName":"x","data":{"a":"\u00e9"}}`:              `{"a":"\u00e9"}`,
 	} {
-		table, data, err := splitMessage([]byte(raw))
+		table, data, err := splitFields([]byte(raw))
 		if err != nil || table != "x" || string(data) != want {
-			t.Errorf("splitMessage(%s) = %q, %s, %v", raw, table, data, err)
+			t.Errorf("splitFields(%s) = %q, %s, %v", raw, table, data, err)
 		}
 	}
 	for _, raw := range []string{`{"tableName":"x","data":{"a":"unterminated}}`, `{"tableName":"x","data":{"a":"\`} {
-		if _, _, err := splitMessage([]byte(raw)); err == nil {
-			t.Errorf("splitMessage(%s) accepted", raw)
+		if _, _, err := splitFields([]byte(raw)); err == nil {
+			t.Errorf("splitFields(%s) accepted", raw)
 		}
 	}
 }

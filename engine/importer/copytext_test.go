@@ -1,6 +1,12 @@
 package importer
 
-import "testing"
+import (
+	"bytes"
+	"encoding/base64"
+	"io"
+	"strings"
+	"testing"
+)
 
 func TestIntegralText(t *testing.T) {
 	for in, want := range map[string]string{
@@ -11,6 +17,9 @@ func TestIntegralText(t *testing.T) {
 		if got := string(integralText([]byte(in))); got != want {
 			t.Errorf("%s -> %s, want %s", in, got, want)
 		}
+	}
+	if err := newRowWriter(io.Discard).value(field{kind: kindString, value: []byte("a\x00")}, "text"); err != errNUL {
+		t.Errorf("a NUL in text: %v", err)
 	}
 }
 
@@ -35,10 +44,24 @@ func TestCopyText(t *testing.T) {
 		{kindBool, "f", "text", "false"},
 		{kindJSON, `{"a":"\n"}`, "jsonb", `{"a":"\\n"}`},
 		{kindJSON, `[1,2]`, "integer[]", `{1,2}`},
+		{kindString, "a\x01\"é\t", "json", `"a\\u0001\\"é\\t"`},
+		{kindString, "aGk", "bytea", `\\x6869`},
+		// Values longer than the writer's buffer, escapes across its flushes.
+		{kindString, strings.Repeat("ab\n\\", 100000), "text", strings.Repeat(`ab\n\\`, 100000)},
+		{kindString, strings.Repeat("a\"\n", 100000), "jsonb", `"` + strings.Repeat(`a\\"\\n`, 100000) + `"`},
+		{kindString, base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0, 0xff}, 100000)), "bytea", `\\x` + strings.Repeat("00ff", 100000)},
 	} {
-		got, err := copyText(nil, field{kind: c.kind, value: []byte(c.value)}, c.typ)
-		if err != nil || string(got) != c.want {
-			t.Errorf("copyText(%c %q, %s) = %q, %v; want %q", c.kind, c.value, c.typ, got, err, c.want)
+		var got bytes.Buffer
+		rw := newRowWriter(&got)
+		err := rw.value(field{kind: c.kind, value: []byte(c.value)}, c.typ)
+		if err == nil {
+			err = rw.flush()
 		}
+		if err != nil || got.String() != c.want {
+			t.Errorf("value(%c %q, %s) = %q, %v; want %q", c.kind, c.value, c.typ, got.String(), err, c.want)
+		}
+	}
+	if err := newRowWriter(io.Discard).value(field{kind: kindString, value: []byte("a\x00")}, "text"); err != errNUL {
+		t.Errorf("a NUL in text: %v", err)
 	}
 }

@@ -28,9 +28,12 @@ func TestDirectDedupCopyEdges(t *testing.T) {
 	// Stream a copies new keys directly while stream b (spooled) updates an
 	// existing key through the merge.
 	run("", `a:{"id":4,"v":"a4"}`, `b:{"id":1,"v":"b1'"}`, `b:{"id":2,"v":"b2"}`, `a:{"id":5,"v":"a5"}`)
-	// A retried request with the same idempotency key writes nothing twice.
+	// A retried request with the same idempotency key writes nothing twice;
+	// the key with another body writes nothing at all.
 	run("retry-1", `a:{"id":6,"v":"a6"}`)
-	run("retry-1", `a:{"id":6,"v":"changed"}`)
+	run("retry-1", `a:{"id":6,"v":"a6"}`)
+	_, _, err := im.Import(ctx, strings.NewReader(body(tables, `a:{"id":6,"v":"changed"}`)), "retry-1")
+	wantError(t, err, "IdempotencyKeyReused", "different body")
 	if got, want := rows(t, pool, `SELECT id, v FROM a ORDER BY id`), "2 a2; 3 a3; 4 a4; 5 a5; 6 a6"; got != want {
 		t.Errorf("a: %q, want %q", got, want)
 	}

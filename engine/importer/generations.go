@@ -41,7 +41,7 @@ func (im *Importer) DeleteOtherGenerations(ctx context.Context, keep map[string]
 	deleted := map[string]int64{}
 	for _, t := range tables {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockKey(t)); err != nil {
-			return nil, err
+			return nil, during(err, "locking table %s", t.ident())
 		}
 		var exists, hasColumn bool
 		err := tx.QueryRow(ctx, `
@@ -49,7 +49,7 @@ func (im *Importer) DeleteOtherGenerations(ctx context.Context, keep map[string]
 			       EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = $2 AND NOT attisdropped)`,
 			t.ident(), GenerationColumn).Scan(&exists, &hasColumn)
 		if err != nil {
-			return nil, err
+			return nil, during(err, "reading the columns of %s", t.ident())
 		}
 		if !exists {
 			continue
@@ -62,9 +62,9 @@ func (im *Importer) DeleteOtherGenerations(ctx context.Context, keep map[string]
 		}
 		tag, err := tx.Exec(ctx, sql, args...)
 		if err != nil {
-			return nil, explain(err)
+			return nil, during(explain(err), "deleting other generations from %s", t.ident())
 		}
 		deleted[t.api] = tag.RowsAffected()
 	}
-	return deleted, tx.Commit(ctx)
+	return deleted, during(tx.Commit(ctx), "committing the deletes")
 }

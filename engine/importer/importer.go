@@ -6,6 +6,7 @@
 package importer
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -35,6 +36,17 @@ func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
 func badRequest(code, format string, args ...any) *Error {
 	return &Error{Status: http.StatusBadRequest, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// during names the step an error happened in ("merging into t: …"), so
+// the log of a fault says where it was; errors.As still reaches what it
+// wraps. Errors meant for the client (*Error) pass as they are.
+func during(err error, format string, args ...any) error {
+	var ie *Error
+	if err == nil || errors.As(err, &ie) {
+		return err
+	}
+	return fmt.Errorf(format+": %w", append(args, err)...)
 }
 
 // Importer writes imported records into the database.
@@ -77,6 +89,12 @@ func parseTableName(api string) (tableName, error) {
 		if len(part) > 63 {
 			return tableName{}, badRequest("InvalidTableName", "Invalid table name %q: %q is longer than PostgreSQL's 63-byte identifier limit", api, part)
 		}
+		if strings.IndexByte(part, 0) >= 0 {
+			return tableName{}, badRequest("InvalidTableName", "Invalid table name %q: PostgreSQL identifiers cannot contain a NUL character", api)
+		}
+	}
+	if why := catalog.ReservedSchema(schema); why != "" {
+		return tableName{}, badRequest("InvalidTableName", "Invalid table name %q: schema %q is reserved: %s", api, schema, why)
 	}
 	return tableName{api: api, schema: schema, name: name}, nil
 }
@@ -89,7 +107,7 @@ func lockKey(t tableName) int64 {
 }
 
 // metaSchema holds the importer's own bookkeeping (idempotency keys).
-const metaSchema = "shapelog"
+const metaSchema = catalog.EngineSchema
 
 func (im *Importer) ensureMeta(ctx context.Context) error {
 	im.metaOnce.Lock()
@@ -106,7 +124,8 @@ func (im *Importer) ensureMeta(ctx context.Context) error {
 		return err
 	}
 	if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+metaSchema+`;
-		CREATE TABLE IF NOT EXISTS `+metaSchema+`.import_keys (key text PRIMARY KEY, imported_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+		CREATE TABLE IF NOT EXISTS `+metaSchema+`.import_keys (key text PRIMARY KEY, imported_at timestamptz NOT NULL DEFAULT now());
+		ALTER TABLE `+metaSchema+`.import_keys ADD COLUMN IF NOT EXISTS body_sha256 bytea`); err != nil {
 		return explain(err)
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -116,14 +135,29 @@ func (im *Importer) ensureMeta(ctx context.Context) error {
 	return nil
 }
 
+// sameBody checks that a request whose idempotency key was already used
+// carries the body the key was first used with (its SHA-256, sum): a
+// retry. A key recorded before the engine kept hashes matches any body.
+func sameBody(ctx context.Context, tx pgx.Tx, key string, sum []byte) error {
+	var stored []byte
+	if err := tx.QueryRow(ctx, `SELECT body_sha256 FROM `+metaSchema+`.import_keys WHERE key = $1`, key).Scan(&stored); err != nil {
+		return during(err, "reading idempotency key")
+	}
+	if stored != nil && !bytes.Equal(stored, sum) {
+		return &Error{Status: http.StatusUnprocessableEntity, Code: "IdempotencyKeyReused",
+			Message: fmt.Sprintf("The Idempotency-Key %q was already used with a different body; a retry must send the same body, a new request needs a new key", key)}
+	}
+	return nil
+}
+
 // PruneKeys forgets idempotency keys older than age (a client retries
 // within minutes; keys are kept for days).
 func (im *Importer) PruneKeys(ctx context.Context, age string) error {
 	if err := im.ensureMeta(ctx); err != nil {
-		return err
+		return during(err, "creating the idempotency key table")
 	}
 	_, err := im.pool.Exec(ctx, `DELETE FROM `+metaSchema+`.import_keys WHERE imported_at < now() - $1::interval`, age)
-	return err
+	return during(err, "pruning idempotency keys")
 }
 
 // explain turns PostgreSQL errors caused by the request into 400s.
@@ -161,16 +195,16 @@ func (im *Importer) ClearTables(ctx context.Context, names []string) error {
 	defer tx.Rollback(context.Background())
 	for _, t := range tables {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lockKey(t)); err != nil {
-			return err
+			return during(err, "locking table %s", t.ident())
 		}
 		if _, err := createSchemaTable(ctx, tx, t, nil); err != nil {
-			return err
+			return during(err, "creating table %s", t.ident())
 		}
 		if _, err := tx.Exec(ctx, "TRUNCATE "+t.ident()); err != nil {
-			return explain(err)
+			return during(explain(err), "clearing table %s", t.ident())
 		}
 	}
-	return tx.Commit(ctx)
+	return during(tx.Commit(ctx), "committing the clear")
 }
 
 func parseNames(names []string) ([]tableName, error) {
@@ -223,11 +257,7 @@ func createSchemaTable(ctx context.Context, tx pgx.Tx, t tableName, cols []colum
 	if _, err := tx.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{t.schema}.Sanitize()); err != nil {
 		return false, explain(err)
 	}
-	defs := make([]string, len(cols))
-	for i, c := range cols {
-		defs[i] = pgx.Identifier{c.name}.Sanitize() + " " + c.typ
-	}
-	if _, err := tx.Exec(ctx, "CREATE TABLE "+t.ident()+" ("+strings.Join(defs, ", ")+")"); err != nil {
+	if _, err := tx.Exec(ctx, createTableSQL(t.ident(), cols)); err != nil {
 		return false, explain(err)
 	}
 	if _, err := tx.Exec(ctx, "COMMENT ON TABLE "+t.ident()+" IS "+quote(ownTableComment)); err != nil {

@@ -122,7 +122,7 @@ func (im *Importer) AddPrimaryKeyIndexes(ctx context.Context, indexes map[string
 	}
 	for _, w := range wants {
 		if err := im.addIndex(ctx, w.t, w.key); err != nil {
-			return err
+			return during(err, "adding the key index of %s", w.t.ident())
 		}
 	}
 	return nil
@@ -327,19 +327,18 @@ func (im *Importer) build(t tableName, name, def string, replace bool, b *indexB
 		return
 	}
 	defer conn.Release()
-	qname := pgx.Identifier{t.schema, name}.Sanitize()
 	if replace {
-		if _, err := conn.Exec(ctx, "DROP INDEX CONCURRENTLY IF EXISTS "+qname); err != nil {
+		if _, err := conn.Exec(ctx, dropKeyIndexSQL(t, true)); err != nil {
 			b.err = err
 			return
 		}
 	}
 	started := time.Now()
-	_, err = conn.Exec(ctx, "CREATE UNIQUE INDEX CONCURRENTLY "+pgx.Identifier{name}.Sanitize()+" ON "+t.ident()+" ("+def+")")
+	_, err = conn.Exec(ctx, createKeyIndexSQL(t, def, true))
 	if err != nil {
 		b.err = err
 		// A failed concurrent build leaves an invalid index behind.
-		_, _ = conn.Exec(ctx, "DROP INDEX CONCURRENTLY IF EXISTS "+qname)
+		_, _ = conn.Exec(ctx, dropKeyIndexSQL(t, true))
 		im.log.Warn().Err(err).Str("table", t.ident()).Msg("primary-key index build failed")
 		return
 	}
@@ -374,7 +373,7 @@ func (im *Importer) IndexesReady(ctx context.Context, names []string) (bool, err
 		}
 		s, err := im.currentIndexDef(ctx, t)
 		if err != nil {
-			return false, err
+			return false, during(err, "reading the key index of %s", t.ident())
 		}
 		if !s.found {
 			return false, badRequest("MissingIndex", "Missing index: %s.%s", t.api, indexName(t))

@@ -1,11 +1,9 @@
 package importer
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"io"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -58,9 +56,8 @@ type live struct {
 	n                 int      // records copied
 	idx               []int32  // their message indexes
 	pw                *io.PipeWriter
-	bw                *bufio.Writer
+	rows              *rowWriter
 	done              chan error // the COPY's outcome
-	line              []byte
 	vals              []*field
 }
 
@@ -80,9 +77,18 @@ func canCopyLive(s *stream) bool {
 	return true
 }
 
-// add takes one checked record whose fields have their columns; false
+// add is live's recordSink: it copies a record when it can and spools it
+// otherwise.
+func (l *live) add(r *request, s *stream, deleted bool, fields []field, msg int) error {
+	if l.copy(r, s, deleted, fields, msg) {
+		return nil
+	}
+	return s.keep(deleted, fields, msg)
+}
+
+// copy takes one checked record whose fields have their columns; false
 // leaves it to the spool.
-func (l *live) add(r *request, s *stream, deleted bool, fields []field, msg int) bool {
+func (l *live) copy(r *request, s *stream, deleted bool, fields []field, msg int) bool {
 	if !l.begun {
 		l.begin(r)
 	}
@@ -134,12 +140,12 @@ func (l *live) write(s *stream, deleted bool, fields []field, msg int) bool {
 	for i := range fields {
 		l.vals[fields[i].col] = &fields[i]
 	}
-	var err error
-	if l.line, err = copyLine(l.line[:0], s, l.staged, l.n, deleted, l.vals, int32(msg)); err != nil {
-		l.fail(err)
-		return true
-	}
-	if _, err := l.bw.Write(l.line); err != nil {
+	if err := l.rows.row(s, l.staged, l.n, deleted, l.vals, int32(msg)); err != nil {
+		var ie *Error
+		if errors.As(err, &ie) {
+			l.fail(err)
+			return true
+		}
 		return false
 	}
 	l.n++
@@ -185,45 +191,32 @@ func (l *live) fail(err error) {
 // for dedup) and opens the COPY its records go through.
 func (l *live) start(s *stream) error {
 	ctx, tx := l.ctx, l.tx
-	if _, err := createSchemaTable(ctx, tx, s.t, s.cols); err != nil {
-		return err
-	}
-	if _, err := s.isEmpty(ctx, tx); err != nil { // before any row lands
-		return err
-	}
-	others, err := evolve(ctx, tx, s)
+	others, err := l.im.prepareTable(ctx, tx, s)
 	if err != nil {
 		return err
 	}
-	if s.key != nil {
-		if err := l.im.ensureKeyIndex(ctx, tx, s); err != nil {
-			return err
-		}
+	if _, err := s.isEmpty(ctx, tx); err != nil { // before any row lands
+		return during(err, "checking whether %s is empty", s.t.ident())
 	}
-	list := columnList(s.cols)
 	var sql string
 	if s.key != nil && l.im.tryInsertFirst(s.t.ident()) {
 		if _, err := tx.Exec(ctx, "SAVEPOINT _shapelog_direct"); err != nil {
-			return err
+			return during(err, "starting the direct copy into %s", s.t.ident())
 		}
 		l.direct = true
 	}
 	if s.key == nil || l.direct {
-		sql, l.rel = "COPY "+s.t.ident()+" ("+list+") FROM STDIN", s.t.name
+		sql, l.rel = copySQL(s.t.ident(), columnNames(s.cols), false), s.t.name
 	} else {
-		defs := []string{"_shapelog_seq bigint", "_shapelog_deleted boolean"}
-		for _, c := range s.cols {
-			defs = append(defs, pgx.Identifier{c.name}.Sanitize()+" "+c.typ)
+		if _, err := tx.Exec(ctx, stageTableSQL(s.cols)); err != nil {
+			return during(err, "creating the staging table for %s", s.t.ident())
 		}
-		if _, err := tx.Exec(ctx, "CREATE TEMP TABLE _shapelog_stage ("+strings.Join(defs, ", ")+") ON COMMIT DROP"); err != nil {
-			return err
-		}
-		sql, l.rel, l.staged = "COPY _shapelog_stage (_shapelog_seq, _shapelog_deleted, "+list+") FROM STDIN", "_shapelog_stage", true
+		sql, l.rel, l.staged = copySQL("", columnNames(s.cols), true), stageTable, true
 	}
 	l.s, l.ncols, l.others = s, len(s.cols), others
 	l.vals = make([]*field, l.ncols)
 	pr, pw := io.Pipe()
-	l.pw, l.bw, l.done = pw, bufio.NewWriterSize(pw, 64<<10), make(chan error, 1)
+	l.pw, l.rows, l.done = pw, newRowWriter(pw), make(chan error, 1)
 	conn := tx.Conn().PgConn()
 	go func() {
 		_, err := conn.CopyFrom(ctx, pr, sql)
@@ -238,11 +231,7 @@ func (l *live) endCopy() error {
 	if l.pw == nil {
 		return nil
 	}
-	err := l.bw.Flush()
-	if err != nil {
-		return l.endCopyWith(err)
-	}
-	return l.endCopyWith(nil)
+	return l.endCopyWith(l.rows.flush())
 }
 
 // endCopyRaw ends the COPY with the rows sent and returns PostgreSQL's
@@ -251,7 +240,7 @@ func (l *live) endCopyRaw() error {
 	if l.pw == nil {
 		return nil
 	}
-	err := l.bw.Flush()
+	err := l.rows.flush()
 	if err != nil {
 		l.pw.CloseWithError(err)
 	} else {
@@ -269,13 +258,13 @@ func (l *live) endCopyRaw() error {
 func (l *live) finishDirect(ctx context.Context, tx pgx.Tx, s *stream) error {
 	if !l.abandoned && s.keys.plain() && len(s.cols) == l.ncols {
 		_, err := tx.Exec(ctx, "RELEASE SAVEPOINT _shapelog_direct")
-		return err
+		return during(err, "keeping the direct copy into %s", s.t.ident())
 	}
 	// A key already there, a delete or a repeated key: the next requests
 	// (change streams send those in every batch) go straight to the merge.
 	l.im.pauseInsertFirst(s.t.ident())
 	if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT _shapelog_direct"); err != nil {
-		return err
+		return during(err, "rolling back the direct copy into %s", s.t.ident())
 	}
 	return l.im.loadStream(ctx, tx, s, false) // the copy was the insert attempt
 }
@@ -292,9 +281,8 @@ func (l *live) endCopyWith(cause error) error {
 		l.pw.Close()
 	}
 	l.pw = nil
-	err := <-l.done
-	if err != nil {
-		return copyFailure(l.s, l.rel, err, l.idx)
+	if err := <-l.done; err != nil {
+		return during(copyFailure(l.s, l.rel, err, l.idx), "copying into %s", l.s.t.ident())
 	}
 	return nil
 }
@@ -312,7 +300,7 @@ func (l *live) abort() {
 
 // finish loads what was not copied and commits; called once the whole body
 // has been read and checked.
-func (l *live) finish(req *request) (duplicate bool, err error) {
+func (l *live) finish(req *request, bodySum []byte) (duplicate bool, err error) {
 	if !l.begun {
 		l.begin(req)
 	}
@@ -326,10 +314,10 @@ func (l *live) finish(req *request) (duplicate bool, err error) {
 	if l.err != nil {
 		return false, l.err
 	}
-	if l.dup {
-		return true, nil
-	}
 	ctx, tx := l.ctx, l.tx
+	if l.dup {
+		return true, sameBody(ctx, tx, l.idemKey, bodySum)
+	}
 	if s := l.s; s != nil && l.direct {
 		if err := l.finishDirect(ctx, tx, s); err != nil {
 			return false, err
@@ -348,9 +336,14 @@ func (l *live) finish(req *request) (duplicate bool, err error) {
 			return false, err
 		}
 	}
+	if l.idemKey != "" {
+		if _, err := tx.Exec(ctx, `UPDATE `+metaSchema+`.import_keys SET body_sha256 = $2 WHERE key = $1`, l.idemKey, bodySum); err != nil {
+			return false, during(err, "recording idempotency key")
+		}
+	}
 	err = tx.Commit(ctx)
 	l.tx = nil
-	return false, explain(err)
+	return false, during(explain(err), "committing the import")
 }
 
 // finishLive loads the copied stream's spooled records, with the columns
@@ -359,47 +352,24 @@ func (l *live) finishLive(ctx context.Context, tx pgx.Tx, s *stream) error {
 	if s.spool.n > 0 || len(s.cols) > l.ncols {
 		others, err := evolve(ctx, tx, s)
 		if err != nil {
-			return err
+			return during(err, "evolving table %s", s.t.ident())
 		}
 		l.others = others
 		if l.staged {
 			for _, c := range s.cols[l.ncols:] {
-				if _, err := tx.Exec(ctx, "ALTER TABLE _shapelog_stage ADD COLUMN "+pgx.Identifier{c.name}.Sanitize()+" "+c.typ); err != nil {
-					return explain(err)
+				if _, err := tx.Exec(ctx, addColumnSQL(stageTable, c.name, c.typ)); err != nil {
+					return during(explain(err), "adding column %s to the staging table for %s", c.name, s.t.ident())
 				}
 			}
 		}
-		list := columnList(s.cols)
 		if s.spool.n > 0 {
-			if !l.staged {
-				err = copyRows(ctx, tx, s, s.t.name, "COPY "+s.t.ident()+" ("+list+") FROM STDIN", false, 0)
-			} else {
-				err = copyRows(ctx, tx, s, "_shapelog_stage", "COPY _shapelog_stage (_shapelog_seq, _shapelog_deleted, "+list+") FROM STDIN", true, l.n)
-			}
-			if err != nil {
-				return err
+			if err := copyRows(ctx, tx, s, l.staged, l.n); err != nil {
+				return during(err, "copying into %s", s.t.ident())
 			}
 		}
 	}
 	if !l.staged {
 		return nil
 	}
-	cols := make([]string, len(s.cols))
-	for i, c := range s.cols {
-		cols[i] = pgx.Identifier{c.name}.Sanitize()
-	}
-	if err := l.im.merge(ctx, tx, s, cols, l.others, false); err != nil { // not copied directly: tryInsertFirst said no
-		return err
-	}
-	_, err := tx.Exec(ctx, "DROP TABLE _shapelog_stage")
-	return err
-}
-
-// columnList is the quoted, comma-separated names of cols.
-func columnList(cols []column) string {
-	names := make([]string, len(cols))
-	for i, c := range cols {
-		names[i] = pgx.Identifier{c.name}.Sanitize()
-	}
-	return strings.Join(names, ", ")
+	return l.im.mergeStaged(ctx, tx, s, l.others, false) // not copied directly: tryInsertFirst said no
 }

@@ -63,12 +63,12 @@ func importCounting(t *testing.T, im *Importer, b string) (copied, spooled int) 
 	t.Helper()
 	l := &live{im: im, ctx: context.Background()}
 	defer l.abort()
-	req, err := parseRequestLive(strings.NewReader(b), l)
+	req, err := parseRequestInto(strings.NewReader(b), l)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer req.close()
-	if _, err := l.finish(req); err != nil {
+	if _, err := l.finish(req, nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range req.streams {

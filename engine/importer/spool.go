@@ -39,41 +39,76 @@ const spoolMemory = 4 << 20
 
 const spoolChunk = 256 << 10
 
+// spoolLongValue is the length from which add copies a value on its own.
+const spoolLongValue = 4 << 10
+
 type field struct {
 	col   int
 	kind  byte
 	value []byte
 }
 
+// add appends one record. It is assembled in tmp, but for long values,
+// which are copied straight into memory or the file: tmp stays small.
 func (s *spool) add(deleted bool, fields []field) error {
-	b := s.tmp[:0]
-	b = binary.AppendUvarint(b, uint64(len(fields)))
-	if deleted {
-		b = append(b, 1)
-	} else {
-		b = append(b, 0)
-	}
+	size := 0
 	for _, f := range fields {
-		b = binary.AppendUvarint(b, uint64(f.col))
-		b = append(b, f.kind)
-		b = binary.AppendUvarint(b, uint64(len(f.value)))
-		b = append(b, f.value...)
+		size += len(f.value)
 	}
-	s.tmp = b
+	h := s.tmp[:0]
+	h = binary.AppendUvarint(h, uint64(len(fields)))
+	if deleted {
+		h = append(h, 1)
+	} else {
+		h = append(h, 0)
+	}
 	s.n++
-	if s.w == nil && s.memSize+len(b) > spoolMemory {
-		f, err := os.CreateTemp("", "shapelog-import-")
-		if err != nil {
+	if s.w == nil && s.memSize+len(h)+size+len(fields)*(2*binary.MaxVarintLen64+1) > spoolMemory {
+		if err := s.spill(); err != nil {
 			return err
 		}
-		_ = os.Remove(f.Name()) // unlinked: it disappears with the handle
-		s.file, s.w = f, bufio.NewWriterSize(f, 256<<10)
-		for _, c := range s.mem {
-			if _, err := s.w.Write(c); err != nil {
-				return err
-			}
+	}
+	for _, f := range fields {
+		h = binary.AppendUvarint(h, uint64(f.col))
+		h = append(h, f.kind)
+		h = binary.AppendUvarint(h, uint64(len(f.value)))
+		if len(f.value) < spoolLongValue {
+			h = append(h, f.value...)
+			continue
 		}
-		s.mem, s.memSize = nil, 0
+		if err := s.write(h); err != nil {
+			return err
+		}
+		if err := s.write(f.value); err != nil {
+			return err
+		}
+		h = h[:0]
+	}
+	s.tmp = h
+	return s.write(h)
+}
+
+// spill moves the spool to a temporary file.
+func (s *spool) spill() error {
+	f, err := os.CreateTemp("", "shapelog-import-")
+	if err != nil {
+		return err
+	}
+	_ = os.Remove(f.Name()) // unlinked: it disappears with the handle
+	s.file, s.w = f, bufio.NewWriterSize(f, 256<<10)
+	for _, c := range s.mem {
+		if _, err := s.w.Write(c); err != nil {
+			return err
+		}
+	}
+	s.mem, s.memSize = nil, 0
+	return nil
+}
+
+// write appends b to the file or the memory chunks.
+func (s *spool) write(b []byte) error {
+	if len(b) == 0 {
+		return nil
 	}
 	if s.w != nil {
 		_, err := s.w.Write(b)

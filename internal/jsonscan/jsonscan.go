@@ -7,16 +7,24 @@ package jsonscan
 
 import (
 	"bytes"
+	"encoding/json"
 	"strconv"
+	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // Scanner reads the JSON text B from position I.
 type Scanner struct {
-	B []byte
-	I int
+	B     []byte
+	I     int
+	depth int // of the nested values being read
 }
+
+// MaxDepth is how deeply values may nest, as in encoding/json: deeper
+// input is refused rather than exhausting the stack.
+const MaxDepth = 10000
 
 // WS skips whitespace.
 func (s *Scanner) WS() {
@@ -164,11 +172,18 @@ func IntegralNumber(num []byte) bool {
 }
 
 // Str scans a JSON string and returns it decoded: a slice of B when it has
-// no escapes, else a new slice. Invalid UTF-8 becomes U+FFFD, as
-// encoding/json decodes it.
+// no escapes, else a new slice. A string that is not valid UTF-8 is
+// refused (encoding/json would replace the bad bytes with U+FFFD, changing
+// the data silently); InvalidUTF8 finds where it is.
 func (s *Scanner) Str() ([]byte, bool) {
+	v, _, ok := s.str()
+	return v, ok
+}
+
+// str is Str, also saying whether v is a new slice rather than part of B.
+func (s *Scanner) str() (v []byte, copied, ok bool) {
 	if !s.Eat('"') {
-		return nil, false
+		return nil, false, false
 	}
 	start := s.I
 	var high byte
@@ -179,20 +194,18 @@ func (s *Scanner) Str() ([]byte, bool) {
 			case c == '"':
 				v := s.B[start:s.I]
 				s.I++
-				if high >= utf8.RuneSelf && !utf8.Valid(v) {
-					return []byte(string([]rune(string(v)))), true
-				}
-				return v, true
+				return v, false, high < utf8.RuneSelf || utf8.Valid(v)
 			case c == '\\':
-				return s.strSlow(start)
+				v, ok := s.strSlow(start)
+				return v, true, ok
 			default: // a control character
-				return nil, false
+				return nil, false, false
 			}
 		}
 		high |= c
 		s.I++
 	}
-	return nil, false
+	return nil, false, false
 }
 
 // strSpecial are the bytes that end a string's plain run: its closing
@@ -205,18 +218,20 @@ var strSpecial = func() (t [256]bool) {
 	return t
 }()
 
-// strSlow decodes a string with escapes from start.
+// strSlow decodes a string with escapes from start, into one copy sized
+// by the string's written length (escapes only shrink).
 func (s *Scanner) strSlow(start int) ([]byte, bool) {
-	out := append([]byte(nil), s.B[start:s.I]...)
+	end := Scanner{B: s.B, I: start - 1}
+	if !end.skipString() {
+		return nil, false
+	}
+	out := append(make([]byte, 0, end.I-1-start), s.B[start:s.I]...)
 	for s.I < len(s.B) {
 		c := s.B[s.I]
 		switch {
 		case c == '"':
 			s.I++
-			if !utf8.Valid(out) {
-				out = []byte(string([]rune(string(out))))
-			}
-			return out, true
+			return out, utf8.Valid(out)
 		case c < 0x20:
 			return nil, false
 		case c != '\\':
@@ -301,6 +316,10 @@ func (s *Scanner) Skip() bool {
 
 // skipNested validates and skips an object or array.
 func (s *Scanner) skipNested() bool {
+	if s.depth++; s.depth > MaxDepth {
+		return false
+	}
+	defer func() { s.depth-- }()
 	open := s.B[s.I]
 	s.I++
 	s.WS()
@@ -337,18 +356,23 @@ func (s *Scanner) skipNested() bool {
 }
 
 // QuoteOrBackslash is the index of the first '"' or '\\' in b, or -1.
+// It looks through windows that double in size, so finding each escape of
+// a long string costs about the distance to it, not to the string's end.
 func QuoteOrBackslash(b []byte) int {
-	q := bytes.IndexByte(b, '"')
-	if q < 0 {
-		q = len(b)
+	for start, size := 0, 64; start < len(b); start, size = start+size, 2*size {
+		w := b[start:min(start+size, len(b))]
+		q := bytes.IndexByte(w, '"')
+		if q < 0 {
+			q = len(w)
+		}
+		if k := bytes.IndexByte(w[:q], '\\'); k >= 0 {
+			return start + k
+		}
+		if q < len(w) {
+			return start + q
+		}
 	}
-	if k := bytes.IndexByte(b[:q], '\\'); k >= 0 {
-		return k
-	}
-	if q == len(b) {
-		return -1
-	}
-	return q
+	return -1
 }
 
 // skipString passes over a string by its boundaries (its quote at I)
@@ -402,4 +426,164 @@ func (s *Scanner) SkipBounds() bool {
 		return false
 	}
 	return s.Skip()
+}
+
+// InvalidUTF8 finds the first string of the JSON value b (a member name or
+// a string value) that is not valid UTF-8 and returns its JSON Pointer
+// (RFC 6901; a member name's is its member's). found is false when b is
+// valid UTF-8, or when what precedes the bad string is not JSON.
+func InvalidUTF8(b []byte) (pointer string, found bool) {
+	if utf8.Valid(b) {
+		return "", false
+	}
+	s := Scanner{B: b}
+	s.WS()
+	pointer, found, _ = s.invalidUTF8("")
+	return pointer, found
+}
+
+// invalidUTF8 walks one value for InvalidUTF8; ok is false when the value
+// is malformed, ending the walk.
+func (s *Scanner) invalidUTF8(at string) (pointer string, found, ok bool) {
+	if s.I >= len(s.B) {
+		return "", false, false
+	}
+	switch c := s.B[s.I]; c {
+	case '"':
+		start := s.I
+		if !s.skipString() {
+			return "", false, false
+		}
+		return at, !utf8.Valid(s.B[start:s.I]), true
+	case '{', '[':
+		s.I++
+		for i := 0; ; i++ {
+			s.WS()
+			if s.Eat('}') || s.Eat(']') {
+				return "", false, true
+			}
+			if i > 0 && !s.Eat(',') {
+				return "", false, false
+			}
+			s.WS()
+			elem := at + "/" + strconv.Itoa(i)
+			if c == '{' {
+				start := s.I
+				if s.I >= len(s.B) || s.B[s.I] != '"' || !s.skipString() {
+					return "", false, false
+				}
+				raw := s.B[start:s.I]
+				name := raw[1 : len(raw)-1]
+				if v, ok := (&Scanner{B: raw}).Str(); ok {
+					name = v
+				}
+				elem = at + "/" + pointerToken(name)
+				if !utf8.Valid(raw) {
+					return elem, true, true
+				}
+				s.WS()
+				if !s.Eat(':') {
+					return "", false, false
+				}
+				s.WS()
+			}
+			if pointer, found, ok = s.invalidUTF8(elem); found || !ok {
+				return pointer, found, ok
+			}
+		}
+	default:
+		return "", false, s.Skip()
+	}
+}
+
+// pointerToken escapes a member name for a JSON Pointer.
+func pointerToken(name []byte) string {
+	return strings.NewReplacer("~", "~0", "/", "~1").Replace(string(name))
+}
+
+// Value decodes one JSON value as encoding/json decodes into an any with
+// UseNumber: objects as map[string]any (the last of repeated names wins),
+// arrays as []any, strings, numbers as json.Number, booleans and nil. It
+// copies no more than it must: a string with escapes keeps the slice it
+// was decoded into, others are copied out of B once.
+func (s *Scanner) Value() (any, bool) {
+	if s.I >= len(s.B) {
+		return nil, false
+	}
+	switch c := s.B[s.I]; {
+	case c == '"':
+		v, copied, ok := s.str()
+		if copied {
+			return unsafe.String(unsafe.SliceData(v), len(v)), ok
+		}
+		return string(v), ok
+	case c == '{' || c == '[':
+		return s.nested()
+	case c == 't' || c == 'f' || c == 'n':
+		switch lit, ok := s.Literal(); {
+		case !ok:
+			return nil, false
+		case lit == "null":
+			return nil, true
+		default:
+			return lit == "true", true
+		}
+	default:
+		start := s.I
+		if _, ok := s.Number(); !ok {
+			return nil, false
+		}
+		return json.Number(s.B[start:s.I]), true
+	}
+}
+
+// nested is Value for an object or array.
+func (s *Scanner) nested() (any, bool) {
+	if s.depth++; s.depth > MaxDepth {
+		return nil, false
+	}
+	defer func() { s.depth-- }()
+	obj := s.B[s.I] == '{'
+	s.I++
+	var m map[string]any
+	var a []any
+	closer := byte(']')
+	if obj {
+		m, closer = map[string]any{}, '}'
+	} else {
+		a = []any{}
+	}
+	s.WS()
+	for more := !s.Eat(closer); more; {
+		s.WS()
+		var name []byte
+		if obj {
+			var ok bool
+			if name, ok = s.Str(); !ok {
+				return nil, false
+			}
+			s.WS()
+			if !s.Eat(':') {
+				return nil, false
+			}
+			s.WS()
+		}
+		v, ok := s.Value()
+		if !ok {
+			return nil, false
+		}
+		if obj {
+			m[string(name)] = v
+		} else {
+			a = append(a, v)
+		}
+		s.WS()
+		if more = !s.Eat(closer); more && !s.Eat(',') {
+			return nil, false
+		}
+	}
+	if obj {
+		return m, true
+	}
+	return a, true
 }

@@ -1,10 +1,12 @@
 package jsonscan
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math/big"
 	"math/rand"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -43,6 +45,24 @@ func TestQuoteOrBackslash(t *testing.T) {
 			t.Errorf("QuoteOrBackslash(%q) = %d, want %d", in, got, want)
 		}
 	}
+	// Across the boundaries of the windows it searches.
+	for _, at := range []int{0, 63, 64, 65, 191, 192, 193, 1000, 4031, 4032, 100000} {
+		b := bytes.Repeat([]byte{'a'}, 200000)
+		for _, c := range []byte{'"', '\\'} {
+			b[at] = c
+			if got := QuoteOrBackslash(b); got != at {
+				t.Errorf("QuoteOrBackslash with %q at %d = %d", c, at, got)
+			}
+			b[at+1] = '"' + '\\' - c // the other one, later
+			if got := QuoteOrBackslash(b); got != at {
+				t.Errorf("QuoteOrBackslash with %q at %d, then the other = %d", c, at, got)
+			}
+			b[at], b[at+1] = 'a', 'a'
+		}
+	}
+	if got := QuoteOrBackslash(bytes.Repeat([]byte{'a'}, 5000)); got != -1 {
+		t.Errorf("QuoteOrBackslash of no quote = %d", got)
+	}
 }
 
 // TestSkipAgreesWithEncodingJSON: Skip accepts exactly the documents
@@ -78,6 +98,39 @@ func TestSkipAgreesWithEncodingJSON(t *testing.T) {
 		if want := json.Valid([]byte(c)); got != want {
 			t.Errorf("Skip(%q) = %v, json.Valid says %v", c, got, want)
 		}
+		// Value decodes what encoding/json decodes, as it does.
+		s = Scanner{B: []byte(c)}
+		s.WS()
+		v, ok := s.Value()
+		ok = ok && s.Done()
+		dec := json.NewDecoder(strings.NewReader(c))
+		dec.UseNumber()
+		var want any
+		wantOK := dec.Decode(&want) == nil && json.Valid([]byte(c))
+		if ok != wantOK || (ok && !reflect.DeepEqual(v, want)) {
+			t.Errorf("Value(%q) = %#v, %v; encoding/json says %#v, %v", c, v, ok, want, wantOK)
+		}
+	}
+}
+
+// TestNestingDepthIsBounded: values nested deeper than MaxDepth are
+// refused, not a stack overflow; MaxDepth levels are fine.
+func TestNestingDepthIsBounded(t *testing.T) {
+	deep := []byte(strings.Repeat("[", 20<<20))
+	if (&Scanner{B: deep}).Skip() {
+		t.Error("Skip accepted unclosed nesting")
+	}
+	if _, ok := (&Scanner{B: deep}).Value(); ok {
+		t.Error("Value accepted unclosed nesting")
+	}
+	for depth, want := range map[int]bool{MaxDepth: true, MaxDepth + 1: false} {
+		doc := []byte(strings.Repeat(`{"a":[`, depth/2) + strings.Repeat("[", depth%2) + strings.Repeat("]", depth%2) + strings.Repeat(`]}`, depth/2))
+		if got := (&Scanner{B: doc}).Skip(); got != want {
+			t.Errorf("Skip of depth %d = %v", depth, got)
+		}
+		if _, got := (&Scanner{B: doc}).Value(); got != want {
+			t.Errorf("Value of depth %d = %v", depth, got)
+		}
 	}
 }
 
@@ -103,4 +156,40 @@ func ExampleScanner_Str() {
 	v, ok := s.Str()
 	fmt.Println(string(v), ok, string(s.B[s.I:]))
 	// Output: café true  rest
+}
+
+// TestStrRefusesInvalidUTF8: a string with bytes that are not UTF-8 is
+// refused, with or without escapes, rather than altered.
+func TestStrRefusesInvalidUTF8(t *testing.T) {
+	for _, in := range []string{"\"a\xffb\"", "\"\\n\xc3\"", "\"\xed\xa0\x80\"", "\"caf\xe9\""} {
+		if v, ok := (&Scanner{B: []byte(in)}).Str(); ok {
+			t.Errorf("Str(%q) = %q, want refused", in, v)
+		}
+	}
+	for _, in := range []string{`"é"`, `"\u00e9"`, `"\ud83d\ude00"`, `"plain"`} {
+		if _, ok := (&Scanner{B: []byte(in)}).Str(); !ok {
+			t.Errorf("Str(%s) refused", in)
+		}
+	}
+}
+
+func TestInvalidUTF8(t *testing.T) {
+	for in, want := range map[string]string{
+		"\"\xff\"":                               "",
+		"{\"a\":\"ok\",\"b\":\"x\xffy\"}":        "/b",
+		"{\"a\":{\"c/d\":[1,\"\xfe\"]}}":         "/a/c~1d/1",
+		"{\"k\xff\":1}":                          "/k\xff",
+		"[true, null, {\"~\":\"\xc3\"}]":         "/2/~0",
+		"{\"e\\u00e9\":[\"\\\"\",\"\xc0\xaf\"]}": "/eé/1",
+	} {
+		got, found := InvalidUTF8([]byte(in))
+		if !found || got != want {
+			t.Errorf("InvalidUTF8(%q) = %q, %v; want %q", in, got, found, want)
+		}
+	}
+	for _, in := range []string{`{"a":"é","b":["\u00e9"]}`, `1`, "[1,2,}\xff"} {
+		if got, found := InvalidUTF8([]byte(in)); found {
+			t.Errorf("InvalidUTF8(%q) found %q", in, got)
+		}
+	}
 }

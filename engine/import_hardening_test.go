@@ -1,0 +1,229 @@
+package engine_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/shapelog/shapelog/internal/pgtest"
+)
+
+// hardeningSetup gives a test a database, a connection to it and the URL
+// of an engine on it.
+func hardeningSetup(t *testing.T) (*pgx.Conn, string) {
+	t.Helper()
+	dbURL := pgtest.NewDatabase(t)
+	conn := connect(t, dbURL)
+	return conn, startEngine(t, dbURL).URL()
+}
+
+// importBody posts an import_airbyte_records body with the test key.
+func importBody(t *testing.T, base, body string) apiResult {
+	t.Helper()
+	status, b := sendJSON(t, http.MethodPost, base+"/api/streaming_import/import_airbyte_records", "Convex "+testKey, body)
+	return apiResult{Status: status, Body: b}
+}
+
+// want400 checks a 400 with code whose message names every one of words.
+func (r apiResult) want400(t *testing.T, code string, words ...string) {
+	t.Helper()
+	var e struct{ Code, Message string }
+	if r.Status != http.StatusBadRequest || json.Unmarshal(r.Body, &e) != nil || e.Code != code {
+		t.Fatalf("got %d %s, want 400 %s", r.Status, r.Body, code)
+	}
+	for _, w := range words {
+		if !strings.Contains(e.Message, w) {
+			t.Errorf("message %q does not name %q", e.Message, w)
+		}
+	}
+}
+
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// TestImportRefusesReservedSchemas: no endpoint that takes a table name
+// reaches into the engine's own schema or PostgreSQL's system schemas; each
+// is a 400 naming the table and the schema, and nothing is written.
+func TestImportRefusesReservedSchemas(t *testing.T) {
+	conn, base := hardeningSetup(t)
+	// The engine's idempotency table exists: an import with a key made it.
+	if r := importBody(t, base, `{"tables":{"ok":{}},"messages":[{"tableName":"ok","data":{"a":1}}]}`); r.Status != http.StatusOK {
+		t.Fatalf("import: %d %s", r.Status, r.Body)
+	}
+	status, body := sendJSONWithKey(t, base, "seed-key", `{"tables":{"ok":{}},"messages":[]}`)
+	if status != http.StatusOK {
+		t.Fatalf("import with key: %d %s", status, body)
+	}
+	reserved := map[string]string{
+		"shapelog.import_keys":      "shapelog",
+		"shapelog.other":            "shapelog",
+		`"shapelog"."import_keys"`:  "shapelog",
+		"pg_catalog.pg_class":       "pg_catalog",
+		"pg_catalog.x":              "pg_catalog",
+		"information_schema.x":      "information_schema",
+		"information_schema.tables": "information_schema",
+		"pg_toast.x":                "pg_toast",
+		"pg_temp.x":                 "pg_temp",
+		"pg_temp_3.x":               "pg_temp_3",
+		"pg_toast_temp_1.x":         "pg_toast_temp_1",
+		`"pg_catalog"."x"`:          "pg_catalog",
+		"pg_anything_at_all.x":      "pg_anything_at_all",
+		`"pg_temp"."a.b"`:           "pg_temp",
+	}
+	for name, schema := range reserved {
+		q := jsonString(name)
+		calls := []struct{ method, path, body string }{
+			{http.MethodPost, "import_airbyte_records", `{"tables":{` + q + `:{}},"messages":[{"tableName":` + q + `,"data":{"key":"x"}}]}`},
+			{http.MethodPut, "clear_tables", `{"tableNames":[` + q + `]}`},
+			{http.MethodPut, "add_primary_key_indexes", `{"indexes":{` + q + `:[["key"]]}}`},
+			{http.MethodGet, "primary_key_indexes_ready", `{"tables":[` + q + `]}`},
+			{http.MethodPut, "delete_other_generations", `{"tables":{` + q + `:1}}`},
+		}
+		for _, c := range calls {
+			status, b := sendJSON(t, c.method, base+"/api/streaming_import/"+c.path, "Convex "+testKey, c.body)
+			apiResult{Status: status, Body: b}.want400(t, "InvalidTableName", strconv.Quote(name), strconv.Quote(schema), "reserved")
+		}
+	}
+	if got := rowsOf(t, conn, `SELECT key FROM shapelog.import_keys`); len(got) != 1 || got[0] != "seed-key" {
+		t.Fatalf("shapelog.import_keys = %v, want only seed-key", got)
+	}
+	if got := rowsOf(t, conn, `SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname IN ('shapelog', 'information_schema', 'pg_catalog') AND c.relname IN ('x', 'other')`); got[0] != "0" {
+		t.Fatalf("%s tables were created in reserved schemas", got[0])
+	}
+	// Names that only look like reserved ones are ordinary schemas.
+	for _, name := range []string{"pg.t", "shapelog_data.t", "PG_CATALOG.t", "public.pg_class"} {
+		q := jsonString(name)
+		if r := importBody(t, base, `{"tables":{`+q+`:{}},"messages":[{"tableName":`+q+`,"data":{"a":1}}]}`); r.Status != http.StatusOK {
+			t.Fatalf("import into %s: %d %s", name, r.Status, r.Body)
+		}
+	}
+	if got := rowsOf(t, conn, `SELECT count(*) FROM pg.t, shapelog_data.t, "PG_CATALOG".t, public.pg_class`); got[0] != "1" {
+		t.Fatalf("imports into look-alike schemas: %v", got)
+	}
+}
+
+// sendJSONWithKey posts an import body with an Idempotency-Key.
+func sendJSONWithKey(t *testing.T, base, key, body string) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, base+"/api/streaming_import/import_airbyte_records", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Convex "+testKey)
+	req.Header.Set("Idempotency-Key", key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
+}
+
+// TestImportRefusesNULAndInvalidUTF8: what PostgreSQL cannot store as it
+// was sent (a NUL in a name or a text value, bytes that are not UTF-8) is
+// a 400 naming the table name or the field, never silently changed data
+// or a 500.
+func TestImportRefusesNULAndInvalidUTF8(t *testing.T) {
+	conn, base := hardeningSetup(t)
+	textSchema := `{"type":"object","properties":{"s":{"type":"string"},"j":{"type":"object"}}}`
+	cases := []struct {
+		name, body, code string
+		words            []string
+	}{
+		{"NUL in a declared table name", `{"tables":{"a\u0000b":{}},"messages":[]}`, "InvalidTableName", []string{"NUL", `"a\x00b"`}},
+		{"NUL in a schema name", `{"tables":{"s\u0000.t":{}},"messages":[]}`, "InvalidTableName", []string{"NUL"}},
+		{"invalid UTF-8 in a declared table name", "{\"tables\":{\"t\xff\":{}},\"messages\":[]}", "BadJsonBody", []string{"`tables`", `"/t\xff"`, "UTF-8"}},
+		{"invalid UTF-8 in a message's table name", "{\"tables\":{\"t\":{}},\"messages\":[{\"tableName\":\"t\xff\",\"data\":{}}]}", "BadJsonBody", []string{"message 0", `"/tableName"`, "UTF-8"}},
+		{"invalid UTF-8 in a jsonSchema", "{\"tables\":{\"t\":{\"jsonSchema\":{\"description\":\"\xc3\"}}},\"messages\":[]}", "BadJsonBody", []string{`"/t/jsonSchema/description"`, "UTF-8"}},
+		{"invalid UTF-8 in a value", "{\"tables\":{\"t\":{}},\"messages\":[{\"tableName\":\"t\",\"data\":{\"a\":1}},{\"tableName\":\"t\",\"data\":{\"a\":2,\"s\":\"x\xffy\"}}]}", "InvalidRecord", []string{"message 1", "table t", `"/s"`, "UTF-8"}},
+		{"invalid UTF-8 in a nested value", "{\"tables\":{\"t\":{\"jsonSchema\":" + textSchema + "}},\"messages\":[{\"tableName\":\"t\",\"data\":{\"j\":{\"k\":[\"ok\",\"\xfe\"]}}}]}", "InvalidRecord", []string{"message 0", `"/j/k/1"`, "UTF-8"}},
+		{"invalid UTF-8 in a field name", "{\"tables\":{\"t\":{}},\"messages\":[{\"tableName\":\"t\",\"data\":{\"f\xff\":1}}]}", "InvalidRecord", []string{"message 0", `"/f\xff"`, "UTF-8"}},
+		{"invalid UTF-8 after an escape", "{\"tables\":{\"t\":{}},\"messages\":[{\"tableName\":\"t\",\"data\":{\"s\":\"\\n\xe2\x82\"}}]}", "InvalidRecord", []string{`"/s"`, "UTF-8"}},
+		{"NUL in a text value", `{"tables":{"t":{"jsonSchema":` + textSchema + `}},"messages":[{"tableName":"t","data":{"s":"a\u0000b"}}]}`, "InvalidValue", []string{"message 0", "field s", "NUL"}},
+		{"NUL in an undeclared text value", `{"tables":{"t":{}},"messages":[{"tableName":"t","data":{"u":"ok"}},{"tableName":"t","data":{"u":"\u0000"}}]}`, "InvalidValue", []string{"message 1", "field u", "NUL"}},
+		{"NUL in a dedup stream's text value", `{"tables":{"k":{"primaryKey":[["id"]]}},"messages":[{"tableName":"k","data":{"id":1,"s":"\u0000"}}]}`, "InvalidValue", []string{"message 0", "field s", "NUL"}},
+		{"NUL in a jsonb value", `{"tables":{"t":{"jsonSchema":` + textSchema + `}},"messages":[{"tableName":"t","data":{"j":{"k":"\u0000"}}}]}`, "InvalidValue", []string{"message 0", "field j", "\\u0000"}},
+		{"NUL in a text array", `{"tables":{"t":{"jsonSchema":{"type":"object","properties":{"a":{"type":"array","items":{"type":"string"}}}}}},"messages":[{"tableName":"t","data":{"a":["x","\u0000"]}}]}`, "InvalidValue", []string{"message 0", "field a"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			importBody(t, base, c.body).want400(t, c.code, c.words...)
+		})
+	}
+	if got := rowsOf(t, conn, `SELECT count(*) FROM pg_class WHERE relname IN ('t', 'k', 'ab', 'a') AND relkind = 'r'`); got[0] != "0" {
+		t.Fatalf("%s tables were created by refused requests", got[0])
+	}
+	// Valid UTF-8 and escapes still arrive exactly as sent.
+	body := `{"tables":{"ok":{}},"messages":[{"tableName":"ok","data":{"s":"café \u00e9 \ud83d\ude00 ☃","k\u00e9":"v"}}]}`
+	if r := importBody(t, base, body); r.Status != http.StatusOK {
+		t.Fatalf("import: %d %s", r.Status, r.Body)
+	}
+	if got := rowsOf(t, conn, `SELECT s, "ké" FROM ok`); len(got) != 1 || got[0] != "café é 😀 ☃|v" {
+		t.Fatalf("rows = %q", got)
+	}
+}
+
+// TestImportIdempotencyKeyReuse: a retry (same key, same body) is a no-op
+// 200; the key with another body is a 422 that writes nothing. Keys the
+// engine recorded before it kept body hashes (the column is added to an
+// existing table) still make their retries no-ops.
+func TestImportIdempotencyKeyReuse(t *testing.T) {
+	conn, base := hardeningSetup(t)
+	// The engine's table as an older engine left it, with one key.
+	mustExec(t, conn, `CREATE SCHEMA shapelog; CREATE TABLE shapelog.import_keys (key text PRIMARY KEY, imported_at timestamptz NOT NULL DEFAULT now());
+		INSERT INTO shapelog.import_keys (key) VALUES ('old')`)
+	bodyA := `{"tables":{"t":{}},"messages":[{"tableName":"t","data":{"n":1}}]}`
+	bodyB := `{"tables":{"t":{}},"messages":[{"tableName":"t","data":{"n":2}}]}`
+	send := func(key, body string, want int) {
+		t.Helper()
+		status, b := sendJSONWithKey(t, base, key, body)
+		if status != want {
+			t.Fatalf("key %s: %d %s, want %d", key, status, b, want)
+		}
+		if want == http.StatusUnprocessableEntity {
+			var e struct{ Code, Message string }
+			if json.Unmarshal(b, &e) != nil || e.Code != "IdempotencyKeyReused" || !strings.Contains(e.Message, key) || !strings.Contains(e.Message, "different body") {
+				t.Fatalf("key %s: %s", key, b)
+			}
+		}
+	}
+	rows := func(want string) {
+		t.Helper()
+		if got := strings.Join(rowsOf(t, conn, `SELECT n::text FROM t ORDER BY n`), ","); got != want {
+			t.Fatalf("rows %q, want %q", got, want)
+		}
+	}
+	send("k1", bodyA, http.StatusOK)
+	rows("1")
+	send("k1", bodyA, http.StatusOK) // a retry
+	rows("1")
+	send("k1", bodyB, http.StatusUnprocessableEntity)
+	send("k1", bodyA+" ", http.StatusUnprocessableEntity) // bytes, not meaning
+	rows("1")
+	send("old", bodyB, http.StatusOK) // recorded without a hash: a retry
+	rows("1")
+	send("k2", bodyB, http.StatusOK)
+	rows("1,2")
+	sum := sha256.Sum256([]byte(bodyA))
+	if got := rowsOf(t, conn, `SELECT key, body_sha256 = '\x`+hex.EncodeToString(sum[:])+`' FROM shapelog.import_keys WHERE key IN ('k1', 'old') ORDER BY key`); strings.Join(got, ",") != "k1|true,old|<nil>" {
+		t.Fatalf("stored hashes: %v", got)
+	}
+	// An invalid body with a used key is still reported as invalid.
+	status, b := sendJSONWithKey(t, base, "k1", `{"tables":{"t":{}},"messages":[{"tableName":"nope","data":{}}]}`)
+	if status != http.StatusBadRequest {
+		t.Fatalf("invalid body with a used key: %d %s", status, b)
+	}
+}

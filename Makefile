@@ -3,7 +3,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: build test lint bench demo clean
+.PHONY: build test lint fuzz bench demo clean
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/shapelog ./engine/cmd/shapelog
@@ -13,6 +13,21 @@ build:
 # The whole suite against throwaway PostgreSQL clusters (or $$DATABASE_URL).
 test: build
 	$(GO) test -race -count=1 -timeout 30m ./...
+
+# Each fuzz target for $(FUZZTIME), one after another (go test fuzzes one
+# target per package at a time). `make test` runs their seed corpora
+# (testdata/fuzz/<target>/); a failure found here is saved there too.
+# FUZZFLAGS passes more flags, e.g. FUZZFLAGS=-parallel=1.
+FUZZTIME    ?= 30s
+FUZZFLAGS   ?=
+FUZZ_TARGETS := engine/where:FuzzParse engine/where:FuzzMatch internal/jsonscan:FuzzSkip internal/jsonscan:FuzzScalar \
+	protocol:FuzzReader engine/importer:FuzzParseRequest engine/httpapi:FuzzCursors
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "== $${t#*:} in ./$${t%%:*} for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) $(FUZZFLAGS) ./$${t%%:*}; \
+	done
 
 lint:
 	$(GO) vet ./...

@@ -14,41 +14,62 @@ import (
 	"github.com/shapelog/shapelog/internal/jsonscan"
 )
 
-// Reader reads newline-delimited messages of any length.
+// MaxLineLength is the longest line a Reader takes, in bytes: four times
+// the engine's default import request limit (64 MiB), which a record never
+// exceeds. It bounds the memory a line without a newline can take.
+const MaxLineLength = 256 << 20
+
+// Reader reads newline-delimited messages up to MaxLineLength long.
 type Reader struct {
 	r    *bufio.Reader
 	line int
 	buf  []byte
+	max  int // MaxLineLength; smaller in tests
 }
 
 // NewReader reads messages from r (usually stdin).
 func NewReader(r io.Reader) *Reader {
-	return &Reader{r: bufio.NewReaderSize(r, 1<<20)}
+	return &Reader{r: bufio.NewReaderSize(r, 1<<20), max: MaxLineLength}
 }
 
 // Line is the number of the line Next returned last (1-based).
 func (r *Reader) Line() int { return r.line }
 
 // Next returns the next non-blank line without its newline, or io.EOF. The
-// slice is valid until the next call.
+// slice is valid until the next call. A line longer than MaxLineLength is
+// skipped and reported as a *LineError; reading can go on after it.
 func (r *Reader) Next() ([]byte, error) {
 	for {
 		r.buf = r.buf[:0]
+		tooLong := false
 		for {
 			chunk, err := r.r.ReadSlice('\n')
-			r.buf = append(r.buf, chunk...)
+			n := len(r.buf) + len(chunk)
+			if err == nil {
+				n-- // the newline
+			}
+			if !tooLong && n > r.max {
+				tooLong = true
+				r.buf = r.buf[:0]
+			}
+			if !tooLong {
+				r.buf = append(r.buf, chunk...)
+			}
 			if err == nil {
 				break
 			}
 			if errors.Is(err, bufio.ErrBufferFull) {
 				continue
 			}
-			if err == io.EOF && len(r.buf) > 0 {
+			if err == io.EOF && (len(r.buf) > 0 || tooLong) {
 				break
 			}
 			return nil, err
 		}
 		r.line++
+		if tooLong {
+			return nil, &LineError{Line: r.line, Err: fmt.Errorf("the line is longer than %d bytes", r.max)}
+		}
 		if line := bytes.TrimSpace(r.buf); len(line) > 0 {
 			return line, nil
 		}
@@ -173,6 +194,7 @@ func scanRecord(s *jsonscan.Scanner, r *InputRecord) bool {
 			return ok
 		case "namespace":
 			if lit, ok := s.Literal(); ok {
+				r.Namespace = nil // a repeated field: the last one counts
 				return lit == "null"
 			}
 			v, ok := scanString(s)

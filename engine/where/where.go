@@ -67,10 +67,14 @@ const prefix = "SELECT 1 WHERE "
 
 // Parse parses and type-checks expr for a table with the given columns.
 // params holds the values of $1..$n (keys "1", "2", …); every parameter
-// used needs one. The error is an *Error.
+// used needs one. The clause must keep within MaxLength, MaxNodes,
+// MaxDepth, MaxParams and MaxParamsLength. The error is an *Error.
 func Parse(expr string, params map[string]string, cols []catalog.Column) (*Filter, error) {
 	if strings.IndexByte(expr, 0) >= 0 || !utf8.ValidString(expr) {
 		return nil, &Error{Reason: "a where clause must be valid UTF-8 without NUL characters"}
+	}
+	if err := checkSize(expr, params); err != nil {
+		return nil, err
 	}
 	tree, err := pg_query.Parse(prefix + expr)
 	if err != nil {
@@ -94,6 +98,9 @@ func Parse(expr string, params map[string]string, cols []catalog.Column) (*Filte
 		len(sel.WindowClause) > 0 || sel.Op != pg_query.SetOperation_SETOP_NONE || sel.WithClause != nil || len(sel.LockingClause) > 0 ||
 		sel.IntoClause != nil || len(sel.DistinctClause) > 0 || len(sel.ValuesLists) > 0 {
 		return nil, &Error{Reason: "a where clause must be a single boolean expression"}
+	}
+	if err := checkComplexity(sel.WhereClause); err != nil {
+		return nil, err
 	}
 	c := &compiler{cols: cols, params: params, used: map[int]bool{}}
 	root, err := c.compile(sel.WhereClause)

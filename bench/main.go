@@ -36,7 +36,7 @@ func main() {
 	syncChanges := flag.Int("sync-changes", 100_000, "changes for the incremental end-to-end sync")
 	liveClients := flag.Int("live-clients", 10_000, "concurrent live clients on one shape")
 	liveWrites := flag.Int("live-writes", 10, "writes (1 s apart) the live clients wait for")
-	only := flag.String("only", "", "run one part: snapshot, changes, latency, shapes, import, connectors, rss (default all)")
+	only := flag.String("only", "", "run one part: snapshot, changes, latency, shapes, sse, import, connectors, rss (default all)")
 	bin := flag.String("engine", "bin/shapelog", "engine binary")
 	flag.Parse()
 	// The client side is tuned like the engine: few GCs, bounded memory.
@@ -81,6 +81,11 @@ func main() {
 	}
 	if want("shapes") {
 		if err := h.shapesBench(ctx, *liveClients, *liveWrites, add); err != nil {
+			fail(err)
+		}
+	}
+	if want("sse") {
+		if err := h.sseBench(ctx, *liveClients, *liveWrites, add); err != nil {
 			fail(err)
 		}
 	}

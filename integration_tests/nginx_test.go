@@ -348,6 +348,35 @@ func TestNginxCachesAndCollapsesShapeRequests(t *testing.T) {
 		t.Errorf("the engine saw %d requests for one live URL asked %d times, want ≤ 3 (nginx should collapse them)", origins, n)
 	}
 
+	// Live mode over SSE streams through nginx, bypassing its cache.
+	t.Run("Electric client over SSE through nginx", func(t *testing.T) {
+		if _, err := exec.LookPath("node"); err != nil {
+			t.Skip("skipping: `node` is not installed")
+		}
+		c := startElectricClientWith(t, "SSE through nginx", nginx, map[string]any{"table": "items", "secret": secret}, map[string]any{"liveSse": true})
+		c.waitRows("initial sync through nginx", func(rows map[string]map[string]any) string {
+			if len(rows) != 21 {
+				return fmt.Sprintf("%d rows", len(rows))
+			}
+			return ""
+		})
+		c.waitEvent("an SSE request through nginx", func(ev clientEvent) bool {
+			return ev.Event == "fetch" && strings.Contains(ev.URL, "live_sse=true") && ev.Status == 200
+		})
+		sse := c.countFetches("live_sse=true")
+		connectortest.Exec(t, conn, `UPDATE items SET title = 'over sse' WHERE id = 3`)
+		connectortest.Exec(t, conn, `UPDATE items SET title = 'over sse too' WHERE id = 4`)
+		c.waitRows("live changes over SSE through nginx", func(rows map[string]map[string]any) string {
+			if rows["3"]["title"] != "over sse" || rows["4"]["title"] != "over sse too" {
+				return fmt.Sprintf("rows 3 and 4: %v %v", rows["3"], rows["4"])
+			}
+			return ""
+		})
+		if n := c.countFetches("live_sse=true"); n != sse {
+			t.Errorf("%d more SSE requests for two changes: nginx did not stream the open response", n-sse)
+		}
+	})
+
 	// Electric's own client also syncs through the cache.
 	t.Run("Electric client through nginx", func(t *testing.T) {
 		if _, err := exec.LookPath("node"); err != nil {

@@ -353,7 +353,7 @@ func (w *rawResponse) render() []byte {
 	w.WriteHeader(http.StatusOK)
 	h := w.header
 	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
-	if h.Get("Content-Length") == "" && w.status != http.StatusNotModified {
+	if h.Get("Content-Length") == "" && h.Get("Transfer-Encoding") == "" && w.status != http.StatusNotModified {
 		h.Set("Content-Length", strconv.Itoa(w.body.Len()))
 	}
 	var out bytes.Buffer

@@ -72,6 +72,7 @@ type Server struct {
 	pool     *pgxpool.Pool
 	types    *catalog.Types
 	parking  *parkingLot
+	streams  *sseStreamer
 	metrics  *metrics.Metrics
 	log      zerolog.Logger
 }
@@ -96,6 +97,9 @@ func New(cfg Config, store *shapelog.Store, repl *replication.Replicator, snaps 
 	s := &Server{cfg: cfg, store: store, repl: repl, snaps: snaps, importer: imp, pool: pool, types: types, metrics: cfg.Metrics,
 		log: log.With().Str("component", "http").Logger()}
 	s.parking = newParkingLot(s)
+	s.streams = newSSEStreamer(s)
+	s.metrics.Gauge("shapelog_live_sse_streams", "Live shape responses streaming Server-Sent Events.",
+		func() float64 { return float64(s.streams.open()) })
 	s.metrics.Gauge("shapelog_live_requests_parked", "Live shape requests waiting for changes in the parking lot.",
 		func() float64 { return float64(s.parking.parked()) })
 	return s
@@ -103,7 +107,10 @@ func New(cfg Config, store *shapelog.Store, repl *replication.Replicator, snaps 
 
 // Close drops the connections of parked live requests (their clients
 // retry); call it after the HTTP server's Shutdown.
-func (s *Server) Close() { s.parking.close() }
+func (s *Server) Close() {
+	s.parking.close()
+	s.streams.close()
+}
 
 // Handler routes every endpoint.
 func (s *Server) Handler() http.Handler {

@@ -15,6 +15,9 @@ import (
 const (
 	sseKeepAlive      = 21 * time.Second
 	sseDefaultTimeout = 60 * time.Second
+	// sseBatchBytes bounds the events one wake sends a stream; a stream
+	// further behind gets the rest at once, on the next turn.
+	sseBatchBytes = 1 << 20
 )
 
 // sseTimings are the stream's length and its keep-alive interval: Electric's,
@@ -30,9 +33,12 @@ func (s *Server) sseTimings() (timeout, keepAlive time.Duration) {
 // serveSSE answers a live request (live_sse=true) as Electric does: one
 // text/event-stream response carrying the shape's changes after the offset
 // as `data:` events, each batch closed by an up-to-date whose
-// global_last_seen_lsn the client resumes from, keep-alive comments, and a
-// silent end after the SSE timeout (the client reconnects). A shape that is
-// gone ends the stream; the next request gets its 409.
+// global_last_seen_lsn the client resumes from, keep-alive comments, and an
+// end after the SSE timeout (the client reconnects). A shape that is gone
+// ends the stream; the next request gets its 409. The connection is taken
+// from net/http and written by the shape's streamer (see sseStreamer), so an
+// open stream costs no goroutine; where it cannot be taken (HTTP/2), the
+// request's goroutine streams.
 func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, m *shapes.Manager, shape *shapes.Shape, req *shapeRequest, def *shapes.Definition) {
 	ctx := r.Context()
 	// The first read answers what a long poll would (bad offsets, a gone
@@ -47,7 +53,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, m *shapes.Mana
 		s.shapeFailure(ctx, w, m, def, req.def, err)
 		return
 	}
-	timeout, keepAliveEvery := s.sseTimings()
+	timeout, keepAlive := s.sseTimings()
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "public, max-age="+strconv.Itoa(max(1, int(timeout/time.Second)-1)))
@@ -58,70 +64,103 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, m *shapes.Mana
 	h.Set("Electric-Up-To-Date", "")
 	h.Set("Electric-Has-Data", "true")
 	h.Set("ETag", `"`+shape.Handle+":"+req.offset.String()+":sse:"+strconv.FormatInt(time.Now().UnixNano(), 10)+`"`)
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	if rc.Flush() != nil {
+	st := &sseStream{shape: shape, offset: req.offset, ends: time.Now().Add(timeout), changed: changed}
+	first, err := st.batch(ctx, resp)
+	if err != nil {
+		s.shapeFailure(ctx, w, m, def, req.def, err)
 		return
 	}
-	end := time.NewTimer(timeout)
+	if s.streams.take(w, r, st, first) {
+		return
+	}
+	// The request's own goroutine streams.
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	end := time.NewTimer(time.Until(st.ends))
 	defer end.Stop()
-	keepAlive := time.NewTimer(keepAliveEvery)
-	defer keepAlive.Stop()
-	offset := req.offset
-	var buf []byte
+	quiet := time.NewTimer(keepAlive)
+	defer quiet.Stop()
+	out := first
 	for {
-		if len(resp.Body) > 0 {
-			buf = appendEvents(buf[:0], resp.Body)
-			offset = resp.End
-			if resp.UpToDate {
-				// The client resumes from `<global_last_seen_lsn>_0`: one past
-				// the last commit it has is an offset between log entries,
-				// served from the next transaction on.
-				buf = appendEvent(buf, shapes.UpToDate(offset.Tx+1))
-			}
-			if _, err := w.Write(buf); err != nil || rc.Flush() != nil {
+		if len(out) > 0 {
+			if _, err := w.Write(out); err != nil {
 				return
 			}
-			keepAlive.Reset(keepAliveEvery)
+			quiet.Reset(keepAlive)
 		}
-		if !resp.UpToDate {
-			resp, changed, err = s.readFrom(ctx, shape, offset)
-			if err != nil {
+		if rc.Flush() != nil {
+			return
+		}
+		out = nil
+		if st.behind {
+			if out, err = st.next(ctx); err != nil {
 				return
 			}
 			continue
 		}
-	wait:
-		for {
-			select {
-			case <-changed:
-				if resp, changed, err = s.readFrom(ctx, shape, offset); err != nil {
-					return
-				}
-				break wait
-			case <-keepAlive.C:
-				if _, err := w.Write([]byte(": keep-alive\n\n")); err != nil || rc.Flush() != nil {
-					return
-				}
-				keepAlive.Reset(keepAliveEvery)
-			case <-end.C:
-				return
-			case <-ctx.Done():
+		select {
+		case <-st.changed:
+			if out, err = st.next(ctx); err != nil {
 				return
 			}
+		case <-quiet.C:
+			out = []byte(": keep-alive\n\n")
+		case <-end.C:
+			return
+		case <-ctx.Done():
+			return
 		}
 	}
 }
 
-// readFrom reads a shape's messages after offset, with the change signal
-// from before the read.
-func (s *Server) readFrom(ctx context.Context, shape *shapes.Shape, offset shapes.Offset) (*shapes.Response, <-chan struct{}, error) {
-	_, changed, err := shape.Head()
+// sseStream is one open live_sse response.
+type sseStream struct {
+	shape   *shapes.Shape
+	offset  shapes.Offset   // what the client has
+	ends    time.Time       // when the response ends
+	changed <-chan struct{} // the shape's change signal from before the last read
+	behind  bool            // the last batch stopped at sseBatchBytes
+}
+
+// next reads what the shape has after the stream's offset and renders it.
+func (st *sseStream) next(ctx context.Context) ([]byte, error) {
+	_, changed, err := st.shape.Head()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	resp, err := shape.Read(ctx, offset)
-	return resp, changed, err
+	st.changed = changed
+	resp, err := st.shape.Read(ctx, st.offset)
+	if err != nil {
+		return nil, err
+	}
+	return st.batch(ctx, resp)
+}
+
+// batch renders resp, and what follows it up to the shape's head (at most
+// about sseBatchBytes), as events: the messages, then an up-to-date once
+// the stream has caught up. It moves the stream's offset past them.
+func (st *sseStream) batch(ctx context.Context, resp *shapes.Response) ([]byte, error) {
+	var out []byte
+	for {
+		if len(resp.Body) > 0 {
+			out = appendEvents(out, resp.Body)
+			st.offset = resp.End
+			if resp.UpToDate {
+				// The client resumes from `<global_last_seen_lsn>_0`: one past
+				// the last commit it has is an offset between log entries,
+				// served from the next transaction on.
+				out = appendEvent(out, shapes.UpToDate(st.offset.Tx+1))
+			}
+		}
+		st.behind = !resp.UpToDate
+		if resp.UpToDate || len(out) >= sseBatchBytes {
+			return out, nil
+		}
+		var err error
+		if resp, err = st.shape.Read(ctx, st.offset); err != nil {
+			return nil, err
+		}
+	}
 }
 
 // appendEvents appends each message of body (JSON objects separated by

@@ -97,8 +97,13 @@ func parseRequestInto(body io.Reader, sink recordSink) (*request, error) {
 					return fail(err)
 				}
 			default:
-				if _, err := br.value(); err != nil {
+				// Not ours, but still JSON: malformed JSON anywhere is a 400.
+				raw, err := br.value()
+				if err != nil {
 					return fail(err)
+				}
+				if !json.Valid(raw) {
+					return fail(badRequest("BadJsonBody", "Failed to parse the JSON body: the value of `%s` is not valid JSON", key))
 				}
 			}
 			if more, err = br.next('}'); err != nil {

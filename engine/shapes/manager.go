@@ -247,7 +247,9 @@ func (m *Manager) restore(ctx context.Context) error {
 				// next start; its clients get a new one meanwhile.
 				m.log.Warn().Err(err).Str("handle", md.Handle).Msg("cannot check stored shape; not serving it until the next start")
 				continue
-			case err != nil || d.Table.OID != md.OID || d.Identity() != md.Identity:
+			case err != nil:
+				reason = "its definition is no longer accepted: " + pe.Error()
+			case d.Table.OID != md.OID || d.Identity() != md.Identity:
 				reason = "its table changed"
 			}
 		}

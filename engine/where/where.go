@@ -100,18 +100,18 @@ func Parse(expr string, params map[string]string, cols []catalog.Column) (*Filte
 		return nil, &Error{Reason: "a where clause must be a single boolean expression"}
 	}
 	if err := checkComplexity(sel.WhereClause); err != nil {
-		return nil, err
+		return nil, inCharacters(err, expr)
 	}
 	c := &compiler{cols: cols, params: params, used: map[int]bool{}}
 	root, err := c.compile(sel.WhereClause)
 	if err != nil {
-		return nil, err
+		return nil, inCharacters(err, expr)
 	}
 	if root.typ().k != kBool && root.typ().k != kUnknown {
 		return nil, &Error{Reason: "where clause must be a boolean expression, not " + root.typ().String()}
 	}
 	if root, err = c.coerce(root, typ{k: kBool}, 0); err != nil {
-		return nil, err
+		return nil, inCharacters(err, expr)
 	}
 	var b strings.Builder
 	root.sql(&b)
@@ -121,6 +121,18 @@ func Parse(expr string, params map[string]string, cols []catalog.Column) (*Filte
 	}
 	slices.Sort(f.cols)
 	return f, nil
+}
+
+// inCharacters turns an *Error's location from a byte offset into expr (the
+// parse tree's) into characters, as PostgreSQL counts a syntax error's
+// position, so that every location counts the same way in the client's
+// clause.
+func inCharacters(err error, expr string) error {
+	var e *Error
+	if errors.As(err, &e) && e.Location > 0 && e.Location <= len(expr) {
+		e.Location = utf8.RuneCountInString(expr[:e.Location])
+	}
+	return err
 }
 
 // SQL is the normalized clause for a snapshot query over the table.

@@ -558,3 +558,25 @@ func BenchmarkMatch(b *testing.B) {
 		})
 	}
 }
+
+// TestErrorLocationsCountCharacters: every error locates itself in
+// characters of the client's clause, whether PostgreSQL's parser or the
+// type checker found it, also after multi-byte characters.
+func TestErrorLocationsCountCharacters(t *testing.T) {
+	cols := []catalog.Column{
+		{Name: "título", Type: &catalog.Type{Name: "text", Kind: catalog.KindText}},
+		{Name: "id", Type: &catalog.Type{Name: "integer", Kind: catalog.KindInt4}},
+	}
+	for expr, want := range map[string]int{
+		`"título" = 'ñ' AND titl = 'x'`: 19, // unknown reference
+		`"título" = 'ñ' AND id = 'x'`:   22, // invalid input (at the operator)
+		`"título" = 'ñ' AND )`:          19, // syntax error
+		`id = 1 AND title = `:           19,
+	} {
+		_, err := where.Parse(expr, nil, cols)
+		var e *where.Error
+		if !errors.As(err, &e) || e.Location != want {
+			t.Errorf("%s: %v, want location %d", expr, err, want)
+		}
+	}
+}

@@ -263,16 +263,21 @@ func (s *Scanner) strSlow(start int) ([]byte, bool) {
 				return nil, false
 			}
 			if utf16.IsSurrogate(r) {
+				// A pair takes the next escape; anything else leaves it to
+				// be read on its own, as encoding/json does.
+				pair := utf8.RuneError
 				if s.I+1 < len(s.B) && s.B[s.I] == '\\' && s.B[s.I+1] == 'u' {
+					next := s.I
 					s.I += 2
 					r2, ok := s.hex4()
 					if !ok {
 						return nil, false
 					}
-					r = utf16.DecodeRune(r, r2)
-				} else {
-					r = utf8.RuneError
+					if pair = utf16.DecodeRune(r, r2); pair == utf8.RuneError {
+						s.I = next
+					}
 				}
+				r = pair
 			}
 			out = utf8.AppendRune(out, r)
 		default:
@@ -456,6 +461,10 @@ func (s *Scanner) invalidUTF8(at string) (pointer string, found, ok bool) {
 		}
 		return at, !utf8.Valid(s.B[start:s.I]), true
 	case '{', '[':
+		if s.depth++; s.depth > MaxDepth {
+			return "", false, false
+		}
+		defer func() { s.depth-- }()
 		s.I++
 		for i := 0; ; i++ {
 			s.WS()

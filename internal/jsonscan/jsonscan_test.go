@@ -193,3 +193,28 @@ func TestInvalidUTF8(t *testing.T) {
 		}
 	}
 }
+
+func TestBrokenSurrogatePairs(t *testing.T) {
+	for in, want := range map[string]string{
+		`"\ud800\u0041"`:  "\ufffdA",
+		`"\udc00\ud800x"`: "\ufffd\ufffdx",
+		`"\ud83d\ude00"`:  "😀",
+		`"\ud800"`:        "\ufffd",
+	} {
+		s := Scanner{B: []byte(in)}
+		if got, ok := s.Str(); !ok || string(got) != want || s.I != len(in) {
+			t.Errorf("%s: %q, %v (at %d), want %q", in, got, ok, s.I, want)
+		}
+	}
+}
+
+func TestInvalidUTF8DepthIsBounded(t *testing.T) {
+	deep := strings.Repeat("[", MaxDepth+10) + "\"\xff\"" + strings.Repeat("]", MaxDepth+10)
+	if _, found := InvalidUTF8([]byte(deep)); found {
+		t.Error("a walk deeper than MaxDepth went on")
+	}
+	shallow := "{\"a\":[1,\"\xff\"]}"
+	if p, found := InvalidUTF8([]byte(shallow)); !found || p != "/a/1" {
+		t.Errorf("InvalidUTF8(%q) = %q, %v", shallow, p, found)
+	}
+}

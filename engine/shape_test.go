@@ -446,8 +446,15 @@ func TestShapeRequestRules(t *testing.T) {
 	if presp.StatusCode != 204 || presp.Header.Get("access-control-allow-origin") != "https://app.example" || presp.Header.Get("access-control-allow-headers") != "if-none-match" {
 		t.Errorf("OPTIONS: %d %v", presp.StatusCode, presp.Header)
 	}
+	// DELETE names its database as source_id (Electric's spec) or database_id.
+	req, _ = http.NewRequest(http.MethodDelete, base+"/v1/shape?secret="+testKey+"&handle="+handle+"&source_id=nope", nil)
+	if dresp, err := http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	} else if dresp.Body.Close(); dresp.StatusCode != 404 {
+		t.Fatalf("DELETE with an unknown source_id: %d", dresp.StatusCode)
+	}
 	// DELETE: the shape's clients start over with a new handle.
-	req, _ = http.NewRequest(http.MethodDelete, base+"/v1/shape?secret="+testKey+"&handle="+handle, nil)
+	req, _ = http.NewRequest(http.MethodDelete, base+"/v1/shape?secret="+testKey+"&handle="+handle+"&source_id=default", nil)
 	dresp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

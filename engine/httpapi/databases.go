@@ -55,7 +55,11 @@ func (s *Server) writeDatabaseError(w http.ResponseWriter, err error) {
 // shapeDatabase finds the shapes of the request's database_id; nil means an
 // error was written.
 func (s *Server) shapeDatabase(w http.ResponseWriter, q url.Values) *shapes.Manager {
-	m, err := s.cfg.Databases.Shapes(q.Get("database_id"))
+	id := q.Get("database_id")
+	if id == "" {
+		id = q.Get("source_id") // what Electric's spec calls it on DELETE
+	}
+	m, err := s.cfg.Databases.Shapes(id)
 	if err != nil {
 		s.writeDatabaseError(w, err)
 		return nil

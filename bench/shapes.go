@@ -192,18 +192,8 @@ func (h *harness) shapesBench(ctx context.Context, clients, writes int, add func
 	}
 	add("| shape write → live client, 1 client, 100 single-row commits | p50 %s, p99 %s | | |", percentile(single, 0.5), percentile(single, 0.99))
 
-	// Many clients parked on the same live URL; one write per second. The
-	// first wake after they all connected is reported apart: it is the
-	// cold one (the engine's and the clients' first GC with 10,000
-	// connections on the two shared cores).
-	// Each write inserts one row whose id is the write's number past
-	// firstID; a client finds the ids in the changes it receives, so a
-	// response that carries two writes (the client was still reading the
-	// previous one) counts both, each against its own commit time.
-	firstID := next
-	writeTimes := make([]atomic.Int64, writes+1) // unix ns of each write
-	var mu sync.Mutex
-	var cold, lat []time.Duration
+	// Many clients parked on the same live URL; one write per second.
+	d := newDeliveries(next, writes)
 	var failures atomic.Int64
 	runCtx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -224,24 +214,9 @@ func (h *harness) shapesBench(ctx context.Context, clients, writes int, add func
 					}
 					continue
 				}
-				if !got {
-					continue
+				if got {
+					d.record(f.body, time.Now())
 				}
-				now := time.Now()
-				mu.Lock()
-				for _, id := range insertedIDs(f.body) {
-					w := id - firstID
-					if w < 0 || w > writes {
-						continue
-					}
-					d := now.Sub(time.Unix(0, writeTimes[w].Load()))
-					if w == 0 {
-						cold = append(cold, d)
-					} else {
-						lat = append(lat, d)
-					}
-				}
-				mu.Unlock()
 			}
 		}()
 	}
@@ -249,24 +224,74 @@ func (h *harness) shapesBench(ctx context.Context, clients, writes int, add func
 		<-ready
 	}
 	time.Sleep(2 * time.Second) // let every request reach the engine and park
-	for i := 0; i <= writes; i++ {
-		writeTimes[i].Store(time.Now().UnixNano())
-		if _, err := h.conn.Exec(ctx, `INSERT INTO live_items VALUES ($1, 'x')`, firstID+i); err != nil {
-			cancel()
+	err := d.write(ctx, h, "live_items")
+	cancel()
+	wg.Wait()
+	if err != nil {
+		return err
+	}
+	return d.report(add, "live clients", clients, failures.Load(), h.peakRSS())
+}
+
+// deliveries measures how long one write per second takes to reach many
+// clients of one shape. Each write inserts one row whose id is the write's
+// number past firstID; a client finds the ids in the changes it receives,
+// so a response that carries two writes (the client was still reading the
+// previous one) counts both, each against its own commit time. The first
+// write after the clients connected is reported apart: it is the cold one
+// (the engine's and the clients' first GC with 10,000 connections on the
+// two shared cores).
+type deliveries struct {
+	firstID, writes int
+	at              []atomic.Int64 // unix ns of each write
+	mu              sync.Mutex
+	cold, lat       []time.Duration
+}
+
+func newDeliveries(firstID, writes int) *deliveries {
+	return &deliveries{firstID: firstID, writes: writes, at: make([]atomic.Int64, writes+1)}
+}
+
+// record notes the writes found in what a client received at now.
+func (d *deliveries) record(received []byte, now time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, id := range insertedIDs(received) {
+		w := id - d.firstID
+		if w < 0 || w > d.writes {
+			continue
+		}
+		lat := now.Sub(time.Unix(0, d.at[w].Load()))
+		if w == 0 {
+			d.cold = append(d.cold, lat)
+		} else {
+			d.lat = append(d.lat, lat)
+		}
+	}
+}
+
+// write makes the writes into table, a second apart, then leaves the
+// stragglers two seconds to arrive.
+func (d *deliveries) write(ctx context.Context, h *harness, table string) error {
+	for i := 0; i <= d.writes; i++ {
+		d.at[i].Store(time.Now().UnixNano())
+		if _, err := h.conn.Exec(ctx, `INSERT INTO `+table+` VALUES ($1, 'x')`, d.firstID+i); err != nil {
 			return err
 		}
 		time.Sleep(time.Second)
 	}
-	// Let the last write's stragglers arrive before stopping the clients.
 	time.Sleep(2 * time.Second)
-	cancel()
-	wg.Wait()
-	if len(lat) == 0 || len(cold) == 0 {
-		return fmt.Errorf("no live client received a change (%d request failures)", failures.Load())
+	return nil
+}
+
+// report adds the latencies and the engine's peak RSS to the report.
+func (d *deliveries) report(add func(string, ...any), clients string, n int, failures int64, rss float64) error {
+	if len(d.lat) == 0 || len(d.cold) == 0 {
+		return fmt.Errorf("no client received a change (%d request failures)", failures)
 	}
-	add("| shape write → live clients, %d clients on one shape, %d writes 1 s apart after a first one | p50 %s, p99 %s (%d of %d deliveries, %d failed requests) | | |",
-		clients, writes, percentile(lat, 0.5), percentile(lat, 0.99), len(lat), clients*writes, failures.Load())
-	add("| … the first write after the %d clients connected | p50 %s, p99 %s (%d of %d deliveries) | | |", clients, percentile(cold, 0.5), percentile(cold, 0.99), len(cold), clients)
-	add("| engine peak RSS with %d live clients | %.0f MiB | | |", clients, h.peakRSS())
+	add("| shape write → %s, %d on one shape, %d writes 1 s apart after a first one | p50 %s, p99 %s (%d of %d deliveries, %d failed requests) | | |",
+		clients, n, d.writes, percentile(d.lat, 0.5), percentile(d.lat, 0.99), len(d.lat), n*d.writes, failures)
+	add("| … the first write after the %d %s connected | p50 %s, p99 %s (%d of %d deliveries) | | |", n, clients, percentile(d.cold, 0.5), percentile(d.cold, 0.99), len(d.cold), n)
+	add("| engine peak RSS with %d %s | %.0f MiB | | |", n, clients, rss)
 	return nil
 }

@@ -121,10 +121,7 @@ func (h *harness) sseBench(ctx context.Context, clients, writes int, add func(st
 	if err := lead.catchUp(ctx); err != nil {
 		return err
 	}
-	const firstID = 1_000_000
-	writeTimes := make([]atomic.Int64, writes+1)
-	var mu sync.Mutex
-	var cold, lat []time.Duration
+	d := newDeliveries(1_000_000, writes)
 	var failures atomic.Int64
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -135,23 +132,7 @@ func (h *harness) sseBench(ctx context.Context, clients, writes int, add func(st
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			f.follow(runCtx, func() { ready <- struct{}{} }, func(event []byte) {
-				now := time.Now()
-				for _, id := range insertedIDs(event) {
-					w := id - firstID
-					if w < 0 || w > writes {
-						continue
-					}
-					d := now.Sub(time.Unix(0, writeTimes[w].Load()))
-					mu.Lock()
-					if w == 0 {
-						cold = append(cold, d)
-					} else {
-						lat = append(lat, d)
-					}
-					mu.Unlock()
-				}
-			}, func() { failures.Add(1) })
+			f.follow(runCtx, func() { ready <- struct{}{} }, func(event []byte) { d.record(event, time.Now()) }, func() { failures.Add(1) })
 		}()
 	}
 	for i := 0; i < clients; i++ {
@@ -162,22 +143,11 @@ func (h *harness) sseBench(ctx context.Context, clients, writes int, add func(st
 		}
 	}
 	time.Sleep(2 * time.Second)
-	for i := 0; i <= writes; i++ {
-		writeTimes[i].Store(time.Now().UnixNano())
-		if _, err := h.conn.Exec(ctx, `INSERT INTO sse_items VALUES ($1, 'x')`, firstID+i); err != nil {
-			return err
-		}
-		time.Sleep(time.Second)
-	}
-	time.Sleep(2 * time.Second)
+	err := d.write(ctx, h, "sse_items")
 	cancel()
 	wg.Wait()
-	if len(lat) == 0 || len(cold) == 0 {
-		return fmt.Errorf("no SSE client received a change (%d failures)", failures.Load())
+	if err != nil {
+		return err
 	}
-	add("| shape write → SSE clients, %d streams on one shape, %d writes 1 s apart after a first one | p50 %s, p99 %s (%d of %d deliveries, %d failed requests) | | |",
-		clients, writes, percentile(lat, 0.5), percentile(lat, 0.99), len(lat), clients*writes, failures.Load())
-	add("| … the first write after the %d streams opened | p50 %s, p99 %s (%d of %d deliveries) | | |", clients, percentile(cold, 0.5), percentile(cold, 0.99), len(cold), clients)
-	add("| engine peak RSS with %d SSE streams | %.0f MiB | | |", clients, h.peakRSS())
-	return nil
+	return d.report(add, "SSE streams", clients, failures.Load(), h.peakRSS())
 }

@@ -86,6 +86,13 @@ func sendJSON(t *testing.T, method, target, auth, body string) (int, []byte) {
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
 	}
+	resp, b := roundTrip(t, req)
+	return resp.StatusCode, b
+}
+
+// roundTrip sends req and reads the whole response.
+func roundTrip(t *testing.T, req *http.Request) (*http.Response, []byte) {
+	t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +102,7 @@ func sendJSON(t *testing.T, method, target, auth, body string) (int, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp.StatusCode, b
+	return resp, b
 }
 
 func getWith(t *testing.T, base, path string, params url.Values, auth string) apiResult {
@@ -104,15 +111,7 @@ func getWith(t *testing.T, base, path string, params url.Values, auth string) ap
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp, b := roundTrip(t, req)
 	return apiResult{Status: resp.StatusCode, Body: b}
 }
 

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -120,15 +119,7 @@ func sendJSONWithKey(t *testing.T, base, key, body string) (int, []byte) {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Convex "+testKey)
 	req.Header.Set("Idempotency-Key", key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp, b := roundTrip(t, req)
 	return resp.StatusCode, b
 }
 

@@ -26,15 +26,7 @@ func scrapeMetrics(t *testing.T, base, auth string) (int, map[string]float64) {
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp, b := roundTrip(t, req)
 	if resp.StatusCode != http.StatusOK {
 		return resp.StatusCode, nil
 	}

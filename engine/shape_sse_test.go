@@ -122,8 +122,8 @@ func TestShapeSSE(t *testing.T) {
 	mustExec(t, conn, `INSERT INTO items VALUES (3, 'three')`)
 	msgs, _ := s.next(t, c)
 	// The stream is written by its shape's streamer, not a goroutine of its own.
-	if m := metricsText(t, e.URL()); !strings.Contains(m, "shapelog_live_sse_streams 1\n") {
-		t.Errorf("/metrics while one SSE stream is open:\n%s", grepLines(m, "shapelog_live_sse_streams"))
+	if _, m := scrapeMetrics(t, e.URL(), ""); m["shapelog_live_sse_streams"] != 1 {
+		t.Errorf("/metrics while one SSE stream is open: shapelog_live_sse_streams %v", m["shapelog_live_sse_streams"])
 	}
 	if len(msgs) != 1 || msgs[0].Headers["operation"] != "insert" {
 		t.Fatalf("first batch %v", msgs)
@@ -162,29 +162,4 @@ func TestShapeSSE(t *testing.T) {
 	if msgs, _ = s.next(t, c); len(msgs) != 1 || *msgs[0].Value["id"] != "6" {
 		t.Fatalf("live after reconnecting: %v", msgs)
 	}
-}
-
-func metricsText(t *testing.T, base string) string {
-	t.Helper()
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var b strings.Builder
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		b.WriteString(sc.Text() + "\n")
-	}
-	return b.String()
-}
-
-func grepLines(text, part string) string {
-	var out []string
-	for _, l := range strings.Split(text, "\n") {
-		if strings.Contains(l, part) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
 }

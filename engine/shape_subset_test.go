@@ -3,7 +3,6 @@ package engine_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -93,16 +92,7 @@ func TestShapeSubsetSnapshots(t *testing.T) {
 		q := url.Values{"table": {"items"}, "log": {"changes_only"}, "where": {"id > 2"}, "offset": {c.offset}, "handle": {c.handle}, "secret": {testKey}}
 		req, _ := http.NewRequest(http.MethodPost, e.URL()+"/v1/shape?"+q.Encode(), strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp, b
+		return roundTrip(t, req)
 	}
 	decode := func(resp *http.Response, body []byte) subsetBody {
 		t.Helper()

@@ -60,21 +60,35 @@ func newParkingLot(s *Server) *parkingLot {
 // false when it cannot (HTTP/1.0, Connection: close, HTTP/2, a server
 // without Server.Listener): the caller then waits in its own goroutine.
 func (l *parkingLot) park(w http.ResponseWriter, r *http.Request, p *parkedRequest) bool {
-	if l.resume == nil || r.ProtoMajor != 1 || r.ProtoMinor < 1 || r.Close {
+	if r.Close {
 		return false
 	}
-	conn, rw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
+	conn, ok := l.take(w, r)
+	if !ok {
 		return false
-	}
-	if n := rw.Reader.Buffered(); n > 0 { // the client already sent its next request
-		b, _ := rw.Reader.Peek(n)
-		conn = &prefixedConn{Conn: conn, prefix: bytes.Clone(b)}
 	}
 	p.conn, p.header = conn, w.Header()
 	p.timer = time.AfterFunc(l.s.longPoll(), func() { l.expire(p) })
 	l.add(p)
 	return true
+}
+
+// take takes an HTTP/1.1 request's connection from net/http, for an answer
+// written later and the connection handed back after it; false when it
+// cannot (another protocol, a server without Server.Listener).
+func (l *parkingLot) take(w http.ResponseWriter, r *http.Request) (net.Conn, bool) {
+	if l.resume == nil || r.ProtoMajor != 1 || r.ProtoMinor < 1 {
+		return nil, false
+	}
+	conn, rw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return nil, false
+	}
+	if n := rw.Reader.Buffered(); n > 0 { // the client already sent its next request
+		b, _ := rw.Reader.Peek(n)
+		conn = &prefixedConn{Conn: conn, prefix: bytes.Clone(b)}
+	}
+	return conn, true
 }
 
 // add parks p until its shape changes, or answers it at once when the shape

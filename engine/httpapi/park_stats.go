@@ -4,9 +4,14 @@ package httpapi
 func (l *parkingLot) parked() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return countAll(l.shapes)
+}
+
+// countAll counts the entries of a map of sets.
+func countAll[K comparable, V comparable](m map[K]map[V]struct{}) int {
 	n := 0
-	for _, waiting := range l.shapes {
-		n += len(waiting)
+	for _, set := range m {
+		n += len(set)
 	}
 	return n
 }

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -48,11 +47,7 @@ func newSSEStreamer(s *Server) *sseStreamer {
 func (ss *sseStreamer) open() int {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	n := 0
-	for _, set := range ss.shapes {
-		n += len(set)
-	}
-	return n
+	return countAll(ss.shapes)
 }
 
 // take takes an SSE request's connection, sends the response's head and
@@ -60,16 +55,9 @@ func (ss *sseStreamer) open() int {
 // false when it cannot (not HTTP/1.1, a server without Server.Listener):
 // the caller streams then.
 func (ss *sseStreamer) take(w http.ResponseWriter, r *http.Request, st *sseStream, first []byte) bool {
-	if ss.s.parking.resume == nil || r.ProtoMajor != 1 || r.ProtoMinor < 1 {
+	conn, ok := ss.s.parking.take(w, r)
+	if !ok {
 		return false
-	}
-	conn, rw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		return false
-	}
-	if n := rw.Reader.Buffered(); n > 0 { // the client already sent its next request
-		b, _ := rw.Reader.Peek(n)
-		conn = &prefixedConn{Conn: conn, prefix: bytes.Clone(b)}
 	}
 	w.Header().Set("Transfer-Encoding", "chunked")
 	head := &rawResponse{header: w.Header()}

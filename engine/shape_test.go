@@ -446,6 +446,14 @@ func TestShapeRequestRules(t *testing.T) {
 	if presp.StatusCode != 204 || presp.Header.Get("access-control-allow-origin") != "https://app.example" || presp.Header.Get("access-control-allow-headers") != "if-none-match" {
 		t.Errorf("OPTIONS: %d %v", presp.StatusCode, presp.Header)
 	}
+	// A browser may POST a subset snapshot's JSON body.
+	req, _ = http.NewRequest(http.MethodOptions, base+"/v1/shape?table=t", nil)
+	req.Header.Set("Origin", "https://app.example")
+	req.Header.Set("Access-Control-Request-Method", "POST")
+	req.Header.Set("Access-Control-Request-Headers", "content-type")
+	if presp, _ := roundTrip(t, req); presp.Header.Get("access-control-allow-headers") != "content-type" || !strings.Contains(presp.Header.Get("access-control-allow-methods"), "POST") {
+		t.Errorf("OPTIONS for a POST with a JSON body: %v", presp.Header)
+	}
 	// DELETE names its database as source_id (Electric's spec) or database_id.
 	req, _ = http.NewRequest(http.MethodDelete, base+"/v1/shape?secret="+testKey+"&handle="+handle+"&source_id=nope", nil)
 	if dresp, err := http.DefaultClient.Do(req); err != nil {

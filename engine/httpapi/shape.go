@@ -175,7 +175,7 @@ func (s *Server) shapeOptions(w http.ResponseWriter, r *http.Request) {
 	var allowed []string
 	for _, name := range strings.Split(r.Header.Get("Access-Control-Request-Headers"), ",") {
 		switch n := strings.ToLower(strings.TrimSpace(name)); n {
-		case "if-none-match", "traceparent":
+		case "if-none-match", "traceparent", "content-type": // content-type: POST /v1/shape's JSON body
 			allowed = append(allowed, n)
 		}
 	}

@@ -19,7 +19,7 @@ func (s *Server) writeFailure(w http.ResponseWriter, err error) {
 	if ie := importError(err); ie != nil {
 		ae = ie
 	}
-	refusal := postgresRefusal(err)
+	busy := postgresBusy(err)
 	switch {
 	case ae != nil || errors.As(err, &ae):
 		writeError(w, ae.Status, ae.Code, ae.Message)
@@ -33,12 +33,10 @@ func (s *Server) writeFailure(w http.ResponseWriter, err error) {
 		s.log.Warn().Err(err).Msg("database unavailable")
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "DatabaseUnavailable", "PostgreSQL cannot be reached or is starting up; retry shortly.")
-	case refusal != nil:
-		if refusal.Status >= 500 {
-			s.log.Warn().Err(err).Str("code", refusal.Code).Msg("PostgreSQL asks to retry later")
-			w.Header().Set("Retry-After", "5")
-		}
-		writeError(w, refusal.Status, refusal.Code, refusal.Message)
+	case busy != nil:
+		s.log.Warn().Err(err).Str("code", busy.Code).Msg("PostgreSQL asks to retry later")
+		w.Header().Set("Retry-After", "5")
+		writeError(w, busy.Status, busy.Code, busy.Message)
 	default:
 		s.log.Error().Err(err).Msg("request failed")
 		writeError(w, http.StatusInternalServerError, "InternalServerError", "Your request couldn't be completed. Try again later.")
@@ -60,12 +58,24 @@ func databaseUnavailable(err error) bool {
 	return pgconn.SafeToRetry(err)
 }
 
-// postgresRefusal maps the PostgreSQL errors that say something about the
-// request rather than about the engine to a response: the permanent classes
-// (bad data, constraints, names, limits, privileges, unsupported features,
-// errors raised by triggers) to a 4xx that will fail the same way every
-// time, and lack of resources or a lost serialisation race to a retryable
-// 503. Anything else (nil) stays a 500.
+// writeImportFailure is writeFailure for the import endpoints, where what
+// PostgreSQL refuses is the request's data or names: its permanent refusals
+// are the client's 4xx (see postgresRefusal).
+func (s *Server) writeImportFailure(w http.ResponseWriter, err error) {
+	if refusal := postgresRefusal(err); refusal != nil {
+		writeError(w, refusal.Status, refusal.Code, refusal.Message)
+		return
+	}
+	s.writeFailure(w, err)
+}
+
+// postgresRefusal maps PostgreSQL's permanent refusals of what a client
+// sent (its data, names or where clause) to a 4xx that will fail the same
+// way every time: bad data, constraints, names, limits, privileges,
+// unsupported features, errors raised by triggers. Anything else is nil.
+// Only where the request's content is what PostgreSQL judged (imports,
+// shape and subset where clauses): the same classes from the engine's own
+// queries stay 500s, which clients retry.
 func postgresRefusal(err error) *apiError {
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) || len(pe.Code) != 5 {
@@ -89,14 +99,27 @@ func postgresRefusal(err error) *apiError {
 		code = "FeatureNotSupported"
 	case class == "P0" || class == "2F" || class == "38" || class == "39":
 		code = "RejectedByDatabase"
-	case class == "53" || class == "40":
-		status, code = http.StatusServiceUnavailable, "DatabaseBusy"
-	case pe.Code == "57014":
-		status, code = http.StatusServiceUnavailable, "QueryTimeout"
 	default:
 		return nil
 	}
 	return &apiError{Status: status, Code: code, Message: describePgError(err, pe)}
+}
+
+// postgresBusy maps PostgreSQL's passing refusals, lack of resources and a
+// lost serialisation race (classes 53, 40) or a statement timeout, to a
+// 503 worth retrying; anything else is nil.
+func postgresBusy(err error) *apiError {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || len(pe.Code) != 5 {
+		return nil
+	}
+	switch class := pe.Code[:2]; {
+	case class == "53" || class == "40":
+		return &apiError{Status: http.StatusServiceUnavailable, Code: "DatabaseBusy", Message: describePgError(err, pe)}
+	case pe.Code == "57014":
+		return &apiError{Status: http.StatusServiceUnavailable, Code: "QueryTimeout", Message: describePgError(err, pe)}
+	}
+	return nil
 }
 
 // describePgError says what PostgreSQL refused in the words of the step

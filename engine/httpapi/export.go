@@ -569,13 +569,18 @@ func (s *Server) documentDeltas(w http.ResponseWriter, r *http.Request) {
 	p := newPageWriter(w)
 	p.buf = append(p.buf, `{"values":[`...)
 	n, lastTs, hasMore := 0, cursor, false
-	for it.Next() {
-		e := it.Entry()
-		// A page ends on a transaction boundary.
-		if n >= limit && e.Ts != lastTs {
-			hasMore = true
+	for {
+		// A page ends on a transaction boundary: once it is full, only the
+		// rest of the current transaction is read, not the next one.
+		if n >= limit {
+			if !it.NextInTransaction() {
+				hasMore = it.More()
+				break
+			}
+		} else if !it.Next() {
 			break
 		}
+		e := it.Entry()
 		lastTs = e.Ts
 		rend, err := renderers.get(r.Context(), e.Relation, e.Version)
 		if err != nil {

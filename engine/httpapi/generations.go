@@ -22,7 +22,7 @@ func (s *Server) deleteOtherGenerations(w http.ResponseWriter, r *http.Request) 
 	}
 	deleted, err := s.importer.DeleteOtherGenerations(r.Context(), body.Tables)
 	if err != nil {
-		s.writeFailure(w, err)
+		s.writeImportFailure(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"deleted": deleted})

@@ -46,7 +46,7 @@ func (s *Server) importRecords(w http.ResponseWriter, r *http.Request) {
 	}
 	s.metrics.Imported(rows, body.n)
 	if err != nil {
-		s.writeFailure(w, err)
+		s.writeImportFailure(w, err)
 		return
 	}
 	s.log.Debug().Int("records", n).Bool("duplicate", dup).Str("client", r.Header.Get("Convex-Client")).Msg("import")
@@ -78,7 +78,7 @@ func (s *Server) addPrimaryKeyIndexes(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.importer.AddPrimaryKeyIndexes(r.Context(), body.Indexes); err != nil {
-		s.writeFailure(w, err)
+		s.writeImportFailure(w, err)
 		return
 	}
 	w.WriteHeader(http.StatusOK)
@@ -94,7 +94,7 @@ func (s *Server) primaryKeyIndexesReady(w http.ResponseWriter, r *http.Request) 
 	}
 	ready, err := s.importer.IndexesReady(r.Context(), body.Tables)
 	if err != nil {
-		s.writeFailure(w, err)
+		s.writeImportFailure(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]bool{"indexesReady": ready})
@@ -109,7 +109,7 @@ func (s *Server) clearTables(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.importer.ClearTables(r.Context(), body.TableNames); err != nil {
-		s.writeFailure(w, err)
+		s.writeImportFailure(w, err)
 		return
 	}
 	w.WriteHeader(http.StatusOK)

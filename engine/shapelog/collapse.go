@@ -26,7 +26,8 @@ import (
 // table in the transaction drops.
 //
 // A transaction is held in memory while it is small; a larger one is
-// read twice (the second pass from the log), keeping only its keys.
+// read twice (the second pass from the log), keeping only its keys; one
+// that touches more than maxNetRows rows (a bulk load) passes as it is.
 type Net struct {
 	s        *Store
 	table    uint32
@@ -36,11 +37,14 @@ type Net struct {
 	next *Entry // the first change of the following transaction (src's)
 
 	// The transaction being yielded.
-	ts        int64
-	buf       []Entry // its changes, copied, while it is small
-	arena     []byte
-	held      int   // bytes of the changes in buf
-	spilled   bool  // too large to hold: replay reads it again
+	ts      int64
+	buf     []Entry // its changes, copied, while it is small
+	arena   []byte
+	held    int  // bytes of the changes in buf
+	spilled bool // too large to hold: replay reads it again
+	// whole: the transaction touched more than maxNetRows rows, which are
+	// passed as they are rather than collapsed.
+	whole     bool
 	replay    *Iter // the second pass over a spilled transaction
 	pos       int
 	rows      map[string]rowState // by relation and key
@@ -57,8 +61,17 @@ type rowState struct {
 	created bool   // its first change brought it into existence
 }
 
-// holdBytes bounds the bytes of a transaction's changes held in memory.
-const holdBytes = 4 << 20
+// holdBytes bounds the bytes of a transaction's changes held in memory,
+// counting entryBytes for each change besides its values.
+const (
+	holdBytes  = 4 << 20
+	entryBytes = 160
+)
+
+// maxNetRows bounds the rows (keys) noted for one transaction, about 100
+// bytes each: a transaction that touches more (a bulk load) is passed
+// through uncollapsed, so memory stays bounded whatever its size.
+var maxNetRows = 1 << 20 // a variable for tests
 
 // NetChanges is Changes (same arguments and errors) reduced to each
 // transaction's net effect (see Net). collapse reports whether a relation
@@ -75,18 +88,38 @@ func (s *Store) NetChanges(after, upTo int64, table uint32, collapse func(relati
 // Next advances to the next change.
 func (n *Net) Next() bool {
 	for n.err == nil {
+		if n.NextInTransaction() {
+			return true
+		}
+		if n.err != nil || !n.load() {
+			return false
+		}
+	}
+	return false
+}
+
+// NextInTransaction is Next within the current transaction: false at its
+// end, without reading the next one.
+func (n *Net) NextInTransaction() bool {
+	for n.err == nil {
 		e, ok := n.candidate()
 		if !ok {
-			if !n.load() {
-				return false
-			}
-			continue
+			return false
 		}
 		if n.keep(e) {
 			return true
 		}
 	}
 	return false
+}
+
+// More reports whether a transaction follows the current one, reading one
+// change ahead rather than the whole transaction.
+func (n *Net) More() bool {
+	if n.next == nil && n.err == nil && n.src.Next() {
+		n.next = n.src.Entry()
+	}
+	return n.next != nil
 }
 
 // Entry is the current change. It is valid until the next call to Next.
@@ -141,7 +174,7 @@ func (n *Net) load() bool {
 		}
 		n.next = n.src.Entry()
 	}
-	n.ts, n.buf, n.arena, n.held, n.pos, n.spilled = n.next.Ts, n.buf[:0], n.arena[:0], 0, 0, false
+	n.ts, n.buf, n.arena, n.held, n.pos, n.spilled, n.whole = n.next.Ts, n.buf[:0], n.arena[:0], 0, 0, false, false
 	clear(n.rows)
 	clear(n.truncated)
 	for e := n.next; ; e = n.src.Entry() {
@@ -191,6 +224,7 @@ func (n *Net) hold(e *Entry) bool {
 		}
 	}
 	n.buf = append(n.buf, c)
+	n.held += entryBytes
 	if n.held <= holdBytes {
 		return true
 	}
@@ -253,12 +287,20 @@ func (n *Net) note(e *Entry) bool {
 		}
 		return true
 	}
+	if n.whole {
+		return true
+	}
 	ok, err := n.identifies(e)
 	if err != nil {
 		n.err = err
 		return false
 	}
 	if !ok {
+		return true
+	}
+	if len(n.rows) >= maxNetRows {
+		n.whole = true
+		clear(n.rows)
 		return true
 	}
 	touch := func(key []byte, creates bool) {
@@ -284,7 +326,7 @@ func (n *Net) keep(e *Entry) bool {
 		return false // the table's later TRUNCATE in the transaction wipes it
 	}
 	n.out = *e
-	if e.Op == OpTruncate || (len(n.rows) == 0 && !n.spilled) {
+	if e.Op == OpTruncate || n.whole || (len(n.rows) == 0 && !n.spilled) {
 		return true // nothing to collapse
 	}
 	ok, err := n.identifies(e)

@@ -443,13 +443,15 @@ func InvalidUTF8(b []byte) (pointer string, found bool) {
 	}
 	s := Scanner{B: b}
 	s.WS()
-	pointer, found, _ = s.invalidUTF8("")
+	pointer, found, _ = s.invalidUTF8(nil)
 	return pointer, found
 }
 
-// invalidUTF8 walks one value for InvalidUTF8; ok is false when the value
-// is malformed, ending the walk.
-func (s *Scanner) invalidUTF8(at string) (pointer string, found, ok bool) {
+// invalidUTF8 walks one value for InvalidUTF8, at path; ok is false when
+// the value is malformed, ending the walk. The pointer is built only for
+// the bad string found, so the walk costs the input's size whatever its
+// nesting.
+func (s *Scanner) invalidUTF8(path []pathStep) (pointer string, found, ok bool) {
 	if s.I >= len(s.B) {
 		return "", false, false
 	}
@@ -459,7 +461,10 @@ func (s *Scanner) invalidUTF8(at string) (pointer string, found, ok bool) {
 		if !s.skipString() {
 			return "", false, false
 		}
-		return at, !utf8.Valid(s.B[start:s.I]), true
+		if utf8.Valid(s.B[start:s.I]) {
+			return "", false, true
+		}
+		return pointerOf(path), true, true
 	case '{', '[':
 		if s.depth++; s.depth > MaxDepth {
 			return "", false, false
@@ -475,20 +480,15 @@ func (s *Scanner) invalidUTF8(at string) (pointer string, found, ok bool) {
 				return "", false, false
 			}
 			s.WS()
-			elem := at + "/" + strconv.Itoa(i)
+			step := pathStep{index: i}
 			if c == '{' {
 				start := s.I
 				if s.I >= len(s.B) || s.B[s.I] != '"' || !s.skipString() {
 					return "", false, false
 				}
-				raw := s.B[start:s.I]
-				name := raw[1 : len(raw)-1]
-				if v, ok := (&Scanner{B: raw}).Str(); ok {
-					name = v
-				}
-				elem = at + "/" + pointerToken(name)
-				if !utf8.Valid(raw) {
-					return elem, true, true
+				step.raw = s.B[start:s.I]
+				if !utf8.Valid(step.raw) {
+					return pointerOf(append(path, step)), true, true
 				}
 				s.WS()
 				if !s.Eat(':') {
@@ -496,7 +496,7 @@ func (s *Scanner) invalidUTF8(at string) (pointer string, found, ok bool) {
 				}
 				s.WS()
 			}
-			if pointer, found, ok = s.invalidUTF8(elem); found || !ok {
+			if pointer, found, ok = s.invalidUTF8(append(path, step)); found || !ok {
 				return pointer, found, ok
 			}
 		}
@@ -505,10 +505,33 @@ func (s *Scanner) invalidUTF8(at string) (pointer string, found, ok bool) {
 	}
 }
 
-// pointerToken escapes a member name for a JSON Pointer.
-func pointerToken(name []byte) string {
-	return strings.NewReplacer("~", "~0", "/", "~1").Replace(string(name))
+// pathStep is one step of a JSON Pointer: a member, by its name as written
+// (quotes included), or an element, by its index.
+type pathStep struct {
+	raw   []byte
+	index int
 }
+
+// pointerOf is path as a JSON Pointer.
+func pointerOf(path []pathStep) string {
+	var b strings.Builder
+	for _, p := range path {
+		b.WriteByte('/')
+		if p.raw == nil {
+			b.WriteString(strconv.Itoa(p.index))
+			continue
+		}
+		name := p.raw[1 : len(p.raw)-1]
+		if v, ok := (&Scanner{B: p.raw}).Str(); ok {
+			name = v
+		}
+		b.WriteString(pointerEscaper.Replace(string(name)))
+	}
+	return b.String()
+}
+
+// pointerEscaper escapes a member name for a JSON Pointer.
+var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")
 
 // Value decodes one JSON value as encoding/json decodes into an any with
 // UseNumber: objects as map[string]any (the last of repeated names wins),

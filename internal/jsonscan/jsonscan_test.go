@@ -218,3 +218,18 @@ func TestInvalidUTF8DepthIsBounded(t *testing.T) {
 		t.Errorf("InvalidUTF8(%q) = %q, %v", shallow, p, found)
 	}
 }
+
+// TestInvalidUTF8CostsTheInputOnly: finding the bad string builds its
+// pointer once, not a pointer per element or member on the way (which,
+// deep in nesting, cost gigabytes for a megabyte body).
+func TestInvalidUTF8CostsTheInputOnly(t *testing.T) {
+	body := []byte(strings.Repeat("[", 5000) + strings.Repeat("0,", 100_000) + "{" + strings.Repeat(`"a/b~":0,`, 10_000) + "\"k\":\"\xff\"}")
+	var pointer string
+	allocs := testing.AllocsPerRun(1, func() { pointer, _ = InvalidUTF8(body) })
+	if want := strings.Repeat("/0", 4999) + "/100000/k"; pointer != want {
+		t.Fatalf("pointer %.40q…, want %.40q…", pointer, want)
+	}
+	if allocs > 100 {
+		t.Errorf("%v allocations for one bad string", allocs)
+	}
+}

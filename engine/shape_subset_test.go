@@ -144,6 +144,9 @@ func TestShapeSubsetSnapshots(t *testing.T) {
 		{"not JSON", func() (*http.Response, []byte) { return post(`{"where": `) }, 400, "Invalid JSON in request body"},
 		{"not an object", func() (*http.Response, []byte) { return post(`[1]`) }, 400, "Request body must be a JSON object"},
 		{"params not an object", func() (*http.Response, []byte) { return post(`{"where": "id = $1", "params": [1]}`) }, 400, `"params"`},
+		{"params twice", func() (*http.Response, []byte) {
+			return get(url.Values{"subset__where": {"id = $1"}, "subset__params": {`{"1":"3"}`}, "subset__params[1]": {"4"}})
+		}, 400, `"params"`},
 	} {
 		resp, body := tc.resp()
 		if resp.StatusCode != tc.status || !strings.Contains(string(body), tc.want) {
@@ -152,7 +155,13 @@ func TestShapeSubsetSnapshots(t *testing.T) {
 	}
 
 	// queryable_columns: subsets may only filter and order by them, and
-	// they are the synced columns when columns is not given.
+	// they are the synced columns when columns is not given. They bind the
+	// request, not the shape: a client without them that created the same
+	// shape (same columns) first does not lift them for one with them.
+	open := url.Values{"table": {"items"}, "offset": {"-1"}, "log": {"changes_only"}, "columns": {"id,title"}, "secret": {testKey}, "subset__where": {"priority = 1"}}
+	if resp, body := shapeGet(t, e.URL(), open, nil); resp.StatusCode != 200 {
+		t.Errorf("subset on a column outside columns, without queryable_columns: %d %s", resp.StatusCode, body)
+	}
 	q := url.Values{"table": {"items"}, "offset": {"-1"}, "log": {"changes_only"}, "queryable_columns": {"id,title"}, "secret": {testKey}, "subset__where": {"priority = 1"}}
 	resp, body := shapeGet(t, e.URL(), q, nil)
 	if resp.StatusCode != 400 || !strings.Contains(string(body), "unknown reference priority") {

@@ -283,30 +283,48 @@ func (l *parkingLot) check(p *parkedRequest, memo *answerMemo) net.Conn {
 	// Most answers go straight into the socket's send buffer. A client that
 	// does not read (or a big answer) must not hold up the wake: what the
 	// buffer does not take at once is written from a goroutine of its own.
-	written := 0
+	rest := answer
 	if len(answer) <= inlineAnswerBytes {
-		_ = p.conn.SetWriteDeadline(time.Now().Add(inlineWriteWait))
-		written, err = p.conn.Write(answer)
-		if err == nil {
-			_ = p.conn.SetWriteDeadline(time.Time{})
-			return p.conn
-		}
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			_ = p.conn.Close()
+		var ok bool
+		if rest, ok = sendInline(p.conn, answer); !ok {
 			return nil
 		}
-	}
-	go func() {
-		_ = p.conn.SetWriteDeadline(time.Now().Add(time.Minute))
-		_, err := p.conn.Write(answer[written:])
-		_ = p.conn.SetWriteDeadline(time.Time{})
-		if err != nil {
-			_ = p.conn.Close()
-			return
+		if len(rest) == 0 {
+			return p.conn
 		}
-		l.handBack(p.conn)
-	}()
+	}
+	go finishSend(p.conn, rest, func() { l.handBack(p.conn) })
 	return nil
+}
+
+// sendInline writes b on conn, waiting at most inlineWriteWait for the
+// socket to take it, and returns what it did not take. A failed write
+// closes conn (ok false).
+func sendInline(conn net.Conn, b []byte) (rest []byte, ok bool) {
+	_ = conn.SetWriteDeadline(time.Now().Add(inlineWriteWait))
+	n, err := conn.Write(b)
+	if err == nil {
+		_ = conn.SetWriteDeadline(time.Time{})
+		return nil, true
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		_ = conn.Close()
+		return nil, false
+	}
+	return b[n:], true
+}
+
+// finishSend writes what sendInline left, waiting up to a minute, then
+// calls then; a failed write closes conn instead.
+func finishSend(conn net.Conn, rest []byte, then func()) {
+	_ = conn.SetWriteDeadline(time.Now().Add(time.Minute))
+	_, err := conn.Write(rest)
+	_ = conn.SetWriteDeadline(time.Time{})
+	if err != nil {
+		_ = conn.Close()
+		return
+	}
+	then()
 }
 
 // inlineAnswerBytes is the largest answer written on a wake's goroutines,

@@ -368,13 +368,10 @@ func (s *Server) answerShape(w http.ResponseWriter, m *shapes.Manager, shape *sh
 		if len(resp.Body) > 0 {
 			body = append(body, ',')
 		}
-		lsn := m.GlobalLSN()
-		if !req.live {
-			lsn = max(lsn, resp.End.Tx)
-		} else if resp.End.Tx > 0 {
-			lsn = resp.End.Tx
-		}
-		body = append(body, shapes.UpToDate(lsn)...)
+		// Only as far as the shape had looked when the read began: a
+		// client drops its subset snapshots once this passes their
+		// database_lsn, so it must not run ahead of what it has.
+		body = append(body, shapes.UpToDate(max(resp.SeenLSN, resp.End.Tx))...)
 	}
 	body = append(body, ']')
 	h.Set("Content-Length", strconv.Itoa(len(body)))
@@ -453,6 +450,7 @@ func (s *Server) waitLive(ctx context.Context, m *shapes.Manager, shape *shapes.
 
 // shapeNow answers offset=now: no data, the shape's latest offset.
 func (s *Server) shapeNow(w http.ResponseWriter, r *http.Request, m *shapes.Manager, shape *shapes.Shape, req *shapeRequest, def *shapes.Definition) {
+	seen := shape.SeenLSN() // before the head, which covers it
 	head, err := waitHead(r.Context(), shape)
 	if err != nil {
 		s.shapeFailure(r.Context(), w, m, def, req.def, err)
@@ -468,7 +466,7 @@ func (s *Server) shapeNow(w http.ResponseWriter, r *http.Request, m *shapes.Mana
 	h.Set("ETag", `"`+shape.Handle+":now:"+head.String()+":"+strconv.FormatInt(time.Now().UnixNano(), 10)+`"`)
 	h.Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write([]byte("[" + string(shapes.UpToDate(m.GlobalLSN())) + "]"))
+	_, _ = w.Write([]byte("[" + string(shapes.UpToDate(seen)) + "]"))
 }
 
 // waitHead waits for a shape's snapshot to end and returns its head.

@@ -92,7 +92,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, m *shapes.Mana
 			return
 		}
 		out = nil
-		if st.behind {
+		if st.behind && time.Now().Before(st.ends) {
 			if out, err = st.next(ctx); err != nil {
 				return
 			}
@@ -142,18 +142,19 @@ func (st *sseStream) next(ctx context.Context) ([]byte, error) {
 func (st *sseStream) batch(ctx context.Context, resp *shapes.Response) ([]byte, error) {
 	var out []byte
 	for {
-		if len(resp.Body) > 0 {
-			out = appendEvents(out, resp.Body)
-			st.offset = resp.End
-			if resp.UpToDate {
-				// The client resumes from `<global_last_seen_lsn>_0`: one past
-				// the last commit it has is an offset between log entries,
-				// served from the next transaction on.
-				out = appendEvent(out, shapes.UpToDate(st.offset.Tx+1))
-			}
+		moved := resp.End != st.offset
+		out = appendEvents(out, resp.Body)
+		st.offset = resp.End
+		if resp.UpToDate && len(out) > 0 {
+			// The client resumes from `<global_last_seen_lsn>_0`: one past
+			// the last commit it has is an offset between log entries,
+			// served from the next transaction on.
+			out = appendEvent(out, shapes.UpToDate(st.offset.Tx+1))
 		}
-		st.behind = !resp.UpToDate
-		if resp.UpToDate || len(out) >= sseBatchBytes {
+		// A read that did not move (nothing to render yet) waits for the
+		// next change like an up-to-date one, rather than spinning.
+		st.behind = !resp.UpToDate && moved
+		if !st.behind || len(out) >= sseBatchBytes {
 			return out, nil
 		}
 		var err error

@@ -2,10 +2,8 @@ package httpapi
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/http"
-	"os"
 	"runtime"
 	"strconv"
 	"sync"
@@ -28,6 +26,9 @@ type sseStreamer struct {
 	cancel context.CancelFunc
 	mu     sync.Mutex
 	shapes map[*shapes.Shape]map[*takenStream]struct{}
+	// kicks wake a shape's goroutine for a stream added with a change
+	// already pending.
+	kicks  map[*shapes.Shape]chan struct{}
 	closed bool
 }
 
@@ -40,7 +41,7 @@ type takenStream struct {
 
 func newSSEStreamer(s *Server) *sseStreamer {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &sseStreamer{s: s, ctx: ctx, cancel: cancel, shapes: map[*shapes.Shape]map[*takenStream]struct{}{}}
+	return &sseStreamer{s: s, ctx: ctx, cancel: cancel, shapes: map[*shapes.Shape]map[*takenStream]struct{}{}, kicks: map[*shapes.Shape]chan struct{}{}}
 }
 
 // open counts the streams the streamer writes.
@@ -55,6 +56,9 @@ func (ss *sseStreamer) open() int {
 // false when it cannot (not HTTP/1.1, a server without Server.Listener):
 // the caller streams then.
 func (ss *sseStreamer) take(w http.ResponseWriter, r *http.Request, st *sseStream, first []byte) bool {
+	if r.Close || r.Method == http.MethodHead {
+		return false
+	}
 	conn, ok := ss.s.parking.take(w, r)
 	if !ok {
 		return false
@@ -88,9 +92,16 @@ func (ss *sseStreamer) add(ts *takenStream) {
 	if set == nil {
 		set = map[*takenStream]struct{}{}
 		ss.shapes[ts.shape] = set
-		go ss.watch(ts.shape)
+		ss.kicks[ts.shape] = make(chan struct{}, 1)
+		go ss.watch(ts.shape, ss.kicks[ts.shape])
 	}
 	set[ts] = struct{}{}
+	if closed(ts.changed) || ts.behind {
+		select {
+		case ss.kicks[ts.shape] <- struct{}{}:
+		default:
+		}
+	}
 }
 
 func (ss *sseStreamer) remove(ts *takenStream) {
@@ -100,24 +111,28 @@ func (ss *sseStreamer) remove(ts *takenStream) {
 }
 
 // watch writes the streams of one shape until it has none.
-func (ss *sseStreamer) watch(shape *shapes.Shape) {
+func (ss *sseStreamer) watch(shape *shapes.Shape, kick <-chan struct{}) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	behind := false
+	_, changed, err := shape.Head()
 	for {
-		_, changed, err := shape.Head()
 		if err == nil && !behind {
 			select {
 			case <-changed:
+			case <-kick:
 			case <-tick.C:
 			case <-ss.ctx.Done():
 				return
 			}
 		}
+		// Taken before the wake: a change during it closes this one.
+		_, next, nextErr := shape.Head()
 		ss.mu.Lock()
 		set := ss.shapes[shape]
 		if len(set) == 0 {
 			delete(ss.shapes, shape)
+			delete(ss.kicks, shape)
 			ss.mu.Unlock()
 			return
 		}
@@ -127,6 +142,7 @@ func (ss *sseStreamer) watch(shape *shapes.Shape) {
 		}
 		ss.mu.Unlock()
 		behind = ss.wake(streams)
+		changed, err = next, nextErr
 	}
 }
 
@@ -208,38 +224,27 @@ func (ss *sseStreamer) wake(streams []*takenStream) (behind bool) {
 // other.
 func (ss *sseStreamer) write(ts *takenStream, b []byte, now time.Time) {
 	ts.quiet = now
-	_ = ts.conn.SetWriteDeadline(time.Now().Add(inlineWriteWait))
-	n, err := ts.conn.Write(b)
-	if err == nil {
-		return
-	}
-	if !errors.Is(err, os.ErrDeadlineExceeded) {
+	rest, ok := sendInline(ts.conn, b)
+	if !ok || len(rest) > 0 {
 		ss.remove(ts)
-		_ = ts.conn.Close()
-		return
 	}
-	ss.remove(ts)
-	go func() {
-		_ = ts.conn.SetWriteDeadline(time.Now().Add(time.Minute))
-		if _, err := ts.conn.Write(b[n:]); err != nil {
-			_ = ts.conn.Close()
-			return
-		}
-		ss.add(ts)
-	}()
+	if ok && len(rest) > 0 {
+		go finishSend(ts.conn, rest, func() { ss.add(ts) })
+	}
 }
 
 // end sends a stream's last chunk and hands its connection back to the
 // HTTP server.
 func (ss *sseStreamer) end(ts *takenStream) {
 	ss.remove(ts)
-	_ = ts.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	if _, err := ts.conn.Write([]byte("0\r\n\r\n")); err != nil {
-		_ = ts.conn.Close()
-		return
+	rest, ok := sendInline(ts.conn, []byte("0\r\n\r\n"))
+	handBack := func() { ss.s.parking.handBack(ts.conn) }
+	switch {
+	case ok && len(rest) > 0:
+		go finishSend(ts.conn, rest, handBack)
+	case ok:
+		handBack()
 	}
-	_ = ts.conn.SetWriteDeadline(time.Time{})
-	ss.s.parking.handBack(ts.conn)
 }
 
 // close drops every stream's connection; clients reconnect.

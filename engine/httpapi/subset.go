@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/shapelog/shapelog/engine/shapes"
 )
 
@@ -32,6 +34,10 @@ func subsetOf(w http.ResponseWriter, r *http.Request, q url.Values) (sub *shapes
 		// subset__params is a JSON object, or the deep-object form
 		// subset__params[1]=…
 		if n, isParam := strings.CutPrefix(name, "params["); isParam && strings.HasSuffix(n, "]") {
+			if _, isJSON := q["subset__params"]; isJSON {
+				invalidSubset(w, "params", "give subset__params as one JSON object or as subset__params[n], not both")
+				return nil, false
+			}
 			params, _ := fields["params"].(map[string]any)
 			if params == nil {
 				params = map[string]any{}
@@ -193,14 +199,21 @@ func (s *Server) serveSubset(w http.ResponseWriter, r *http.Request, m *shapes.M
 		}
 		offset = head.String()
 	}
-	res, err := m.Subset(ctx, shape.Def, *sub)
+	// The request's definition: it has the shape's identity, and its own
+	// queryable_columns (which are not part of the identity).
+	res, err := m.Subset(ctx, def, *sub)
 	var se *shapes.SubsetError
 	if errors.As(err, &se) {
 		invalidSubset(w, se.Field, se.Msg)
 		return
 	}
 	if refusal := postgresRefusal(err); refusal != nil && refusal.Status < 500 {
-		invalidSubset(w, "where", refusal.Message)
+		field := "where"
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "42883" && sub.OrderBy != "" { // no ordering operator for a column's type
+			field = "order_by"
+		}
+		invalidSubset(w, field, refusal.Message)
 		return
 	}
 	if err != nil {

@@ -410,10 +410,6 @@ func (m *Manager) Reached(offset Offset) bool {
 	return !offset.inSnapshot() && offset.Tx <= m.store.Durable().EndLSN
 }
 
-// GlobalLSN is the commit LSN of the last transaction the log holds, for
-// up-to-date messages.
-func (m *Manager) GlobalLSN() uint64 { return m.store.Durable().CommitLSN }
-
 func (m *Manager) invalidate(s *Shape, reason string) {
 	s.mu.Lock()
 	if s.gone {
@@ -777,7 +773,8 @@ func (m *Manager) Run(ctx context.Context) {
 // advance considers the changes logged since each shape last looked, table
 // by table, and wakes the requests waiting on shapes that got messages.
 func (m *Manager) advance() {
-	durable := m.store.Durable().Ts
+	pos := m.store.Durable()
+	durable := pos.Ts
 	groups := map[uint32][]*Shape{}
 	m.mu.Lock()
 	for _, s := range m.byHandle {
@@ -789,13 +786,14 @@ func (m *Manager) advance() {
 	}
 	m.mu.Unlock()
 	for oid, group := range groups {
-		if err := m.advanceTable(oid, group, durable); err != nil {
+		if err := m.advanceTable(oid, group, pos); err != nil {
 			m.log.Error().Err(err).Uint32("table_oid", oid).Msg("advancing shapes failed")
 		}
 	}
 }
 
-func (m *Manager) advanceTable(oid uint32, group []*Shape, upTo int64) error {
+func (m *Manager) advanceTable(oid uint32, group []*Shape, pos shapelog.Position) error {
+	upTo := pos.Ts
 	type progress struct {
 		s       *Shape
 		scanned int64
@@ -863,7 +861,7 @@ func (m *Manager) advanceTable(oid uint32, group []*Shape, upTo int64) error {
 			continue
 		}
 		p.s.mu.Lock()
-		p.s.scanned = upTo
+		p.s.scanned, p.s.scannedLSN = upTo, pos.CommitLSN
 		if p.moved {
 			p.s.head, p.s.headTs = p.head, p.headTs
 			p.s.notifyLocked()

@@ -39,6 +39,10 @@ type Shape struct {
 	head    Offset
 	headTs  int64
 	scanned int64
+	// scannedLSN is the commit LSN of the log's last transaction at
+	// scanned (0 until the first advance): every change up to it is in
+	// head.
+	scannedLSN uint64
 	// changed is closed and replaced whenever any of the above moves.
 	changed  chan struct{}
 	conv     converter
@@ -77,12 +81,24 @@ func (s *Shape) Head() (Offset, <-chan struct{}, error) {
 	return s.head, s.changed, nil
 }
 
+// SeenLSN is how far the shape has looked through the log (see
+// Response.SeenLSN); read before the head, it is covered by it.
+func (s *Shape) SeenLSN() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.scannedLSN
+}
+
 // Response is what a shape request gets: the messages after an offset up to
 // End, and whether that is everything the shape has.
 type Response struct {
 	Body     []byte // messages, comma-separated, without brackets
 	End      Offset
 	UpToDate bool
+	// SeenLSN is how far the shape had looked through the log when the
+	// read began: an up-to-date response has every change of the shape's
+	// up to it (an up-to-date message's global_last_seen_lsn).
+	SeenLSN uint64
 }
 
 // Read returns the messages after offset: a snapshot chunk or a run of
@@ -142,14 +158,14 @@ func (s *Shape) waitChunk(ctx context.Context, n int) (body []byte, last bool, e
 func (s *Shape) readChanges(offset Offset) (*Response, error) {
 	for {
 		s.mu.Lock()
-		head, headTs, snapTs, gone := s.head, s.headTs, s.snapTs, s.gone
+		head, headTs, snapTs, gone, seen := s.head, s.headTs, s.snapTs, s.gone, s.scannedLSN
 		if gone {
 			s.mu.Unlock()
 			return nil, ErrGone
 		}
 		if c := s.cache[offset]; c != nil && (c.closed || c.head == head) {
 			s.mu.Unlock()
-			return &Response{Body: c.body, End: c.end, UpToDate: !c.end.Less(head)}, nil
+			return &Response{Body: c.body, End: c.end, UpToDate: !c.end.Less(head), SeenLSN: seen}, nil
 		}
 		if f := s.inflight[offset]; f != nil {
 			s.mu.Unlock()
@@ -160,6 +176,9 @@ func (s *Shape) readChanges(offset Offset) (*Response, error) {
 		s.inflight[offset] = f
 		s.mu.Unlock()
 		resp, err := s.readChangesUncached(offset, head, headTs, snapTs)
+		if err == nil {
+			resp.SeenLSN = seen
+		}
 		s.mu.Lock()
 		delete(s.inflight, offset)
 		if err == nil {

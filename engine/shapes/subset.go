@@ -46,6 +46,10 @@ type SubsetResult struct {
 	LSN        uint64
 }
 
+// MaxSubsetBytes bounds a subset snapshot's rendered rows, which are
+// answered at once.
+const MaxSubsetBytes = 64 << 20
+
 // Subset reads the rows of d that also match sub straight from PostgreSQL.
 func (m *Manager) Subset(ctx context.Context, d *Definition, sub SubsetRequest) (*SubsetResult, error) {
 	if (sub.Limit > 0 || sub.Offset > 0) && strings.TrimSpace(sub.OrderBy) == "" {
@@ -76,6 +80,9 @@ func (m *Manager) Subset(ctx context.Context, d *Definition, sub SubsetRequest) 
 	res := &SubsetResult{Mark: rand.Int32()}
 	var key []byte
 	seen, err := m.snaps.QuerySubset(ctx, d.Table, q, func(values [][]byte) error {
+		if len(res.Data) > MaxSubsetBytes {
+			return &SubsetError{"limit", fmt.Sprintf("the subset is larger than %d MiB: page it with limit and order_by", MaxSubsetBytes>>20)}
+		}
 		if len(res.Data) > 0 {
 			res.Data = append(res.Data, ',')
 		}

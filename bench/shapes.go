@@ -151,6 +151,23 @@ func insertedIDs(body []byte) []int {
 	}
 }
 
+// liveShape creates a 100-row table for live clients and follows a shape
+// of it up to date: the engine's address, the shape's query and the
+// follower, whose handle, offset and cursor the clients start from.
+func (h *harness) liveShape(ctx context.Context, table string) (addr, query string, lead *shapeFollower, err error) {
+	if _, err := h.conn.Exec(ctx, `CREATE TABLE `+table+` (id int PRIMARY KEY, v text); INSERT INTO `+table+` SELECT g, 'row ' || g FROM generate_series(1, 100) g`); err != nil {
+		return "", "", nil, err
+	}
+	addr = fmt.Sprintf("127.0.0.1:%d", h.port)
+	query = url.Values{"table": {table}, "secret": {benchKey}}.Encode()
+	lead = &shapeFollower{addr: addr, query: query, offset: "-1"}
+	if err := lead.catchUp(ctx); err != nil {
+		lead.close()
+		return "", "", nil, err
+	}
+	return addr, query, lead, nil
+}
+
 func percentile(lat []time.Duration, q float64) time.Duration {
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	return lat[int(q*float64(len(lat)-1))].Round(100 * time.Microsecond)
@@ -160,19 +177,14 @@ func percentile(lat []time.Duration, q float64) time.Duration {
 // latency, then many live clients on one shape woken by one write per
 // second.
 func (h *harness) shapesBench(ctx context.Context, clients, writes int, add func(string, ...any)) error {
-	if _, err := h.conn.Exec(ctx, `CREATE TABLE live_items (id int PRIMARY KEY, v text); INSERT INTO live_items SELECT g, 'row ' || g FROM generate_series(1, 100) g`); err != nil {
-		return err
-	}
 	// Thousands of client connections need more than the bench's usual
 	// memory limit; a GC spinning at the limit would be measured as latency.
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(1 << 30))
-	addr := fmt.Sprintf("127.0.0.1:%d", h.port)
-	query := url.Values{"table": {"live_items"}, "secret": {benchKey}}.Encode()
-	lead := &shapeFollower{addr: addr, query: query, offset: "-1"}
-	defer lead.close()
-	if err := lead.catchUp(ctx); err != nil {
+	addr, query, lead, err := h.liveShape(ctx, "live_items")
+	if err != nil {
 		return err
 	}
+	defer lead.close()
 	next := 1000
 	// One client: commit → change received.
 	var single []time.Duration
@@ -224,7 +236,7 @@ func (h *harness) shapesBench(ctx context.Context, clients, writes int, add func
 		<-ready
 	}
 	time.Sleep(2 * time.Second) // let every request reach the engine and park
-	err := d.write(ctx, h, "live_items")
+	err = d.write(ctx, h, "live_items")
 	cancel()
 	wg.Wait()
 	if err != nil {

@@ -109,18 +109,13 @@ func (f *sseFollower) stream(conn net.Conn, target string, opened func(), got fu
 // streams on one shape, one write per second, write-to-client latency and
 // the engine's peak RSS.
 func (h *harness) sseBench(ctx context.Context, clients, writes int, add func(string, ...any)) error {
-	if _, err := h.conn.Exec(ctx, `CREATE TABLE sse_items (id int PRIMARY KEY, v text); INSERT INTO sse_items SELECT g, 'row ' || g FROM generate_series(1, 100) g`); err != nil {
-		return err
-	}
 	// As in shapesBench: the clients' memory is not the engine's to pay for.
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(1 << 30))
-	addr := fmt.Sprintf("127.0.0.1:%d", h.port)
-	query := url.Values{"table": {"sse_items"}, "secret": {benchKey}}.Encode()
-	lead := &shapeFollower{addr: addr, query: query, offset: "-1"}
-	defer lead.close()
-	if err := lead.catchUp(ctx); err != nil {
+	addr, query, lead, err := h.liveShape(ctx, "sse_items")
+	if err != nil {
 		return err
 	}
+	defer lead.close()
 	d := newDeliveries(1_000_000, writes)
 	var failures atomic.Int64
 	runCtx, cancel := context.WithCancel(ctx)
@@ -143,7 +138,7 @@ func (h *harness) sseBench(ctx context.Context, clients, writes int, add func(st
 		}
 	}
 	time.Sleep(2 * time.Second)
-	err := d.write(ctx, h, "sse_items")
+	err = d.write(ctx, h, "sse_items")
 	cancel()
 	wg.Wait()
 	if err != nil {

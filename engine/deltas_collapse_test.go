@@ -16,31 +16,6 @@ import (
 	"github.com/shapelog/shapelog/internal/pgtest"
 )
 
-// deltaPages reads document_deltas after cursor page by page, up to the
-// log's end.
-func deltaPages(t *testing.T, base string, cursor int64, params url.Values) [][]doc {
-	t.Helper()
-	p := url.Values{}
-	for k, v := range params {
-		p[k] = v
-	}
-	var pages [][]doc
-	for {
-		p.Set("cursor", strconv.FormatInt(cursor, 10))
-		r := get(t, base, "/api/document_deltas", p)
-		if r.Status != http.StatusOK {
-			t.Fatalf("document_deltas: %d %s", r.Status, r.Body)
-		}
-		var page deltasPage
-		r.decode(t, &page)
-		pages = append(pages, page.Values)
-		cursor = page.Cursor
-		if !page.HasMore {
-			return pages
-		}
-	}
-}
-
 // describe is a document in brief: table, id, deleted or truncated, and v.
 func describe(d doc) string {
 	s := fmt.Sprintf("%v %v", d["_table"], d["_id"])
@@ -126,7 +101,7 @@ func TestDeltasCollapseTransactions(t *testing.T) {
 	}
 	connectortest.CatchUp(t, e, conn)
 
-	all := slices.Concat(deltaPages(t, e.URL(), snap, nil)...)
+	all, _ := readDeltas(t, e.URL(), snap, nil)
 	var got []string
 	for _, d := range all {
 		got = append(got, describe(d))
@@ -163,7 +138,7 @@ func TestDeltasCollapseTransactions(t *testing.T) {
 
 	// Pages of one document: the same documents, and no transaction split
 	// over two pages.
-	pages := deltaPages(t, e.URL(), snap, url.Values{"limit": {"1"}})
+	pages, _ := deltaPages(t, e.URL(), snap, url.Values{"limit": {"1"}})
 	if paged := slices.Concat(pages...); len(paged) != len(all) {
 		t.Fatalf("limit=1 gives %d documents, want %d", len(paged), len(all))
 	} else {
@@ -229,7 +204,7 @@ func TestDeltasCollapseLargeTransaction(t *testing.T) {
 		if limit != "" {
 			params.Set("limit", limit)
 		}
-		pages := deltaPages(t, e.URL(), snap, params)
+		pages, _ := deltaPages(t, e.URL(), snap, params)
 		all := slices.Concat(pages...)
 		upserts, tombstones := 0, 0
 		seen := map[any]bool{}

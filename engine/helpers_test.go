@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -157,11 +158,19 @@ func readSnapshot(t *testing.T, base string, params url.Values) ([]doc, int64) {
 // readDeltas walks document_deltas from cursor until hasMore is false.
 func readDeltas(t *testing.T, base string, cursor int64, params url.Values) ([]doc, int64) {
 	t.Helper()
-	var all []doc
+	pages, end := deltaPages(t, base, cursor, params)
+	return slices.Concat(pages...), end
+}
+
+// deltaPages reads document_deltas after cursor page by page, up to the
+// log's end, and returns the pages and the last cursor.
+func deltaPages(t *testing.T, base string, cursor int64, params url.Values) ([][]doc, int64) {
+	t.Helper()
 	p := url.Values{}
 	for k, v := range params {
 		p[k] = v
 	}
+	var pages [][]doc
 	for {
 		p.Set("cursor", strconv.FormatInt(cursor, 10))
 		r := get(t, base, "/api/document_deltas", p)
@@ -170,10 +179,10 @@ func readDeltas(t *testing.T, base string, cursor int64, params url.Values) ([]d
 		}
 		var page deltasPage
 		r.decode(t, &page)
-		all = append(all, page.Values...)
+		pages = append(pages, page.Values)
 		cursor = page.Cursor
 		if !page.HasMore {
-			return all, cursor
+			return pages, cursor
 		}
 	}
 }

@@ -8,13 +8,13 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/shapelog/shapelog/engine"
 	"github.com/shapelog/shapelog/engine/httpapi"
+	"github.com/shapelog/shapelog/engine/metrics/metricstest"
 	"github.com/shapelog/shapelog/internal/pgtest"
 )
 
@@ -33,20 +33,7 @@ func scrapeMetrics(t *testing.T, base, auth string) (int, map[string]float64) {
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
 		t.Fatalf("/metrics Content-Type %q", ct)
 	}
-	out := map[string]float64{}
-	for line := range strings.Lines(string(b)) {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			t.Fatalf("metrics line %q: %v", line, err)
-		}
-		out[line[:i]] = v
-	}
-	return resp.StatusCode, out
+	return resp.StatusCode, metricstest.Parse(t, string(b))
 }
 
 func mustHave(t *testing.T, m map[string]float64, series string) float64 {

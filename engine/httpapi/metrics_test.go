@@ -7,12 +7,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/rs/zerolog"
+
+	"github.com/shapelog/shapelog/engine/metrics/metricstest"
 )
 
 // lockedBuffer collects log lines written from handler goroutines.
@@ -50,20 +51,7 @@ func scrape(t *testing.T, h http.Handler) map[string]float64 {
 	if rec.Code != http.StatusOK {
 		t.Fatalf("/metrics: %d %s", rec.Code, rec.Body)
 	}
-	out := map[string]float64{}
-	for line := range strings.Lines(rec.Body.String()) {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			t.Fatalf("metrics line %q: %v", line, err)
-		}
-		out[line[:i]] = v
-	}
-	return out
+	return metricstest.Parse(t, rec.Body.String())
 }
 
 // TestRequestLogAndMetrics checks that 5xx are logged with their route and

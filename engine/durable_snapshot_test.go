@@ -61,17 +61,21 @@ func tryGet(base, path string, params url.Values) (int, []byte, error) {
 
 // readSnapshotThroughKills walks list_snapshot of one table while the
 // engine is killed at random moments, retrying each page with the cursor
-// of the page before, as a client would.
+// of the page before, as a client would. Pages are paced a few
+// milliseconds apart (writes go on meanwhile), a killer fires at random
+// times, mid-request or between pages, and the engine is killed at least
+// once, between two pages chosen at random.
 func readSnapshotThroughKills(t *testing.T, p *engineProc, table string, limit int, rng *rand.Rand) ([]doc, int64) {
 	t.Helper()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
-	delays := make([]time.Duration, 4) // drawn here: rng is not safe for concurrent use
+	delays := make([]time.Duration, 8) // drawn here: rng is not safe for concurrent use
 	for i := range delays {
-		delays[i] = time.Duration(200+rng.Intn(1800)) * time.Millisecond
+		delays[i] = time.Duration(20+rng.Intn(300)) * time.Millisecond
 	}
-	go func() { // the killer: at random times, mid-request or between pages
+	killAt := 1 + rng.Intn(20)
+	go func() {
 		defer wg.Done()
 		for _, d := range delays {
 			select {
@@ -83,7 +87,12 @@ func readSnapshotThroughKills(t *testing.T, p *engineProc, table string, limit i
 		}
 	}()
 	defer func() { close(stop); wg.Wait() }()
-	all, ts, _ := walkSnapshot(t, p.base(), url.Values{"tableName": {table}, "limit": {strconv.Itoa(limit)}}, nil)
+	all, ts, _ := walkSnapshot(t, p.base(), url.Values{"tableName": {table}, "limit": {strconv.Itoa(limit)}}, func(pages int) {
+		if pages == killAt {
+			p.kill9()
+		}
+		time.Sleep(5 * time.Millisecond)
+	})
 	return all, ts
 }
 
@@ -153,8 +162,15 @@ func writer(ctx context.Context, t *testing.T, dbURL string, seed int64, truncat
 		k := fmt.Sprintf("%d.%d", rng.Intn(300), rng.Intn(4))
 		var sqls []string
 		switch op := rng.Intn(100); {
-		case op < 20:
+		case op < 16:
 			sqls = []string{fmt.Sprintf(`INSERT INTO kv VALUES (%d, %d, repeat('x', %d)) ON CONFLICT DO NOTHING`, a, rng.Intn(1000), rng.Intn(50))}
+		case op < 20:
+			// One row changed several times in one transaction (document_deltas
+			// collapses it): inserted, updated, moved to another key.
+			c := rng.Intn(3000) + 3001
+			sqls = []string{"BEGIN", fmt.Sprintf(`INSERT INTO kv VALUES (%d, 1, 'multi') ON CONFLICT DO NOTHING`, a),
+				fmt.Sprintf(`UPDATE kv SET v = v + 1 WHERE id = %d`, a),
+				fmt.Sprintf(`UPDATE kv SET id = %d WHERE id = %d AND NOT EXISTS (SELECT 1 FROM kv WHERE id = %d)`, c, a, c), "COMMIT"}
 		case op < 45:
 			sqls = []string{fmt.Sprintf(`UPDATE kv SET v = v + 1, pad = pad || 'u' WHERE id = %d`, a)}
 		case op < 55:
@@ -340,6 +356,9 @@ func TestDurableSnapshotUnderWritesAndKills(t *testing.T) {
 		want := tableState(t, conn)
 		checkReplica(t, p.base(), snaps, tss, trial, want, docValue, fmt.Sprintf("trial %d", trial))
 		t.Logf("trial %d: %d rows equal; %d writes, %d engine kills so far", trial, len(want), writes.Load(), p.kills)
+		if p.kills < 2*(trial+1) { // at least one per snapshot walk
+			t.Fatalf("trial %d: only %d engine kills", trial, p.kills)
+		}
 	}
 }
 

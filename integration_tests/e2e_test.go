@@ -113,14 +113,18 @@ func (p *pair) sync(kill string, after int) {
 }
 
 // syncWith runs one sync from the saved states, calling onState (if set)
-// after each state the destination echoes, and keeps the echoed states.
+// after each state the destination echoes.
 func (p *pair) syncWith(onState func(echoed int, source, destination *os.Process)) error {
+	return p.run(pipeline.Sync{OnState: onState})
+}
+
+// run runs one sync from the saved states with s's hooks, and keeps the
+// echoed states.
+func (p *pair) run(s pipeline.Sync) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	s := pipeline.Sync{
-		SourceBin: p.source, DestinationBin: p.dest, SourceConfig: p.sourceConfig, DestinationConfig: p.destConfig,
-		Catalog: p.catalog, States: p.states, Stderr: &p.stderr, OnState: onState,
-	}
+	s.SourceBin, s.DestinationBin, s.SourceConfig, s.DestinationConfig = p.source, p.dest, p.sourceConfig, p.destConfig
+	s.Catalog, s.States, s.Stderr = p.catalog, p.states, &p.stderr
 	res, err := s.Run(ctx)
 	if res != nil && len(res.States) > 0 {
 		p.states = mergeStates(p.states, res.States)

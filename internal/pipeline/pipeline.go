@@ -32,6 +32,9 @@ type Sync struct {
 	// OnState, if set, is called after each STATE the destination echoes,
 	// with the processes (tests use it to kill one mid-sync).
 	OnState func(echoed int, source, destination *os.Process)
+	// OnStart, if set, is called once both processes run (tests use it to
+	// kill one at a moment of their choosing).
+	OnStart func(source, destination *os.Process)
 	// Stderr receives both processes' stderr (default: discarded).
 	Stderr io.Writer
 }
@@ -90,6 +93,13 @@ func (s Sync) Run(ctx context.Context) (*Result, error) {
 		_ = src.Process.Kill()
 		_ = src.Wait()
 		return nil, err
+	}
+	// The destination has its own end of the pipe now. Ours would keep the
+	// pipe open after the destination died, and the source would block on
+	// it for ever instead of failing (the platform stops it then too).
+	_ = pipe.Close()
+	if s.OnStart != nil {
+		s.OnStart(src.Process, dst.Process)
 	}
 	rss := WatchRSS(src.Process, dst.Process)
 	res := &Result{}

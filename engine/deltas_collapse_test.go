@@ -3,7 +3,6 @@ package engine_test
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
@@ -247,34 +246,20 @@ func TestListSnapshotNoDuplicateIDs(t *testing.T) {
 	mustExec(t, conn, `INSERT INTO moving SELECT g, 'v' || g FROM generate_series(1, 40) g`)
 	e := startEngine(t, dbURL)
 	atStart := tableContents(t, conn, "moving")
-	p := url.Values{"tableName": {"moving"}, "limit": {"3"}}
-	var docs []doc
-	for step := 0; ; step++ {
-		r := get(t, e.URL(), "/api/list_snapshot", p)
-		if r.Status != http.StatusOK {
-			t.Fatalf("list_snapshot: %d %s", r.Status, r.Body)
-		}
-		var page snapshotPage
-		r.decode(t, &page)
-		docs = append(docs, page.Values...)
-		if !page.HasMore {
-			break
-		}
-		p.Set("snapshot", strconv.FormatInt(page.Snapshot, 10))
-		p.Set("cursor", *page.Cursor)
-		// Between pages: move a row read already ahead of the cursor and
-		// one not read yet behind it, delete and insert again, update.
-		switch step {
-		case 1:
+	// Between pages: move a row read already ahead of the cursor and one
+	// not read yet behind it, delete and insert again, update.
+	docs, _, _ := walkSnapshot(t, e.URL(), url.Values{"tableName": {"moving"}, "limit": {"3"}}, func(pages int) {
+		switch pages {
+		case 2:
 			mustExec(t, conn, `UPDATE moving SET id = 1000 WHERE id = 1`)
 			mustExec(t, conn, `UPDATE moving SET id = 0 WHERE id = 30`)
-		case 2:
+		case 3:
 			mustExec(t, conn, `BEGIN; DELETE FROM moving WHERE id = 35; INSERT INTO moving VALUES (35, 'again'); COMMIT`)
 			mustExec(t, conn, `UPDATE moving SET id = 500 WHERE id = 2; UPDATE moving SET v = 'new' WHERE id = 20`)
-		case 3:
+		case 4:
 			mustExec(t, conn, `UPDATE moving SET id = id + 100 WHERE id > 25`)
 		}
-	}
+	})
 	got := map[string]string{}
 	for _, d := range docs {
 		id := d["_id"].(string)

@@ -3,7 +3,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: build test lint fuzz bench demo clean
+.PHONY: build test lint fuzz bench demo clean proto
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/shapelog ./engine/cmd/shapelog

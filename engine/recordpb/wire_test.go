@@ -1,0 +1,93 @@
+package recordpb
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"math"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+)
+
+// The hand-written encoders produce what the generated code decodes.
+func TestAppendValuesDecode(t *testing.T) {
+	var data []byte
+	data = AppendNull(data)
+	data = AppendBool(data, true)
+	data = AppendBool(data, false)
+	data = AppendInteger(data, -5)
+	data = AppendInteger(data, math.MinInt64)
+	data = AppendNumber(data, math.NaN())
+	data = AppendNumber(data, math.Inf(-1))
+	data = AppendBytesKind(data, KindBigDecimal, []byte("NaN"))
+	data = AppendBytesKind(data, KindString, []byte(strings.Repeat("é", 100)))
+	var start int
+	data, start = BeginBytesKind(data, KindJSON)
+	data = append(data, `{"a":[1,2]}`...)
+	data = EndBytesKind(data, start)
+	data, start = BeginBytesKind(data, KindString)
+	data = append(data, strings.Repeat("x", 300)...)
+	data = EndBytesKind(data, start)
+
+	var rec Record
+	if err := proto.Unmarshal(data, &rec); err != nil {
+		t.Fatal(err)
+	}
+	v := rec.Data
+	if len(v) != 11 {
+		t.Fatalf("%d values", len(v))
+	}
+	if !v[0].IsNull || !v[1].GetBoolean() || v[2].GetKind() == nil || v[2].GetBoolean() {
+		t.Fatalf("null/bool: %v %v %v", v[0], v[1], v[2])
+	}
+	if v[3].GetInteger() != -5 || v[4].GetInteger() != math.MinInt64 {
+		t.Fatalf("integers: %v %v", v[3], v[4])
+	}
+	if !math.IsNaN(v[5].GetNumber()) || !math.IsInf(v[6].GetNumber(), -1) {
+		t.Fatalf("numbers: %v %v", v[5], v[6])
+	}
+	if v[7].GetBigDecimal() != "NaN" || v[8].GetString_() != strings.Repeat("é", 100) {
+		t.Fatalf("strings: %v %v", v[7], v[8])
+	}
+	if string(v[9].GetJson()) != `{"a":[1,2]}` || v[10].GetString_() != strings.Repeat("x", 300) {
+		t.Fatalf("begun values: %q %q", v[9].GetJson(), v[10].GetString_())
+	}
+}
+
+func TestReadFrame(t *testing.T) {
+	var body []byte
+	body = AppendDelimited(body, []byte("one"))
+	body = AppendDelimited(body, nil)
+	body = AppendDelimited(body, bytes.Repeat([]byte{7}, 200))
+	r := bufio.NewReader(bytes.NewReader(body))
+	var buf []byte
+	var got []string
+	for {
+		f, err := ReadFrame(r, buf, 1<<10)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, string(f))
+		buf = f
+	}
+	if len(got) != 3 || got[0] != "one" || got[1] != "" || len(got[2]) != 200 {
+		t.Fatalf("%q", got)
+	}
+	if _, err := ReadFrame(bufio.NewReader(bytes.NewReader(body[:len(body)-1])), nil, 1<<10); err != nil {
+		// first frame reads fine
+		t.Fatal(err)
+	}
+	if _, err := ReadFrame(bufio.NewReader(bytes.NewReader(body[6:])), nil, 100); !errors.Is(err, ErrFrameTooLarge) {
+		t.Fatalf("limit: %v", err)
+	}
+	short := AppendDelimited(nil, []byte("abcdef"))[:4]
+	if _, err := ReadFrame(bufio.NewReader(bytes.NewReader(short)), nil, 100); err != io.ErrUnexpectedEOF {
+		t.Fatalf("short: %v", err)
+	}
+}

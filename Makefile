@@ -42,3 +42,8 @@ demo: build
 
 clean:
 	rm -rf bin
+
+# Regenerates engine/recordpb's .pb.go files (needs protoc and
+# protoc-gen-go v1.33.0 on PATH; CI uses the committed files).
+proto:
+	cd engine/recordpb && protoc --go_out=. --go_opt=paths=source_relative airbyte.proto frames.proto

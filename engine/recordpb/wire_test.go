@@ -83,7 +83,7 @@ func TestReadFrame(t *testing.T) {
 		// first frame reads fine
 		t.Fatal(err)
 	}
-	if _, err := ReadFrame(bufio.NewReader(bytes.NewReader(body[6:])), nil, 100); !errors.Is(err, ErrFrameTooLarge) {
+	if _, err := ReadFrame(bufio.NewReader(bytes.NewReader(body[5:])), nil, 100); !errors.Is(err, ErrFrameTooLarge) {
 		t.Fatalf("limit: %v", err)
 	}
 	short := AppendDelimited(nil, []byte("abcdef"))[:4]

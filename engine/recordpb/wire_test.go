@@ -91,3 +91,26 @@ func TestReadFrame(t *testing.T) {
 		t.Fatalf("short: %v", err)
 	}
 }
+
+func TestScanDocument(t *testing.T) {
+	doc := &Document{Ts: 1700000000123456789, Deleted: true, Data: []*Value{{Kind: &Value_Integer{Integer: 7}}, {IsNull: true}},
+		Meta: &RecordMeta{Changes: []*FieldChange{{Field: "f", Change: ChangeType_NULLED, Reason: ChangeReason_SOURCE_SERIALIZATION_ERROR}}}}
+	b, err := proto.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := ScanDocument(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Ts != doc.Ts || !d.Deleted || d.Truncated || d.Values != 2 || d.Meta == nil {
+		t.Fatalf("%+v", d)
+	}
+	var rec Record
+	if err := proto.Unmarshal(d.Data, &rec); err != nil || len(rec.Data) != 2 || rec.Data[0].GetInteger() != 7 || !rec.Data[1].IsNull {
+		t.Fatalf("data copied into a record: %v %v", &rec, err)
+	}
+	if _, err := ScanDocument(b[:len(b)-1]); err == nil {
+		t.Fatal("a cut document scanned")
+	}
+}

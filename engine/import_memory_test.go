@@ -16,7 +16,7 @@ import (
 )
 
 // importMemoryCeiling bounds the engine process's peak RSS (VmHWM) through
-// imports of the largest values a body can carry: the README's 256 MiB.
+// imports of the largest values a body can carry: the 256 MiB of docs/operations.md (Limits).
 // The body limit is 64 MiB, so one value is at most ~60 MB. A value of V
 // bytes costs about 3V at its peak: its JSON text in the body reader's
 // buffer (which doubles while it grows, the old and new buffers both

@@ -112,7 +112,7 @@ func TestShapeRefusals(t *testing.T) {
 }
 
 // TestShapeSecretUnderInsecure: --insecure opens /v1/shape as it opens /api,
-// even with an access key set, as the README says.
+// even with an access key set, as docs/http-api.md says.
 func TestShapeSecretUnderInsecure(t *testing.T) {
 	dbURL := pgtest.NewDatabase(t)
 	conn := connect(t, dbURL)

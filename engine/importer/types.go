@@ -5,7 +5,7 @@ import (
 )
 
 // Column types the importer creates. Every JSON Schema a stream declares
-// maps to one of these; README "Import type mapping" documents it.
+// maps to one of these; docs/http-api.md ("Import type mapping") documents it.
 const (
 	typeText        = "text"
 	typeBigint      = "bigint"

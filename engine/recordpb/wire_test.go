@@ -114,3 +114,12 @@ func TestScanDocument(t *testing.T) {
 		t.Fatal("a cut document scanned")
 	}
 }
+
+func TestSortFieldNames(t *testing.T) {
+	names := []string{"b", "_ab_cdc_lsn", "A", "a", "\U0001F600", "\uFF21", "ab", "_ab_cdc_deleted_at", ""}
+	SortFieldNames(names)
+	want := []string{"", "A", "_ab_cdc_deleted_at", "_ab_cdc_lsn", "a", "ab", "b", "\U0001F600", "\uFF21"}
+	if strings.Join(names, "|") != strings.Join(want, "|") {
+		t.Fatalf("%q", names)
+	}
+}

@@ -92,7 +92,10 @@ func parseExportArgs(r *http.Request) (*exportArgs, *apiError) {
 }
 
 // publishedTables resolves the tables a request covers: one by API name, or
-// every published table.
+// every published table, after reconciling the publication. That takes the
+// reconcile lock and may alter tables and the publication, so requests
+// only come here for a table the cheaper lookups (knownTables,
+// currentTables) do not find: one created since the last reconcile.
 func (s *Server) publishedTables(r *http.Request, name string) ([]*catalog.Table, error) {
 	tables, err := s.repl.Reconcile(r.Context())
 	if err != nil {
@@ -102,14 +105,51 @@ func (s *Server) publishedTables(r *http.Request, name string) ([]*catalog.Table
 }
 
 // knownTables is publishedTables from the last reconciliation, which runs
-// periodically and whenever a request needs it: pages after the first one
-// of a snapshot do not query the catalog again. A table not found there is
-// looked up afresh.
+// periodically and whenever a request needs it, without touching the
+// catalog: document_deltas pages and the pages after the first one of a
+// snapshot need no more (deltas are described by the log's own relation
+// versions). A table not found there is looked up afresh.
 func (s *Server) knownTables(r *http.Request, name string) ([]*catalog.Table, error) {
-	if tables, err := namedTables(s.repl.Tables(), name); err == nil && len(tables) > 0 {
+	tables, err := namedTables(s.repl.Tables(), name)
+	if err == nil && len(tables) > 0 {
 		return tables, nil
 	}
+	if err != nil {
+		// A name no published table can have needs no reconcile.
+		if schema, _, perr := catalog.ParseAPIName(name); perr != nil || catalog.ReservedSchema(schema) != "" {
+			return nil, err
+		}
+	}
 	return s.publishedTables(r, name)
+}
+
+// currentTables is publishedTables as the catalog has them now, for
+// json_schemas and the first page of a snapshot, which must show a table
+// or column added just before: it reads the catalog without the reconcile
+// lock and without writing, and reconciles only for a selected table that
+// is not published yet (or a named one the last reconcile did not see, or
+// that changed how it is published).
+func (s *Server) currentTables(r *http.Request, name string) ([]*catalog.Table, error) {
+	if name == "" {
+		tables, err := s.repl.Current(r.Context())
+		if err != nil {
+			return nil, err
+		}
+		return namedTables(tables, "")
+	}
+	known, err := s.knownTables(r, name)
+	if err != nil {
+		return nil, err
+	}
+	t, err := s.repl.CurrentTable(r.Context(), known[0].OID)
+	if err != nil {
+		return nil, err
+	}
+	if t == nil {
+		// Dropped, renamed or unpublished since the last reconcile.
+		return s.publishedTables(r, name)
+	}
+	return []*catalog.Table{t}, nil
 }
 
 // namedTables picks the table with API name name out of tables, or all of
@@ -150,7 +190,7 @@ func (s *Server) jsonSchemas(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	tables, err := s.publishedTables(r, "")
+	tables, err := s.currentTables(r, "")
 	if err != nil {
 		s.writeFailure(w, fmt.Errorf("listing the published tables: %w", err))
 		return
@@ -409,7 +449,7 @@ func (s *Server) readHeld(r *http.Request, cur *snapshotCursor, t *catalog.Table
 // points, or the start of a new snapshot (at `snapshot` when given), and the
 // published tables it may cover.
 func (s *Server) snapshotPosition(r *http.Request, args *exportArgs, fresh bool) (*snapshotCursor, []*catalog.Table, error) {
-	find := s.publishedTables
+	find := s.currentTables
 	if args.Cursor != nil && !fresh {
 		find = s.knownTables
 	}
@@ -539,7 +579,7 @@ func (s *Server) documentDeltas(w http.ResponseWriter, r *http.Request) {
 	}
 	var oid uint32
 	if args.TableName != "" {
-		tables, err := s.publishedTables(r, args.TableName)
+		tables, err := s.knownTables(r, args.TableName)
 		if err != nil {
 			s.writeFailure(w, fmt.Errorf("listing the published tables: %w", err))
 			return

@@ -75,6 +75,7 @@ type Replicator struct {
 	lag         lagTracker
 	tables      atomic.Pointer[[]*catalog.Table]
 	published   atomic.Pointer[map[uint32]bool] // published with REPLICA IDENTITY FULL at the last reconcile
+	skipped     atomic.Pointer[map[uint32]bool] // selected tables the last reconcile could not publish
 	reconcileMu sync.Mutex
 	shapeMu     sync.Mutex
 	shapeOIDs   []uint32 // tables shapes need besides the selected ones
@@ -120,7 +121,8 @@ func (r *Replicator) Status() Status {
 	return st
 }
 
-// Tables are the tables published at the last reconcile.
+// Tables are the tables published at the last reconcile, with the
+// definitions Current or CurrentTable read since; it costs nothing.
 func (r *Replicator) Tables() []*catalog.Table { return *r.tables.Load() }
 
 func (r *Replicator) setStatus(s State, err error) {
@@ -219,7 +221,7 @@ func (r *Replicator) session(ctx context.Context) error {
 	if err := acquireSlotLock(ctx, lock, r.cfg.Slot); err != nil {
 		return err
 	}
-	if _, err := r.Reconcile(ctx); err != nil {
+	if _, err := r.reconcile(ctx); err != nil {
 		return err
 	}
 	cfg, err := replicationConfig(r.cfg.DatabaseURL, r.cfg.Lookup)
@@ -316,7 +318,7 @@ func (r *Replicator) reconcileLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := r.Reconcile(ctx); err != nil && ctx.Err() == nil {
+			if _, err := r.reconcile(ctx); err != nil && ctx.Err() == nil {
 				r.log.Warn().Err(err).Msg("publication reconcile failed")
 			}
 		}

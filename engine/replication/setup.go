@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -82,6 +83,16 @@ func acquireSlotLock(ctx context.Context, conn *pgx.Conn, slot string) error {
 	return &ConfigError{fmt.Sprintf("replication slot %q is in use by another shapelog engine (backend pid %d holds its lock): stop that engine or give this one its own --slot and --publication", slot, pid)}
 }
 
+// requestedReconciles counts the calls of Reconcile, in every replicator
+// of the process.
+var requestedReconciles atomic.Int64
+
+// RequestedReconciles is how many reconciles callers have asked for
+// (Reconcile, by every replicator of this process); the replicator's own,
+// at the start of each session and periodically, are not counted. Tests
+// use it to show which requests do write-side work.
+func RequestedReconciles() int64 { return requestedReconciles.Load() }
+
 // Reconcile makes the publication hold exactly the tables the filter
 // selects, with REPLICA IDENTITY FULL. FULL is needed because (1) updates
 // that leave a TOASTed column unchanged do not carry its value, and the old
@@ -90,7 +101,18 @@ func acquireSlotLock(ctx context.Context, conn *pgx.Conn, slot string) error {
 // rejects the writes); (3) where-clause shapes need the old row to see rows
 // move out. Tables it cannot fix (not the owner) are skipped with an error
 // naming the statement an owner should run.
+//
+// It serializes with every other reconcile and may alter tables and the
+// publication: readers that only need the published tables use Tables,
+// Current or CurrentTable, and reconcile only for a table those do not
+// have.
 func (r *Replicator) Reconcile(ctx context.Context) ([]*catalog.Table, error) {
+	requestedReconciles.Add(1)
+	return r.reconcile(ctx)
+}
+
+// reconcile is Reconcile, uncounted: the replicator's own.
+func (r *Replicator) reconcile(ctx context.Context) ([]*catalog.Table, error) {
 	r.reconcileMu.Lock()
 	defer r.reconcileMu.Unlock()
 	conn, err := r.pool.Acquire(ctx)
@@ -133,24 +155,14 @@ func (r *Replicator) Reconcile(ctx context.Context) ([]*catalog.Table, error) {
 		}
 		tables = append(tables, t)
 	}
-	published := map[uint32]bool{}
-	rows, err := conn.Query(ctx, `SELECT pr.prrelid FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = $1`, r.cfg.Publication)
+	published, err := r.publicationTables(ctx, conn)
 	if err != nil {
-		return nil, err
-	}
-	for rows.Next() {
-		var oid uint32
-		if err := rows.Scan(&oid); err != nil {
-			return nil, err
-		}
-		published[oid] = true
-	}
-	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	var ready []*catalog.Table
 	wanted := map[uint32]bool{}
 	ok := map[uint32]bool{}
+	skipped := map[uint32]bool{}
 	for i, t := range tables {
 		wanted[t.OID] = true
 		name := pgx.Identifier{t.Schema, t.Name}.Sanitize()
@@ -159,6 +171,7 @@ func (r *Replicator) Reconcile(ctx context.Context) ([]*catalog.Table, error) {
 				r.log.Error().Err(explain(err, "")).Str("table", name).
 					Str("fix", "ALTER TABLE "+name+" REPLICA IDENTITY FULL;").
 					Msg("table skipped: cannot set REPLICA IDENTITY FULL (run the fix as the table's owner)")
+				skipped[t.OID] = true
 				continue
 			}
 			t.ReplicaIdentity = 'f'
@@ -168,6 +181,7 @@ func (r *Replicator) Reconcile(ctx context.Context) ([]*catalog.Table, error) {
 				r.log.Error().Err(explain(err, "")).Str("table", name).
 					Str("fix", "ALTER PUBLICATION "+pub+" ADD TABLE "+name+";").
 					Msg("table skipped: cannot add it to the publication")
+				skipped[t.OID] = true
 				continue
 			}
 			r.log.Info().Str("table", name).Msg("table published")
@@ -193,7 +207,99 @@ func (r *Replicator) Reconcile(ctx context.Context) ([]*catalog.Table, error) {
 	}
 	r.tables.Store(&ready)
 	r.published.Store(&ok)
+	r.skipped.Store(&skipped)
 	return ready, nil
+}
+
+// publicationTables returns the OIDs of the tables in the publication.
+func (r *Replicator) publicationTables(ctx context.Context, q catalog.Querier) (map[uint32]bool, error) {
+	published := map[uint32]bool{}
+	rows, err := q.Query(ctx, `SELECT pr.prrelid FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = $1`, r.cfg.Publication)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var oid uint32
+		if err := rows.Scan(&oid); err != nil {
+			return nil, err
+		}
+		published[oid] = true
+	}
+	return published, rows.Err()
+}
+
+// Current returns the tables the filter selects as the catalog has them
+// now (new tables, new columns), for readers that must not miss a change
+// made just before they ask. It reads the catalog without the reconcile
+// lock and changes nothing, unless a selected table is not in the
+// publication with REPLICA IDENTITY FULL yet (created since the last
+// reconcile, say): then it reconciles, which publishes it, and returns what
+// Reconcile does. A table the last reconcile had to skip (see Reconcile)
+// is left out without another try; the periodic reconcile retries it.
+func (r *Replicator) Current(ctx context.Context) ([]*catalog.Table, error) {
+	if r.cfg.ShapesOnly {
+		return []*catalog.Table{}, nil
+	}
+	known := r.tables.Load()
+	tables, err := catalog.LoadTables(ctx, r.pool, r.types, r.cfg.Filter)
+	if err != nil {
+		return nil, err
+	}
+	published, err := r.publicationTables(ctx, r.pool)
+	if err != nil {
+		return nil, err
+	}
+	skipped := r.skipped.Load()
+	ready := make([]*catalog.Table, 0, len(tables))
+	for _, t := range tables {
+		switch {
+		case published[t.OID] && t.ReplicaIdentity == 'f':
+			ready = append(ready, t)
+		case skipped != nil && (*skipped)[t.OID]:
+		default:
+			return r.Reconcile(ctx)
+		}
+	}
+	// Later readers of Tables (the next pages of a snapshot) see these
+	// definitions, unless a reconcile stored its own meanwhile.
+	r.tables.CompareAndSwap(known, &ready)
+	return ready, nil
+}
+
+// CurrentTable returns the published table with OID oid (one of Tables) as
+// the catalog has it now, read without the reconcile lock and changing
+// nothing. It returns nil when the table is not published as the last
+// reconcile left it: not among Tables, dropped, renamed, or no longer in
+// the publication with REPLICA IDENTITY FULL; the caller reconciles then.
+func (r *Replicator) CurrentTable(ctx context.Context, oid uint32) (*catalog.Table, error) {
+	known := r.tables.Load()
+	i := slices.IndexFunc(*known, func(t *catalog.Table) bool { return t.OID == oid })
+	if i < 0 {
+		return nil, nil
+	}
+	t, err := catalog.LoadTable(ctx, r.pool, r.types, oid)
+	if errors.Is(err, catalog.ErrTableNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if was := (*known)[i]; t.Schema != was.Schema || t.Name != was.Name || t.ReplicaIdentity != 'f' {
+		return nil, nil
+	}
+	var in bool
+	if err := r.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid WHERE p.pubname = $1 AND pr.prrelid = $2)`,
+		r.cfg.Publication, oid).Scan(&in); err != nil {
+		return nil, err
+	}
+	if !in {
+		return nil, nil
+	}
+	ready := slices.Clone(*known)
+	ready[i] = t
+	r.tables.CompareAndSwap(known, &ready)
+	return t, nil
 }
 
 func (r *Replicator) shapeTables() []uint32 {

@@ -16,7 +16,7 @@ const (
 	EnvMedium          = "DATA_CHANNEL_MEDIUM"
 	EnvFormat          = "DATA_CHANNEL_FORMAT"
 	EnvSocketPaths     = "DATA_CHANNEL_SOCKET_PATHS"
-	EnvNamespaceMapper = "NAMESPACE_MAPPER_CONFIG_PATH"
+	EnvNamespaceMapper = "NAMESPACE_MAPPER_CONFIG_PATH" // also NAMESPACE_MAPPING_CONFIG_PATH
 )
 
 // Media and formats.

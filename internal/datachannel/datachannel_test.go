@@ -2,6 +2,7 @@ package datachannel
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -74,5 +75,48 @@ func TestListenDial(t *testing.T) {
 	}
 	if _, err := Dial(ctx, []string{filepath.Join(dir, "none.sock")}, 100*time.Millisecond); err == nil {
 		t.Fatal("dialed a socket nobody listens on")
+	}
+}
+
+func TestNamespaceMapping(t *testing.T) {
+	dir := t.TempDir()
+	write := func(body string) string {
+		p := filepath.Join(dir, "m.json")
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	src := "sales"
+	cases := []struct {
+		body     string
+		ns       *string
+		wantNS   string // "" = nil
+		wantName string
+	}{
+		{`{"namespaceDefinitionType":"source","streamPrefix":"p_"}`, &src, "sales", "p_orders"},
+		{`{"namespaceDefinitionType":"destination"}`, &src, "", "orders"},
+		{`{"namespaceDefinitionType":"customformat","namespaceFormat":"raw_${SOURCE_NAMESPACE}"}`, &src, "raw_sales", "orders"},
+		{`{"namespaceDefinitionType":"customformat","namespaceFormat":"${SOURCE_NAMESPACE}"}`, nil, "", "orders"},
+	}
+	for _, c := range cases {
+		m, err := LoadNamespaceMapping(write(c.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns, name := m.Map(c.ns, "orders")
+		got := ""
+		if ns != nil {
+			got = *ns
+		}
+		if got != c.wantNS || name != c.wantName {
+			t.Errorf("%s: %q %q", c.body, got, name)
+		}
+	}
+	if _, err := LoadNamespaceMapping(write(`{"namespaceDefinitionType":"other"}`)); err == nil {
+		t.Error("an unknown definition type was accepted")
+	}
+	if _, err := LoadNamespaceMapping(filepath.Join(dir, "missing.json")); err == nil {
+		t.Error("a named file that is missing was accepted")
 	}
 }

@@ -49,6 +49,7 @@ type renderer struct {
 	head   []byte   // `{"_table":"<api name>","_ts":`
 	fields [][]byte // `,"<field>":` per column
 	isKey  []bool
+	pb     *protoLayout // protobuf frames instead of JSON (documents_proto.go)
 }
 
 func newRenderer(t *catalog.Table, f catalog.Format) *renderer {
@@ -76,6 +77,9 @@ const (
 
 // appendDoc writes one document. values are the row's text values.
 func (r *renderer) appendDoc(dst []byte, kind docKind, ts int64, key []byte, values [][]byte) ([]byte, error) {
+	if r.pb != nil {
+		return r.appendProtoDoc(dst, kind, ts, values)
+	}
 	dst = append(dst, r.head...)
 	dst = strconv.AppendInt(dst, ts, 10)
 	switch kind {
@@ -116,7 +120,9 @@ func (r *renderer) appendChange(dst []byte, e *shapelog.Entry) ([]byte, int, err
 			if dst, err = r.appendDoc(dst, docTombstone, e.Ts, e.OldKey, e.Old); err != nil {
 				return dst, 0, err
 			}
-			dst = append(dst, ',')
+			if r.pb == nil {
+				dst = append(dst, ',')
+			}
 			docs++
 		}
 		dst, err = r.appendDoc(dst, docUpsert, e.Ts, e.Key, e.Values)
@@ -133,6 +139,9 @@ func (r *renderer) appendChange(dst []byte, e *shapelog.Entry) ([]byte, int, err
 // appendTruncate writes the marker for a TRUNCATE: a tombstone whose _id is
 // the table itself and `_truncated: true`, meaning every row is deleted.
 func (r *renderer) appendTruncate(dst []byte, ts int64) []byte {
+	if r.pb != nil {
+		return r.appendProtoTruncate(dst, ts)
+	}
 	dst = append(dst, r.head...)
 	dst = strconv.AppendInt(dst, ts, 10)
 	dst = append(dst, `,"`+fieldDeleted+`":true,"`+fieldTruncated+`":true,"`+fieldID+`":`...)
@@ -146,6 +155,7 @@ func (r *renderer) appendTruncate(dst []byte, ts int64) []byte {
 type relationRenderers struct {
 	s      *Server
 	format catalog.Format
+	proto  bool // protobuf frames
 	cache  map[uint64]*renderer
 }
 
@@ -164,7 +174,7 @@ func (rr *relationRenderers) get(ctx context.Context, oid, version uint32) (*ren
 		if err != nil {
 			return nil, fmt.Errorf("describing table %s: %w", catalog.APIName(rel.Schema, rel.Name), err)
 		}
-		r = newRenderer(t, rr.format)
+		r = newExportRenderer(t, rr.format, rr.proto)
 	}
 	if rr.cache == nil {
 		rr.cache = map[uint64]*renderer{}
@@ -332,6 +342,8 @@ type pageWriter struct {
 	w         http.ResponseWriter
 	buf       []byte
 	streaming bool
+	proto     bool      // protobuf frames (documents_proto.go)
+	layout    *renderer // in protobuf, the renderer whose Fields frame came last
 }
 
 const streamAfter = 4 << 20
@@ -341,7 +353,7 @@ func (p *pageWriter) maybeFlush() error {
 		return nil
 	}
 	if !p.streaming {
-		p.w.Header().Set("Content-Type", "application/json")
+		p.w.Header().Set("Content-Type", p.contentType())
 		p.w.WriteHeader(http.StatusOK)
 		p.streaming = true
 	}
@@ -353,7 +365,7 @@ func (p *pageWriter) maybeFlush() error {
 // finish writes what is buffered.
 func (p *pageWriter) finish() {
 	if !p.streaming {
-		p.w.Header().Set("Content-Type", "application/json")
+		p.w.Header().Set("Content-Type", p.contentType())
 		p.w.Header().Set("Content-Length", strconv.Itoa(len(p.buf)))
 		p.w.WriteHeader(http.StatusOK)
 	}

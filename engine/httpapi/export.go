@@ -35,6 +35,7 @@ type exportArgs struct {
 	Cursor    *string
 	TableName string
 	Format    catalog.Format
+	Protobuf  bool // answer in protobuf frames (export_proto.go)
 	Limit     int
 }
 
@@ -68,7 +69,7 @@ func parseExportArgs(r *http.Request) (*exportArgs, *apiError) {
 		a.TableName = raw["table_name"]
 	}
 	var err error
-	if a.Format, err = catalog.ParseFormat(raw["format"]); err != nil {
+	if a.Format, a.Protobuf, err = parseExportFormat(r, raw["format"]); err != nil {
 		return nil, badRequest("BadFormat", err.Error())
 	}
 	if v, ok := raw["snapshot"]; ok && v != "" {
@@ -309,16 +310,20 @@ func (s *Server) listSnapshot(w http.ResponseWriter, r *http.Request) {
 	}
 	prepared, next, exhausted := page.Prepared, *cur, page.Exhausted
 	next.Key, next.After = page.Last, page.After
+	more := true
+	if exhausted {
+		more = s.nextTable(&next, tables)
+	}
 	p := newPageWriter(w)
+	if args.Protobuf {
+		p.finishProtoSnapshot(prepared.([]byte), cur.Ts, &next, more)
+		return
+	}
 	p.buf = append(p.buf, `{"values":[`...)
 	p.buf = append(p.buf, prepared.([]byte)...)
 	recycleBuffer(prepared.([]byte))
 	p.buf = append(p.buf, `],"snapshot":`...)
 	p.buf = strconv.AppendInt(p.buf, cur.Ts, 10)
-	more := true
-	if exhausted {
-		more = s.nextTable(&next, tables)
-	}
 	if !more {
 		p.buf = append(p.buf, `,"cursor":null,"hasMore":false}`...)
 	} else {
@@ -342,16 +347,14 @@ func (s *Server) snapshotPage(r *http.Request, args *exportArgs, fresh bool) (*s
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	rend := newRenderer(t, args.Format)
+	rend := newExportRenderer(t, args.Format, args.Protobuf)
 	// Pages are rendered as they are read, the next one in the background
 	// while this one travels.
 	prepare := func() (func([][]byte) error, func() (any, error)) {
 		buf := (*pageBuffers.Get().(*[]byte))[:0]
 		var key []byte
 		add := func(values [][]byte) error {
-			if len(buf) > 0 {
-				buf = append(buf, ',')
-			}
+			buf = rend.startDoc(buf)
 			key = rend.table.AppendKey(key[:0], values)
 			var err error
 			buf, err = rend.appendDoc(buf, docSnapshot, cur.Ts, key, values)
@@ -362,9 +365,9 @@ func (s *Server) snapshotPage(r *http.Request, args *exportArgs, fresh bool) (*s
 	limit := cmp.Or(args.Limit, snapshotPageDefault)
 	var page *snapshot.Page
 	if snapshot.Keyed(t) {
-		page, err = s.snaps.ReadKeyed(r.Context(), t, cur.Ts, cur.Key, limit, nil, args.Format.String(), prepare)
+		page, err = s.snaps.ReadKeyed(r.Context(), t, cur.Ts, cur.Key, limit, nil, args.prepareKey(), prepare)
 	} else {
-		page, err = s.readHeld(r, cur, t, limit, args.Format.String(), prepare)
+		page, err = s.readHeld(r, cur, t, limit, args.prepareKey(), prepare)
 	}
 	if err != nil {
 		err = fmt.Errorf("reading snapshot page of %s at ts %d: %w", cur.Table, cur.Ts, err)
@@ -590,7 +593,7 @@ func (s *Server) documentDeltas(w http.ResponseWriter, r *http.Request) {
 	if limit == 0 {
 		limit = deltasPageDefault
 	}
-	renderers := &relationRenderers{s: s, format: args.Format}
+	renderers := &relationRenderers{s: s, format: args.Format, proto: args.Protobuf}
 	it, err := s.store.NetChanges(cursor, upTo, oid, renderers.identifiesRows(r.Context()))
 	if errors.Is(err, shapelog.ErrExpired) {
 		// oldestCursor (not in Convex's API) is the lowest cursor served
@@ -607,7 +610,7 @@ func (s *Server) documentDeltas(w http.ResponseWriter, r *http.Request) {
 	}
 	defer it.Close()
 	p := newPageWriter(w)
-	p.buf = append(p.buf, `{"values":[`...)
+	p.startValues(args.Protobuf)
 	n, lastTs, hasMore := 0, cursor, false
 	for {
 		// A page ends on a transaction boundary: once it is full, only the
@@ -630,9 +633,7 @@ func (s *Server) documentDeltas(w http.ResponseWriter, r *http.Request) {
 		if rend == nil {
 			continue // a table in a reserved schema
 		}
-		if n > 0 {
-			p.buf = append(p.buf, ',')
-		}
+		p.startDoc(rend, n == 0)
 		var docs int
 		if p.buf, docs, err = rend.appendChange(p.buf, e); err != nil {
 			p.fail(s, fmt.Errorf("rendering the change at ts %d of table %s: %w", e.Ts, catalog.APIName(rend.table.Schema, rend.table.Name), err))
@@ -650,6 +651,10 @@ func (s *Server) documentDeltas(w http.ResponseWriter, r *http.Request) {
 	next := upTo
 	if hasMore {
 		next = lastTs
+	}
+	if p.proto {
+		p.finishProtoDeltas(next, hasMore)
+		return
 	}
 	p.buf = append(p.buf, `],"cursor":`...)
 	p.buf = strconv.AppendInt(p.buf, next, 10)

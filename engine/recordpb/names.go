@@ -14,7 +14,10 @@ func CompareFieldNames(a, b string) int {
 		ra, na := utf8.DecodeRuneInString(a)
 		rb, nb := utf8.DecodeRuneInString(b)
 		if ra != rb {
-			return int(utf16Key(ra)) - int(utf16Key(rb))
+			if ka, kb := utf16Key(ra), utf16Key(rb); ka != kb {
+				return int(ka) - int(kb)
+			}
+			return int(ra) - int(rb) // the same high surrogate: the low ones decide, in rune order
 		}
 		a, b = a[na:], b[nb:]
 	}

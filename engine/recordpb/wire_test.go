@@ -123,3 +123,34 @@ func TestSortFieldNames(t *testing.T) {
 		t.Fatalf("%q", names)
 	}
 }
+
+func TestTemporalKinds(t *testing.T) {
+	var data []byte
+	data = AppendDate(data, -719528)
+	data = AppendTimeWithoutZone(data, 86399999999999)
+	data = AppendTimeWithZone(data, 45296000000000, -19800)
+	data = AppendTimestampLocal(data, 19723, 1)
+	data = AppendTimestampWithZone(data, -62135596800, 999999000, 0)
+	var rec Record
+	if err := proto.Unmarshal(data, &rec); err != nil {
+		t.Fatal(err)
+	}
+	v := rec.Data
+	if v[0].GetDate() != -719528 || v[1].GetTimeWithoutTimezone() != 86399999999999 {
+		t.Fatalf("%v %v", v[0], v[1])
+	}
+	if tz := v[2].GetTimeWithTimezone(); tz.GetNanosOfDay() != 45296000000000 || tz.GetOffsetSeconds() != -19800 {
+		t.Fatalf("%v", v[2])
+	}
+	if ts := v[3].GetTimestampWithoutTimezone(); ts.GetDateDaysSinceEpoch() != 19723 || ts.GetNanosOfDay() != 1 {
+		t.Fatalf("%v", v[3])
+	}
+	if ts := v[4].GetTimestampWithTimezone(); ts.GetEpochSecond() != -62135596800 || ts.GetNano() != 999999000 || ts.GetOffsetSeconds() != 0 || v[4].GetKind() == nil {
+		t.Fatalf("%v", v[4])
+	}
+	names := []string{"\U0001F601", "\U0001F600"}
+	SortFieldNames(names)
+	if names[0] != "\U0001F600" {
+		t.Fatalf("same high surrogate: %q", names)
+	}
+}

@@ -89,6 +89,7 @@ func (f *fixture) rows(table string) []string {
 func TestSpecAndCheck(t *testing.T) {
 	f := newFixture(t)
 	bin := f.bin
+	before := f.relations()
 	out := connectortest.Run(t, bin, nil, "spec")
 	specs := out.OfType(protocol.TypeSpec)
 	if len(specs) != 1 || !slices.Equal(specs[0].Spec.SupportedDestinationSyncModes, []string{"append", "overwrite", "append_dedup"}) {
@@ -99,6 +100,8 @@ func TestSpecAndCheck(t *testing.T) {
 		"wrong key":   {fmt.Sprintf(`{"deployment_url":%q,"access_key":"x"}`, f.engine.URL()), "FAILED", "access_key"},
 		"unreachable": {`{"deployment_url":"http://127.0.0.1:1","access_key":"x"}`, "FAILED", "deployment_url"},
 		"bad batch":   {fmt.Sprintf(`{"deployment_url":%q,"access_key":"x","batch_size":-1}`, f.engine.URL()), "FAILED", "batch_size"},
+		"long schema": {fmt.Sprintf(`{"deployment_url":%q,"access_key":%q,"default_schema":%q}`, f.engine.URL(), connectortest.AccessKey, strings.Repeat("s", 64)), "FAILED", "default_schema"},
+		"new schema":  {fmt.Sprintf(`{"deployment_url":%q,"access_key":%q,"default_schema":"not_yet"}`, f.engine.URL(), connectortest.AccessKey), "SUCCEEDED", ""},
 	} {
 		out := connectortest.Run(t, bin, nil, "check", "--config", connectortest.WriteJSON(t, "c.json", tc.config))
 		st := out.OfType(protocol.TypeConnectionStatus)
@@ -106,10 +109,31 @@ func TestSpecAndCheck(t *testing.T) {
 			t.Errorf("%s:\n%s", name, out)
 		}
 	}
-	var n int
-	if err := f.conn.QueryRow(context.Background(), `SELECT count(*) FROM public._airbyte_connection_check`).Scan(&n); err != nil || n != 0 {
-		t.Errorf("check left %d rows (%v)", n, err)
+	// check leaves the database as it was: no table (a shapelog source
+	// would discover it as a stream), no schema.
+	if after := f.relations(); !slices.Equal(after, before) {
+		t.Errorf("check changed the database's tables and schemas:\nbefore %v\nafter  %v", before, after)
 	}
+}
+
+// relations lists the database's schemas and relations, system ones left
+// out.
+func (f *fixture) relations() []string {
+	f.t.Helper()
+	rows, err := f.conn.Query(context.Background(), `
+		SELECT 'schema ' || nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\_%' AND nspname <> 'information_schema'
+		UNION ALL
+		SELECT c.relkind::text || ' ' || n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname NOT LIKE 'pg\_%' AND n.nspname <> 'information_schema'
+		ORDER BY 1`)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return out
 }
 
 func TestAppendEchoesStatesAfterCommit(t *testing.T) {

@@ -2,19 +2,24 @@ package main
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
-	"time"
 
 	"github.com/shapelog/shapelog/engine/client"
 	"github.com/shapelog/shapelog/internal/connector"
 	"github.com/shapelog/shapelog/protocol"
 )
 
-// version is the connector's version (the image tag).
-const version = "0.1.0"
+// metadataYAML is the connector's Airbyte registry entry.
+//
+//go:embed metadata.yaml
+var metadataYAML []byte
+
+// version is the connector's version: metadata.yaml's dockerImageTag.
+var version = connector.Version(metadataYAML)
 
 // clientName is sent as Convex-Client on every engine call.
-const clientName = "airbyte-destination-shapelog-" + version
+var clientName = "airbyte-destination-shapelog-" + version
 
 var spec = &protocol.Spec{
 	DocumentationURL:    "https://github.com/shapelog/shapelog/blob/main/destination/README.md",
@@ -36,6 +41,7 @@ var spec = &protocol.Spec{
       "description": "URL of the shapelog engine in front of the destination PostgreSQL database, e.g. http://shapelog:3000.",
       "format": "uri",
       "pattern": "^https?://",
+      "pattern_descriptor": "http(s)://host[:port]",
       "examples": ["http://shapelog:3000", "https://sync.example.com"],
       "order": 0
     },
@@ -93,6 +99,9 @@ func loadConfig(env *protocol.Env, retries int) (*config, *client.Client, error)
 	if cfg.DefaultSchema == "" {
 		cfg.DefaultSchema = "public"
 	}
+	if len(cfg.DefaultSchema) > 63 {
+		return nil, nil, protocol.ConfigError(nil, "Setting `default_schema` is %d bytes long: PostgreSQL names are at most 63 bytes", len(cfg.DefaultSchema))
+	}
 	if cfg.BatchSize == 0 {
 		cfg.BatchSize = 10000
 	}
@@ -106,27 +115,21 @@ func loadConfig(env *protocol.Env, retries int) (*config, *client.Client, error)
 	return &cfg, c, nil
 }
 
-// checkTable is where check proves it can write; it is left empty.
-const checkTable = "_airbyte_connection_check"
-
-// check proves the destination can really write: it creates (if needed) a
-// table in the default schema, imports a record into it and empties it.
+// check answers the check command without writing anything: the settings
+// must be valid (loadConfig) and the engine must answer with this key and
+// reach its database (it lists the tables it publishes). It creates no
+// table, so the database — and a shapelog source reading it — is left as
+// it was. The engine has no call that proves write privileges without
+// writing: a database role lacking CREATE or INSERT fails the first write
+// instead, with a config_error naming the privilege.
 func check(ctx context.Context, env *protocol.Env) error {
 	cfg, c, err := loadConfig(env, 1)
 	if err != nil {
 		return err
 	}
-	table := client.TableName(cfg.DefaultSchema, checkTable)
-	req := client.ImportRequest{
-		Tables:   map[string]client.TableSpec{table: {JSONSchema: json.RawMessage(`{"type":"object","properties":{"checked_at":{"type":"string","format":"date-time","airbyte_type":"timestamp_with_timezone"}}}`)}},
-		Messages: []client.Message{{TableName: table, Data: json.RawMessage(`{"checked_at":"` + time.Now().UTC().Format(time.RFC3339Nano) + `"}`)}},
+	if _, err := c.JSONSchemas(ctx, false, "json"); err != nil {
+		return connector.CheckFailure(connector.EngineError(err, "asking the engine for its tables"))
 	}
-	if err := c.ImportAirbyteRecords(ctx, req, ""); err != nil {
-		return connector.CheckFailure(connector.EngineError(err, "writing a test record into "+table))
-	}
-	if err := c.ClearTables(ctx, []string{table}); err != nil {
-		return connector.CheckFailure(connector.EngineError(err, "emptying "+table))
-	}
-	env.Log.Info().Str("table", table).Msg("connection checked: a record was written and removed")
+	env.Log.Info().Str("default_schema", cfg.DefaultSchema).Msg("connection checked: the engine answers with this key and reaches its database")
 	return nil
 }

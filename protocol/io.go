@@ -92,6 +92,8 @@ type InputRecord struct {
 	Data      json.RawMessage `json:"data"`
 	EmittedAt int64           `json:"emitted_at"`
 	Meta      *RecordMeta     `json:"meta"`
+	// PartitionID names the STATE covering the record (speed mode).
+	PartitionID string `json:"partition_id"`
 }
 
 // Descriptor returns the record's stream descriptor.
@@ -216,8 +218,12 @@ func scanRecord(s *jsonscan.Scanner, r *InputRecord) bool {
 		case "meta":
 			start := s.I
 			return s.Skip() && json.Unmarshal(s.B[start:s.I], &r.Meta) == nil
+		case "partition_id":
+			v, ok := scanString(s)
+			r.PartitionID = v
+			return ok
 		}
-		return !isFieldName(name, "stream", "namespace", "data", "emitted_at", "meta") && s.Skip()
+		return !isFieldName(name, "stream", "namespace", "data", "emitted_at", "meta", "partition_id") && s.Skip()
 	})
 }
 
@@ -355,8 +361,9 @@ func NewRecordEncoder(d StreamDescriptor) *RecordEncoder {
 }
 
 // Append appends a RECORD line (without newline) whose data is the JSON
-// object data, and meta (if not nil) its changes.
-func (e *RecordEncoder) Append(dst []byte, emittedAt int64, data []byte, meta *RecordMeta) []byte {
+// object data, and meta (if not nil) its changes. A partition (speed mode)
+// ties the record to the STATE naming it.
+func (e *RecordEncoder) Append(dst []byte, emittedAt int64, data []byte, meta *RecordMeta, partition string) []byte {
 	dst = append(dst, e.head...)
 	dst = strconv.AppendInt(dst, emittedAt, 10)
 	dst = append(dst, `,"data":`...)
@@ -364,6 +371,10 @@ func (e *RecordEncoder) Append(dst []byte, emittedAt int64, data []byte, meta *R
 	if meta != nil {
 		m, _ := json.Marshal(meta)
 		dst = append(append(dst, `,"meta":`...), m...)
+	}
+	if partition != "" {
+		p, _ := json.Marshal(partition)
+		dst = append(append(dst, `,"partition_id":`...), p...)
 	}
 	return append(dst, "}}"...)
 }

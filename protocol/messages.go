@@ -78,6 +78,8 @@ type State struct {
 	SourceStats      *StateStats      `json:"sourceStats,omitempty"`
 	DestinationStats *StateStats      `json:"destinationStats,omitempty"`
 	ID               *json.RawMessage `json:"id,omitempty"`
+	// PartitionID ties a STATE to the records naming it (speed mode).
+	PartitionID string `json:"partition_id,omitempty"`
 }
 
 // StreamState is one stream's state blob.

@@ -22,8 +22,9 @@ func newRecordWriter(s *stream) *recordWriter {
 	return &recordWriter{s: s, enc: protocol.NewRecordEncoder(s.desc)}
 }
 
-// appendRecord appends the RECORD line (and newline) for one document.
-func (w *recordWriter) appendRecord(dst []byte, doc []byte, emittedAt int64) ([]byte, error) {
+// appendRecord appends the RECORD line (and newline) for one document; a
+// partition (speed mode) names the STATE that will cover it.
+func (w *recordWriter) appendRecord(dst []byte, doc []byte, emittedAt int64, partition string) ([]byte, error) {
 	data := append(w.data[:0], '{')
 	w.changes = w.changes[:0]
 	var ts int64
@@ -96,7 +97,7 @@ func (w *recordWriter) appendRecord(dst []byte, doc []byte, emittedAt int64) ([]
 	if len(w.changes) > 0 {
 		meta = &protocol.RecordMeta{Changes: w.changes}
 	}
-	dst = w.enc.Append(dst, emittedAt, data, meta)
+	dst = w.enc.Append(dst, emittedAt, data, meta, partition)
 	return append(dst, '\n'), nil
 }
 
@@ -111,12 +112,87 @@ func convert(dst, value []byte, conv conversion) ([]byte, bool) {
 		return convertArray(dst, value, conv)
 	case '"':
 		inner := value[1 : len(value)-1]
-		if conv == floatOrSpecial || !isJSONNumber(inner) {
+		switch {
+		case conv == timeWithZone:
+			return appendTimeWithZone(dst, inner), true
+		case conv == floatOrSpecial || !isJSONNumber(inner):
 			return append(dst, "null"...), false
 		}
 		return append(dst, inner...), true
 	}
 	return append(dst, value...), true
+}
+
+// appendTimeWithZone appends, as a JSON string, a timetz value as
+// PostgreSQL prints it (HH:MM:SS[.ffffff]±HH[:MM[:SS]]) in Airbyte's
+// time_with_timezone form, an RFC 3339 full-time: the offset always has its
+// minutes ("12:34:56+02" -> "12:34:56+02:00"). An offset with seconds,
+// which RFC 3339 cannot write, becomes the same time in UTC
+// ("12:00:00+05:30:15" -> "06:29:45Z"), as PostgreSQL's AT TIME ZONE 'UTC'
+// gives it. Anything else is passed through as it is.
+func appendTimeWithZone(dst, t []byte) []byte {
+	dst = append(dst, '"')
+	i := bytes.LastIndexAny(t, "+-")
+	if i < 0 {
+		return append(append(dst, t...), '"')
+	}
+	clock, offset := t[:i], t[i+1:]
+	parts := bytes.Split(offset, []byte{':'})
+	for _, p := range parts {
+		if len(p) != 2 || !isDigits(p) {
+			return append(append(dst, t...), '"')
+		}
+	}
+	switch len(parts) {
+	case 1:
+		dst = append(append(dst, t...), ":00"...)
+	case 2:
+		dst = append(dst, t...)
+	case 3:
+		dst = appendUTCClock(dst, clock, t[i] == '-', parts)
+	default:
+		dst = append(dst, t...)
+	}
+	return append(dst, '"')
+}
+
+// appendUTCClock appends clock (HH:MM:SS[.ffffff]) at UTC offset ±HH:MM:SS
+// (negative when west) as the same time of day in UTC, with a Z.
+func appendUTCClock(dst, clock []byte, west bool, offset [][]byte) []byte {
+	frac := []byte(nil)
+	if j := bytes.IndexByte(clock, '.'); j >= 0 {
+		clock, frac = clock[:j], clock[j:]
+	}
+	hms := bytes.Split(clock, []byte{':'})
+	if len(hms) != 3 {
+		return append(append(append(dst, clock...), frac...), 'Z')
+	}
+	secs := func(p [][]byte) int {
+		n := 0
+		for _, x := range p {
+			v, _ := strconv.Atoi(string(x))
+			n = n*60 + v
+		}
+		return n
+	}
+	off := secs(offset)
+	if west {
+		off = -off
+	}
+	const day = 24 * 3600
+	s := ((secs(hms)-off)%day + day) % day
+	dst = fmt.Appendf(dst, "%02d:%02d:%02d", s/3600, s/60%60, s%60)
+	return append(append(dst, frac...), 'Z')
+}
+
+// isDigits reports whether b is all ASCII digits.
+func isDigits(b []byte) bool {
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // convertArray converts the elements of a (possibly nested) array.

@@ -28,7 +28,7 @@ func benchStream() *stream {
 
 func TestAppendRecordConvertsAndAddsCDCFields(t *testing.T) {
 	w := newRecordWriter(benchStream())
-	line, err := w.appendRecord(nil, []byte(benchDoc), 1700000000000)
+	line, err := w.appendRecord(nil, []byte(benchDoc), 1700000000000, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func BenchmarkAppendRecord(b *testing.B) {
 	var buf []byte
 	b.SetBytes(int64(len(benchDoc)))
 	for b.Loop() {
-		buf, _ = w.appendRecord(buf[:0], []byte(benchDoc), 1700000000000)
+		buf, _ = w.appendRecord(buf[:0], []byte(benchDoc), 1700000000000, "")
 	}
 }
 
@@ -95,5 +95,28 @@ func TestConvertArraysWithNastyElements(t *testing.T) {
 	in := `["a]b","c,d","e\"f","g\\",""]`
 	if got, _ := convert(nil, []byte(in), asIs); string(got) != in {
 		t.Errorf("as-is array changed: %s", got)
+	}
+}
+
+// TestConvertTimeWithZone: timetz values take Airbyte's time_with_timezone
+// form, an RFC 3339 full-time, whatever offset PostgreSQL printed.
+func TestConvertTimeWithZone(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{`"12:34:56+02"`, `"12:34:56+02:00"`},
+		{`"12:34:56.123456-08"`, `"12:34:56.123456-08:00"`},
+		{`"00:00:00+00"`, `"00:00:00+00:00"`},
+		{`"12:34:56+05:30"`, `"12:34:56+05:30"`},
+		{`"24:00:00-11"`, `"24:00:00-11:00"`},
+		{`"12:00:00+05:30:15"`, `"06:29:45Z"`},     // offset with seconds: the same time in UTC
+		{`"01:00:00.5-10:00:30"`, `"11:00:30.5Z"`}, // west of UTC
+		{`"03:00:00+05:30:15"`, `"21:29:45Z"`},     // the day before, in UTC
+		{`["12:34:56+02",null,["01:02:03-03:30"]]`, `["12:34:56+02:00",null,["01:02:03-03:30"]]`},
+		{`null`, `null`},
+		{`"not a time"`, `"not a time"`}, // passed through, never invented
+	} {
+		got, ok := convert(nil, []byte(tc.in), timeWithZone)
+		if string(got) != tc.want || !ok {
+			t.Errorf("convert(%s) = %s, %v; want %s, true", tc.in, got, ok, tc.want)
+		}
 	}
 }

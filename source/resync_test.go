@@ -392,7 +392,7 @@ func TestStateResyncFrom(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := `{"snapshot_cursor":"{\"snapshot\":\"x\",\"table\":0,\"after\":\"\"}","snapshot_has_more":true,"delta_cursor":200,"resync_from":100}`; string(blob) != want {
+	if want := `{"snapshot_cursor":"{\"snapshot\":\"x\",\"table\":0,\"after\":\"\"}","snapshot_has_more":true,"delta_cursor":200,"resync_from":100,"cursor_field":["_ab_cdc_lsn"],"cursor":200}`; string(blob) != want {
 		t.Fatalf("state %s\nwant %s", blob, want)
 	}
 	load := func(blob string) (*streamState, error) {

@@ -41,6 +41,7 @@ const (
 	integerString             // int8 as a base-10 string -> JSON integer
 	numericString             // numeric as a decimal string -> JSON number (NaN, ±Infinity -> null)
 	floatOrSpecial            // float: numbers as they are, "NaN"/"inf" strings -> null
+	timeWithZone              // timetz: the offset as ±HH:MM (RFC 3339), "+02" -> "+02:00"
 )
 
 // column is how one exported field is written.
@@ -186,6 +187,18 @@ const (
 	descBytes     = "base64 bytes"
 )
 
+// sourceDescriptions describe, for the engine descriptions of values the
+// source converts (see convert), what the source emits instead: the
+// engine's words describe its own JSON (int64 as a string, a time's bare
+// hour offset), not the records.
+var sourceDescriptions = map[string]string{
+	descInt64:   "64-bit integer, as an exact JSON integer (beyond 2^53 too)",
+	descNumeric: "Decimal, as an exact JSON number with every digit PostgreSQL holds; NaN and ±Infinity are sent as null, with a NULLED change in the record's meta",
+	descFloat:   "Floating-point number, as a JSON number; NaN and ±Infinity are sent as null, with a NULLED change in the record's meta",
+	descTimeTZ:  "Time of day with UTC offset, as an RFC 3339 full-time (HH:MM:SS[.ffffff]±HH:MM)",
+	descTime:    "Time of day without time zone, as an RFC 3339 partial-time (HH:MM:SS[.ffffff])",
+}
+
 // airbyteSchema maps an engine column schema (format=json) to Airbyte's
 // type conventions and says how values are converted.
 func airbyteSchema(s map[string]any) (map[string]any, conversion) {
@@ -194,7 +207,9 @@ func airbyteSchema(s map[string]any) (map[string]any, conversion) {
 		out["$pgType"] = t
 	}
 	desc, _ := s["$description"].(string)
-	if desc != "" {
+	if d, ok := sourceDescriptions[desc]; ok {
+		out["description"] = d
+	} else if desc != "" {
 		out["description"] = desc
 	}
 	if variants, ok := s["anyOf"].([]any); ok && desc != descFloat {
@@ -258,6 +273,7 @@ func airbyteSchema(s map[string]any) (map[string]any, conversion) {
 		out["format"], out["airbyte_type"] = "time", "time_without_timezone"
 	case desc == descTimeTZ:
 		out["format"], out["airbyte_type"] = "time", "time_with_timezone"
+		conv = timeWithZone
 	case desc == descTimestamp:
 		out["format"], out["airbyte_type"] = "date-time", "timestamp_without_timezone"
 	case s["format"] == "date-time":

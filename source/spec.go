@@ -1,17 +1,24 @@
 package main
 
 import (
+	_ "embed"
 	"encoding/json"
 
 	"github.com/shapelog/shapelog/engine/client"
+	"github.com/shapelog/shapelog/internal/connector"
 	"github.com/shapelog/shapelog/protocol"
 )
 
-// clientName is sent as Convex-Client on every engine call.
-const clientName = "airbyte-source-shapelog-" + version
+// metadataYAML is the connector's Airbyte registry entry.
+//
+//go:embed metadata.yaml
+var metadataYAML []byte
 
-// version is the connector's version (the image tag).
-const version = "0.1.0"
+// version is the connector's version: metadata.yaml's dockerImageTag.
+var version = connector.Version(metadataYAML)
+
+// clientName is sent as Convex-Client on every engine call.
+var clientName = "airbyte-source-shapelog-" + version
 
 var spec = &protocol.Spec{
 	DocumentationURL:    "https://github.com/shapelog/shapelog/blob/main/source/README.md",
@@ -30,6 +37,7 @@ var spec = &protocol.Spec{
       "description": "URL of the shapelog engine that serves your PostgreSQL database, e.g. http://shapelog:3000.",
       "format": "uri",
       "pattern": "^https?://",
+      "pattern_descriptor": "http(s)://host[:port]",
       "examples": ["http://shapelog:3000", "https://sync.example.com"],
       "order": 0
     },

@@ -27,6 +27,12 @@ import (
 //
 // StreamName and StreamNamespace let tools that rebuild a descriptor from
 // the blob alone (Airbyte's acceptance tests) find the stream again.
+//
+// The saved blob also carries the stream's cursor the way Airbyte's database
+// sources write it: `cursor_field` (["_ab_cdc_lsn"]) and `cursor`, a copy of
+// DeltaCursor (see MarshalJSON), so that tools which look for the cursor
+// field's value in a state (the acceptance tests' abnormal-state test) find
+// it. On input, `cursor` stands for DeltaCursor when that is absent.
 type streamState struct {
 	SnapshotCursor  *string `json:"snapshot_cursor"`
 	SnapshotHasMore bool    `json:"snapshot_has_more"`
@@ -39,6 +45,33 @@ type streamState struct {
 	// completed in this run while DeltaCursor replays the changes before
 	// it (see streamReader.skipExpiredReplay).
 	replayUntil *int64
+}
+
+// savedStreamState is the blob a streamState is saved as.
+type savedStreamState struct {
+	SnapshotCursor  *string  `json:"snapshot_cursor"`
+	SnapshotHasMore bool     `json:"snapshot_has_more"`
+	DeltaCursor     *int64   `json:"delta_cursor"`
+	ResyncFrom      *int64   `json:"resync_from,omitempty"`
+	StreamName      string   `json:"stream_name,omitempty"`
+	StreamNamespace string   `json:"stream_namespace,omitempty"`
+	CursorField     []string `json:"cursor_field"`
+	Cursor          *int64   `json:"cursor"`
+}
+
+// cursorField is the `cursor_field` of every saved state: the discovered
+// streams' cursor.
+var cursorField = []string{fieldLSN}
+
+// MarshalJSON writes the state with its cursor field and value, `cursor`
+// being DeltaCursor: the position in the engine's log (engine timestamps
+// are _ab_cdc_lsn values) after which the changes are read.
+func (st streamState) MarshalJSON() ([]byte, error) {
+	return json.Marshal(savedStreamState{
+		SnapshotCursor: st.SnapshotCursor, SnapshotHasMore: st.SnapshotHasMore, DeltaCursor: st.DeltaCursor,
+		ResyncFrom: st.ResyncFrom, StreamName: st.StreamName, StreamNamespace: st.StreamNamespace,
+		CursorField: cursorField, Cursor: st.DeltaCursor,
+	})
 }
 
 // freshState is the state of a stream that starts its snapshot.
@@ -184,7 +217,8 @@ func notOurState(d protocol.StreamDescriptor, why error) *protocol.Error {
 // parseState decodes a stream_state blob and checks it is one this source
 // (or Airbyte's Convex source, whose fields it shares) writes: an object
 // of known fields with the right types, cursors that are engine
-// timestamps (non-negative integers), and a consistent combination.
+// timestamps (non-negative integers), and a consistent combination. States
+// written before `cursor_field` and `cursor` existed read as they did.
 func parseState(blob json.RawMessage) (*streamState, error) {
 	dec := json.NewDecoder(bytes.NewReader(blob))
 	dec.UseNumber()
@@ -197,7 +231,14 @@ func parseState(blob json.RawMessage) (*streamState, error) {
 		names = append(names, k)
 	}
 	sort.Strings(names)
+	if v, ok := fields["cursor_field"]; ok {
+		// Another cursor field says more than its cursor's type would.
+		if err := checkCursorField(v); err != nil {
+			return nil, err
+		}
+	}
 	var st streamState
+	var cursor *int64
 	for _, k := range names {
 		var err error
 		switch v := fields[k]; k {
@@ -215,6 +256,10 @@ func parseState(blob json.RawMessage) (*streamState, error) {
 			st.ResyncFrom, err = optionalTimestamp(k, v)
 		case "stream_name", "stream_namespace":
 			_, err = optionalString(k, v)
+		case "cursor_field":
+			// checked above
+		case "cursor":
+			cursor, err = optionalTimestamp(k, v)
 		default:
 			err = fmt.Errorf("it has a field %q, which this source never writes", k)
 		}
@@ -223,7 +268,13 @@ func parseState(blob json.RawMessage) (*streamState, error) {
 		}
 	}
 	switch {
-	case fields["snapshot_has_more"] == nil && fields["delta_cursor"] == nil:
+	case cursor != nil && st.DeltaCursor == nil:
+		st.DeltaCursor = cursor
+	case cursor != nil && *cursor != *st.DeltaCursor:
+		return nil, fmt.Errorf("cursor (%d) and delta_cursor (%d) differ: they are the same position", *cursor, *st.DeltaCursor)
+	}
+	switch {
+	case fields["snapshot_has_more"] == nil && st.DeltaCursor == nil:
 		return nil, fmt.Errorf("neither snapshot_has_more nor delta_cursor is set")
 	case st.SnapshotHasMore && st.SnapshotCursor != nil && st.DeltaCursor == nil:
 		return nil, fmt.Errorf("it has a snapshot_cursor without delta_cursor (the snapshot's timestamp)")
@@ -233,6 +284,25 @@ func parseState(blob json.RawMessage) (*streamState, error) {
 		return nil, fmt.Errorf("a finished snapshot with resync_from")
 	}
 	return &st, nil
+}
+
+// checkCursorField checks a state's `cursor_field` (value v): null, or
+// this source's cursor field.
+func checkCursorField(v any) error {
+	if v == nil {
+		return nil
+	}
+	if a, ok := v.([]any); ok && len(a) == len(cursorField) {
+		same := true
+		for i, x := range a {
+			same = same && x == cursorField[i]
+		}
+		if same {
+			return nil
+		}
+	}
+	want, _ := json.Marshal(cursorField)
+	return wrongType("cursor_field", v, string(want)+" (this source's cursor)")
 }
 
 // optionalString is field k's value v as a string, nil for null.

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 
@@ -31,8 +33,11 @@ func TestStatesNotOursAreConfigErrors(t *testing.T) {
 		{"unknown field", `[` + string(stateMessage("r", `{"snapshot_has_more":false,"delta_cursor":5,"lsn":"0/16B3748"}`)) + `]`, "public.r", `a field "lsn"`},
 		{"not an object", `[` + string(stateMessage("r", `[1,2]`)) + `]`, "public.r", "not a JSON object"},
 		{"another stream's foreign state", `[` + string(stateMessage("r", `{"snapshot_has_more":false,"delta_cursor":5}`)) + `,` +
-			string(stateMessage("gone", `{"cursor":"2024-01-01"}`)) + `]`, "public.gone", `a field "cursor"`},
+			string(stateMessage("gone", `{"cursor":"2024-01-01"}`)) + `]`, "public.gone", `cursor is "2024-01-01", expected an engine timestamp`},
 		{"legacy message of something else", `{"type":"LEGACY","data":{"r":{"lsn":5}}}`, "public.r", `a field "lsn"`},
+		{"another cursor field", `[` + string(stateMessage("r", `{"cursor_field":["updated_at"],"cursor":"2024-01-01"}`)) + `]`, "public.r", `cursor_field is ["updated_at"], expected ["_ab_cdc_lsn"]`},
+		{"cursor not a timestamp", `[` + string(stateMessage("r", `{"cursor_field":["_ab_cdc_lsn"],"cursor":"0/16B3748"}`)) + `]`, "public.r", `cursor is "0/16B3748", expected an engine timestamp`},
+		{"cursor and delta_cursor differ", `[` + string(stateMessage("r", `{"snapshot_has_more":false,"delta_cursor":5,"cursor_field":["_ab_cdc_lsn"],"cursor":6}`)) + `]`, "public.r", "cursor (6) and delta_cursor (5) differ"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := f.run("read", "--config", f.config, "--catalog", catalog, "--state", connectortest.WriteJSON(t, "state.json", tc.state))
@@ -69,12 +74,16 @@ func TestLegacyStatesStillRead(t *testing.T) {
 	f.exec(`INSERT INTO r VALUES (2, 'new')`)
 	convex := fmt.Sprintf(`{"snapshot_cursor":null,"snapshot_has_more":false,"delta_cursor":%d}`, st.DeltaCursor)
 	ours := fmt.Sprintf(`{"snapshot_cursor":null,"snapshot_has_more":false,"delta_cursor":%d,"stream_name":"r","stream_namespace":"public"}`, st.DeltaCursor)
+	withCursor := fmt.Sprintf(`{"snapshot_cursor":null,"snapshot_has_more":false,"delta_cursor":%d,"stream_name":"r","stream_namespace":"public","cursor_field":["_ab_cdc_lsn"],"cursor":%[1]d}`, st.DeltaCursor)
+	cursorOnly := fmt.Sprintf(`{"cursor_field":["_ab_cdc_lsn"],"cursor":%d}`, st.DeltaCursor)
 	for name, state := range map[string]string{
 		"Convex source's state in a STREAM message": `[` + string(stateMessage("r", convex)) + `]`,
-		"legacy object":            `{"r":` + convex + `}`,
-		"LEGACY message":           `{"type":"LEGACY","data":{"r":` + convex + `}}`,
-		"GLOBAL message":           `[{"type":"GLOBAL","global":{"stream_states":[{"stream_descriptor":{"name":"r","namespace":"public"},"stream_state":` + ours + `}]}}]`,
-		"STREAM without namespace": `[{"type":"STREAM","stream":{"stream_descriptor":{"name":"r"},"stream_state":` + ours + `}}]`,
+		"legacy object":                              `{"r":` + convex + `}`,
+		"LEGACY message":                             `{"type":"LEGACY","data":{"r":` + convex + `}}`,
+		"GLOBAL message":                             `[{"type":"GLOBAL","global":{"stream_states":[{"stream_descriptor":{"name":"r","namespace":"public"},"stream_state":` + ours + `}]}}]`,
+		"STREAM without namespace":                   `[{"type":"STREAM","stream":{"stream_descriptor":{"name":"r"},"stream_state":` + ours + `}}]`,
+		"state with cursor_field and cursor":         `[` + string(stateMessage("r", withCursor)) + `]`,
+		"cursor alone, as database sources write it": `[` + string(stateMessage("r", cursorOnly)) + `]`,
 	} {
 		out := f.run("read", "--config", f.config, "--catalog", catalog, "--state", connectortest.WriteJSON(t, "state.json", state))
 		recs := out.Records(t)
@@ -82,4 +91,112 @@ func TestLegacyStatesStillRead(t *testing.T) {
 			t.Errorf("%s: want exit 0 and the one change after the cursor:\n%s", name, out)
 		}
 	}
+}
+
+// TestStatesCarryTheCursorField: every STATE names the stream's cursor
+// field and carries its value as database sources do ("cursor_field",
+// "cursor"), an integer like the records' _ab_cdc_lsn, equal to
+// delta_cursor and never behind a record already sent. Read with a state
+// from the future (CAT's test_state_with_abnormally_large_values, whose
+// newer versions look for the cursor field's value in the given and the
+// emitted states and check its type against the stream's schema), the
+// source sends no record and a STATE with that same cursor.
+func TestStatesCarryTheCursorField(t *testing.T) {
+	f := newFixture(t, `CREATE TABLE r (id int PRIMARY KEY); INSERT INTO r SELECT generate_series(1, 12);`,
+		func(c map[string]any) { c["page_size"] = 5 })
+	catalog, cat := f.catalog(protocol.SyncIncremental)
+	var schema struct {
+		Properties map[string]map[string]any `json:"properties"`
+	}
+	if err := json.Unmarshal(cat.Streams[0].JSONSchema, &schema); err != nil || schema.Properties[fieldLSN]["type"] != "integer" {
+		t.Fatalf("the cursor's schema: %v (%v)", schema.Properties[fieldLSN], err)
+	}
+	first := f.read(catalog, nil)
+	f.exec(`INSERT INTO r VALUES (13)`)
+	second := f.read(catalog, lastStates(t, first))
+	if n := len(second.Records(t)); n != 1 {
+		t.Fatalf("second sync: %d records, want 1", n)
+	}
+	for i, out := range []*connectortest.Output{first, second} {
+		var maxLSN int64
+		for _, r := range out.Records(t) {
+			n, err := r[fieldLSN].(json.Number).Int64()
+			if err != nil {
+				t.Fatalf("%s = %v", fieldLSN, r[fieldLSN])
+			}
+			maxLSN = max(maxLSN, n)
+		}
+		states := out.OfType(protocol.TypeState)
+		for _, m := range states {
+			cursor, delta := catCursorValues(t, m.State.Stream.StreamState)
+			if len(cursor) != 1 || (cursor[0] != nil && (delta == nil || *cursor[0] != *delta)) {
+				t.Errorf("sync %d: state %s: want one cursor value equal to delta_cursor", i+1, m.State.Stream.StreamState)
+			}
+		}
+		last, _ := catCursorValues(t, states[len(states)-1].State.Stream.StreamState)
+		if last[0] == nil || *last[0] < maxLSN {
+			t.Errorf("sync %d: the last state's cursor %v is behind a record sent (%d)", i+1, last[0], maxLSN)
+		}
+	}
+
+	const future = 4000000000000000000
+	abnormal, err := os.ReadFile("integration_tests/abnormal_state.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var given []struct {
+		Stream struct {
+			StreamState json.RawMessage `json:"stream_state"`
+		} `json:"stream"`
+	}
+	if err := json.Unmarshal(abnormal, &given); err != nil || len(given) == 0 {
+		t.Fatalf("integration_tests/abnormal_state.json: %v", err)
+	}
+	if v, _ := catCursorValues(t, given[0].Stream.StreamState); len(v) != 1 || v[0] == nil || *v[0] != future {
+		t.Fatalf("integration_tests/abnormal_state.json: cursor values %v, want [%d]", v, int64(future))
+	}
+	state := strings.ReplaceAll(string(abnormal), `"users"`, `"r"`)
+	out := f.run("read", "--config", f.config, "--catalog", catalog, "--state", connectortest.WriteJSON(t, "state.json", state))
+	states := out.OfType(protocol.TypeState)
+	if out.Code != 0 || len(out.OfType(protocol.TypeRecord)) != 0 || len(states) == 0 {
+		t.Fatalf("future state: want exit 0, no record and a state:\n%s", out)
+	}
+	for _, m := range states {
+		if v, _ := catCursorValues(t, m.State.Stream.StreamState); len(v) != 1 || v[0] == nil || *v[0] != future {
+			t.Errorf("state after a future state: %s", m.State.Stream.StreamState)
+		}
+	}
+}
+
+// catCursorValues finds the cursor's values in a stream_state blob as CAT
+// does (the values of keys named like the cursor field, and of `cursor` in
+// an object that has `cursor_field`), each as an integer (nil for null;
+// anything else fails the test, as CAT's type check would), and returns
+// delta_cursor too.
+func catCursorValues(t *testing.T, blob json.RawMessage) (values []*int64, delta *int64) {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(blob))
+	dec.UseNumber()
+	var st map[string]any
+	if err := dec.Decode(&st); err != nil {
+		t.Fatalf("state %s: %v", blob, err)
+	}
+	asInt := func(v any) *int64 {
+		if v == nil {
+			return nil
+		}
+		n, ok := v.(json.Number)
+		i, err := n.Int64()
+		if !ok || err != nil {
+			t.Fatalf("state %s: cursor value %v is not an integer", blob, v)
+		}
+		return &i
+	}
+	for k, v := range st {
+		_, hasField := st["cursor_field"]
+		if k == fieldLSN || (k == "cursor" && hasField) {
+			values = append(values, asInt(v))
+		}
+	}
+	return values, asInt(st["delta_cursor"])
 }

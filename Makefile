@@ -21,7 +21,7 @@ test: build
 FUZZTIME    ?= 30s
 FUZZFLAGS   ?=
 FUZZ_TARGETS := engine/where:FuzzParse engine/where:FuzzMatch internal/jsonscan:FuzzSkip internal/jsonscan:FuzzScalar \
-	protocol:FuzzReader engine/importer:FuzzParseRequest engine/httpapi:FuzzCursors
+	protocol:FuzzReader engine/importer:FuzzParseRequest engine/importer:FuzzParseProtobufRequest engine/httpapi:FuzzCursors
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

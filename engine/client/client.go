@@ -193,7 +193,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	req.Header.Set("Authorization", "Convex "+c.key)
 	req.Header.Set("Convex-Client", c.name)
 	req.Header.Set("Accept", "application/json")
-	if body != nil {
+	if body != nil && req.Header.Get("Content-Type") == "" { // header may name another
 		req.Header.Set("Content-Type", "application/json")
 	}
 	hc := c.http

@@ -66,6 +66,39 @@ func (c *Client) ImportRecords(ctx context.Context, r *Records, idempotencyKey s
 	return c.do(ctx, http.MethodPost, "/api/streaming_import/import_airbyte_records", nil, body, h, nil)
 }
 
+// ImportProtobuf writes one batch in one transaction, as ImportRecords
+// does (the same retries and idempotency key), from a protobuf body: an
+// ImportHeader frame, then ImportRecord frames (see ProtoBatch, which
+// builds one).
+func (c *Client) ImportProtobuf(ctx context.Context, body []byte, idempotencyKey string) error {
+	return c.importProtobuf(ctx, [][]byte{body}, idempotencyKey)
+}
+
+// ImportProtoBatch is ImportProtobuf for b's body, sent without copying
+// its records into one buffer.
+func (c *Client) ImportProtoBatch(ctx context.Context, b *ProtoBatch, idempotencyKey string) error {
+	return c.importProtobuf(ctx, [][]byte{b.header(), b.records}, idempotencyKey)
+}
+
+func (c *Client) importProtobuf(ctx context.Context, parts [][]byte, idempotencyKey string) error {
+	if idempotencyKey == "" {
+		idempotencyKey = NewIdempotencyKey()
+	}
+	size := 0
+	for _, p := range parts {
+		size += len(p)
+	}
+	body := retryablehttp.ReaderFunc(func() (io.Reader, error) {
+		readers := make([]io.Reader, len(parts))
+		for i, p := range parts {
+			readers[i] = bytes.NewReader(p)
+		}
+		return &sizedReader{io.MultiReader(readers...), size}, nil
+	})
+	h := http.Header{"Idempotency-Key": {idempotencyKey}, "Content-Type": {ProtobufContentType}}
+	return c.do(ctx, http.MethodPost, "/api/streaming_import/import_airbyte_records", nil, body, h, nil)
+}
+
 // sizedReader tells the HTTP client the body's length.
 type sizedReader struct {
 	io.Reader

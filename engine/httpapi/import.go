@@ -22,8 +22,15 @@ func jsonBody(r *http.Request, v any) *apiError {
 	return nil
 }
 
+// importRecords is import_airbyte_records: a JSON body, or with
+// `Content-Type: application/x-protobuf` the same request in recordpb's
+// frames (an ImportHeader, then ImportRecords; see importer.ImportProtobuf).
 func (s *Server) importRecords(w http.ResponseWriter, r *http.Request) {
-	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" && !strings.HasSuffix(ct, "+json") {
+	importBody := s.importer.Import
+	switch ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); {
+	case ct == "application/x-protobuf" || ct == "application/protobuf":
+		importBody = s.importer.ImportProtobuf
+	case ct != "application/json" && !strings.HasSuffix(ct, "+json"):
 		writeError(w, http.StatusBadRequest, "BadJsonBody", "Expected request with `Content-Type: application/json`")
 		return
 	}
@@ -39,7 +46,7 @@ func (s *Server) importRecords(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body := &countingReader{r: http.MaxBytesReader(w, r.Body, s.cfg.MaxImportBytes)}
-	n, dup, err := s.importer.Import(r.Context(), body, key)
+	n, dup, err := importBody(r.Context(), body, key)
 	rows := n
 	if dup || err != nil {
 		rows = 0 // imported before (an idempotent retry), or not at all

@@ -87,6 +87,13 @@ func (rw *rowWriter) value(f field, typ string) error {
 		rw.buf = append(rw.buf, `\N`...)
 		return nil
 	case kindNumber:
+		if nonFinite(f.value) { // NaN, Infinity, -Infinity: only from protobuf bodies
+			if !takesNonFinite(typ) {
+				return fmt.Errorf("%s is not a value this column can hold", f.value)
+			}
+			rw.buf = append(rw.buf, f.value...)
+			return nil
+		}
 		if !fracOrExp(f.value) || !isIntColumn(typ) {
 			rw.buf = append(rw.buf, f.value...) // a number needs no escaping
 			return nil
@@ -216,6 +223,24 @@ func fracOrExp(num []byte) bool {
 		if c == '.' || c == 'e' || c == 'E' {
 			return true
 		}
+	}
+	return false
+}
+
+// nonFinite says whether a number is NaN, Infinity or -Infinity, as
+// protobuf bodies write them (JSON has no such numbers).
+func nonFinite(num []byte) bool {
+	return len(num) > 0 && (num[0] == 'N' || num[0] == 'I' || (num[0] == '-' && len(num) > 1 && num[1] == 'I'))
+}
+
+// takesNonFinite says whether a column of type typ can hold NaN and
+// ±Infinity given as numbers: floats and numeric do, text keeps the word,
+// and types read from strings are left to PostgreSQL; integers, booleans,
+// dates, times, json and arrays cannot.
+func takesNonFinite(typ string) bool {
+	switch f, _ := classify(typ); f {
+	case famFloat, famNumeric, famText, famString:
+		return true
 	}
 	return false
 }

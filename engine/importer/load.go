@@ -17,6 +17,18 @@ import (
 // one transaction: records are copied while the body is still being read
 // (see live), and any invalid record rolls the whole request back.
 func (im *Importer) Import(ctx context.Context, body io.Reader, idemKey string) (records int, duplicate bool, err error) {
+	return im.importBody(ctx, body, idemKey, parseRequestInto)
+}
+
+// ImportProtobuf is Import for a body in protobuf (Content-Type:
+// application/x-protobuf; see parseProtobufRequestInto): the same checks,
+// load, idempotency and errors.
+func (im *Importer) ImportProtobuf(ctx context.Context, body io.Reader, idemKey string) (records int, duplicate bool, err error) {
+	return im.importBody(ctx, body, idemKey, parseProtobufRequestInto)
+}
+
+// importBody is Import with the body's parser.
+func (im *Importer) importBody(ctx context.Context, body io.Reader, idemKey string, parse func(io.Reader, recordSink) (*request, error)) (records int, duplicate bool, err error) {
 	l := &live{im: im, ctx: ctx, idemKey: idemKey}
 	defer l.abort()
 	var sum hash.Hash
@@ -24,7 +36,7 @@ func (im *Importer) Import(ctx context.Context, body io.Reader, idemKey string) 
 		sum = sha256.New()
 		body = io.TeeReader(body, sum)
 	}
-	req, err := parseRequestInto(body, l)
+	req, err := parse(body, l)
 	if err != nil {
 		return 0, false, err
 	}

@@ -249,29 +249,42 @@ type namedField struct {
 // most of an import's CPU) and spools them in order. The first invalid
 // message, by index, fails the request.
 func (r *request) addBatch(batch []message) error {
-	out := make([]prepared, len(batch))
-	workers := min(runtime.GOMAXPROCS(0), (len(batch)+63)/64)
+	out := prepareAll(len(batch), func(i int, w *worker) prepared { return r.prepare(batch[i], w) })
+	return r.addPrepared(out, func(i int) int { return batch[i].idx })
+}
+
+// prepareAll runs prep for items 0 to n-1, in parallel when there are
+// enough of them; each goroutine has its own worker.
+func prepareAll(n int, prep func(i int, w *worker) prepared) []prepared {
+	out := make([]prepared, n)
+	workers := min(runtime.GOMAXPROCS(0), (n+63)/64)
 	if workers <= 1 {
 		var w worker
-		for i := range batch {
-			out[i] = r.prepare(batch[i], &w)
+		for i := range out {
+			out[i] = prep(i, &w)
 		}
-	} else {
-		var wg sync.WaitGroup
-		chunk := (len(batch) + workers - 1) / workers
-		for w := 0; w < workers; w++ {
-			lo, hi := w*chunk, min((w+1)*chunk, len(batch))
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				var w worker
-				for i := lo; i < hi; i++ {
-					out[i] = r.prepare(batch[i], &w)
-				}
-			}()
-		}
-		wg.Wait()
+		return out
 	}
+	var wg sync.WaitGroup
+	chunk := (n + workers - 1) / workers
+	for w := 0; w < workers; w++ {
+		lo, hi := w*chunk, min((w+1)*chunk, n)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var w worker
+			for i := lo; i < hi; i++ {
+				out[i] = prep(i, &w)
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// addPrepared gives prepared records their columns and hands them to the
+// sink, in order; idx is each one's message index. The first error wins.
+func (r *request) addPrepared(out []prepared, idx func(i int) int) error {
 	var fields []field
 	for i := range out {
 		p := &out[i]
@@ -282,14 +295,14 @@ func (r *request) addBatch(batch []message) error {
 		for pos, f := range p.fields {
 			col, why := p.s.columnAt(pos, f.name, f.kind, f.value)
 			if why != "" {
-				return badRequest("InvalidFieldName", "message %d (table %s): %s", batch[i].idx, p.s.t.api, why)
+				return badRequest("InvalidFieldName", "message %d (table %s): %s", idx(i), p.s.t.api, why)
 			}
 			fields = append(fields, field{col: col, kind: f.kind, value: f.value})
 		}
 		if p.s.key != nil {
 			p.s.keys.note(p.s, p.deleted, fields)
 		}
-		if err := r.sink.add(r, p.s, p.deleted, fields, batch[i].idx); err != nil {
+		if err := r.sink.add(r, p.s, p.deleted, fields, idx(i)); err != nil {
 			return err
 		}
 	}
@@ -325,6 +338,11 @@ type worker struct {
 	hint []*fastProp  // see scanRecordHinted
 	slab []namedField // records' fields are cut from it
 	most int          // the most fields a record had
+	// For protobuf bodies: a record's data entries, and the text of the
+	// values that are rendered (numbers, dates), kept until the batch is
+	// spooled or copied.
+	entries [][]byte
+	text    []byte
 }
 
 // fields returns an empty slice for a record's fields, with room for as

@@ -22,6 +22,7 @@ type compiledSchema struct {
 	fast     *fastSchema
 	declared map[string]string
 	names    []string
+	kinds    *kindChecks // per-field kind checks, for protobuf bodies (see protobuf.go)
 }
 
 // schemaCache keeps compiled schemas by their text: a sync sends the same
@@ -57,6 +58,7 @@ func compileSchema(api string, raw []byte) (*compiledSchema, error) {
 	var doc map[string]any
 	if err := json.Unmarshal(raw, &doc); err == nil {
 		cs.fast = compileFast(doc)
+		cs.kinds = compileKindChecks(doc)
 		props, _ := doc["properties"].(map[string]any)
 		for name := range props {
 			if !strings.HasPrefix(name, cdcPrefix) {

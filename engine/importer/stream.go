@@ -26,6 +26,7 @@ type stream struct {
 	key      []keyPath // nil: append
 	schema   *jsonschema.Schema
 	fast     *fastSchema       // the schema, when the one-pass checker handles it
+	kinds    *kindChecks       // what each field's values may be, for protobuf bodies; nil: anything
 	declared map[string]string // column types from the JSON Schema, by field
 	cols     []column
 	colIndex map[string]int // by field
@@ -101,7 +102,7 @@ func (s *stream) columnAt(pos int, name string, kind byte, value []byte) (int, s
 
 // observe types an undeclared field from one more of its values.
 func (c *column) observe(kind byte, value []byte) {
-	if kind == kindNumber && c.intOnly && bytes.ContainsAny(value, ".eE") {
+	if kind == kindNumber && c.intOnly && bytes.ContainsAny(value, ".eEIN") { // I, N: Infinity, NaN (protobuf bodies)
 		c.intOnly = false
 	}
 	t := valueType(kind)
@@ -147,7 +148,7 @@ func newStream(api string, d streamDecl) (*stream, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.schema, s.fast, s.declared = cs.schema, cs.fast, cs.declared
+		s.schema, s.fast, s.declared, s.kinds = cs.schema, cs.fast, cs.declared, cs.kinds
 		for _, name := range cs.names {
 			if _, why := s.column(name, kindNull, nil); why != "" {
 				return nil, badRequest("InvalidFieldName", "Table %s, property of its jsonSchema: %s", api, why)

@@ -3,9 +3,11 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/shapelog/shapelog/engine/client"
+	"github.com/shapelog/shapelog/engine/recordpb"
 	"github.com/shapelog/shapelog/protocol"
 )
 
@@ -40,6 +42,11 @@ type streamPlan struct {
 	hasGeneration bool
 	truncateAtEnd bool
 	syncID        *int64
+	// fields are the values of a protobuf record (the stream's fields in
+	// Airbyte's order), then the metadata columns the destination adds;
+	// truncatedAt is the position of the TRUNCATE marker, -1 without one.
+	fields      []string
+	truncatedAt int
 }
 
 // planStreams maps the configured catalog to tables: namespace (or the
@@ -94,9 +101,35 @@ func planStreams(cat *protocol.ConfiguredCatalog, cfg *config) (map[string]*stre
 		if p.spec.JSONSchema, err = withMetaProperties(cs.Stream.JSONSchema); err != nil {
 			return nil, fail("json_schema is not a JSON object: %v", err)
 		}
+		if p.fields, err = recordFields(cs.Stream.JSONSchema); err != nil {
+			return nil, fail("json_schema: %v", err)
+		}
+		p.truncatedAt = slices.Index(p.fields, fieldTruncated)
+		p.fields = append(p.fields, metaFields...)
 		plans[descKey(d)] = p
 	}
 	return plans, nil
+}
+
+// recordFields are the fields of a stream's records in the order Airbyte's
+// protobuf records carry their values: its schema's properties, sorted.
+func recordFields(schema json.RawMessage) ([]string, error) {
+	var s struct {
+		Properties map[string]json.RawMessage `json:"properties"`
+	}
+	if len(schema) > 0 {
+		if err := json.Unmarshal(schema, &s); err != nil {
+			return nil, err
+		}
+	}
+	fields := make([]string, 0, len(s.Properties))
+	for name := range s.Properties {
+		if !slices.Contains(metaFields, name) {
+			fields = append(fields, name)
+		}
+	}
+	recordpb.SortFieldNames(fields)
+	return fields, nil
 }
 
 // withMetaProperties returns the stream's schema with the metadata columns

@@ -16,15 +16,23 @@ import (
 
 	"github.com/shapelog/shapelog/engine/client"
 	"github.com/shapelog/shapelog/internal/connector"
+	"github.com/shapelog/shapelog/internal/datachannel"
 	"github.com/shapelog/shapelog/protocol"
 )
 
 // batch is one import request plus what follows its commit.
 type batch struct {
 	records *client.Records
+	proto   *client.ProtoBatch            // speed mode with protobuf: the records, as the engine's binary import
 	lines   []int                         // input line of each record
 	after   []func(context.Context) error // run in order after the commit (TRUNCATE, finishing overwrites)
 	states  [][]byte                      // STATE lines to echo after that
+	// partitions counts the records of each partition (speed mode).
+	partitions map[string]partitionCount
+	// lastTable and tableIndex: the table of the last protobuf record and
+	// its declaration in proto.
+	lastTable  string
+	tableIndex uint32
 }
 
 // writer runs the write command.
@@ -49,6 +57,18 @@ type writer struct {
 		str []byte
 	}
 	total int64
+
+	// Speed mode: where STATEs are released, and the streams whose
+	// COMPLETE arrived on this socket.
+	speed    *partitionStates
+	complete []*streamPlan
+	// last is the plan of the previous protobuf record (records of one
+	// stream come in runs).
+	last struct {
+		namespace, name []byte
+		hasNamespace    bool
+		plan            *streamPlan
+	}
 }
 
 // write answers the write command: it reads messages on stdin, imports
@@ -71,8 +91,16 @@ func write(ctx context.Context, env *protocol.Env) error {
 	if err := w.prepareDedup(ctx); err != nil {
 		return err
 	}
+	dc, err := datachannel.FromEnv()
+	if err != nil {
+		return protocol.ConfigError(err, "Invalid data channel: %v", err)
+	}
 	start := time.Now()
-	err = w.run(ctx)
+	if dc.Sockets() {
+		err = w.runChannels(ctx, dc)
+	} else {
+		err = w.run(ctx, w.read)
+	}
 	elapsed := time.Since(start)
 	env.Log.Info().Int64("records", w.total).Dur("elapsed", elapsed).
 		Int64("records_per_second", int64(float64(w.total)/max(elapsed.Seconds(), 1e-3))).Msg("write finished")
@@ -113,9 +141,9 @@ func (w *writer) prepareDedup(ctx context.Context) error {
 	}
 }
 
-// run is the input loop; a committer goroutine imports the batches in
-// order, so reading and parsing overlap with the engine's work.
-func (w *writer) run(ctx context.Context) error {
+// run runs the input loop input; a committer goroutine imports the
+// batches in order, so reading and parsing overlap with the engine's work.
+func (w *writer) run(ctx context.Context, input func(ctx context.Context, send func() error) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	queue := make(chan *batch, 1)
@@ -145,8 +173,8 @@ func (w *writer) run(ctx context.Context) error {
 			return err
 		}
 	}
-	inputErr := w.read(ctx, send)
-	if inputErr == nil {
+	inputErr := input(ctx, send)
+	if inputErr == nil && w.speed == nil {
 		inputErr = w.finishAtEnd(send)
 	}
 	if inputErr == nil {
@@ -161,7 +189,12 @@ func (w *writer) run(ctx context.Context) error {
 
 // read consumes stdin until EOF or a bad message.
 func (w *writer) read(ctx context.Context, send func() error) error {
-	in := protocol.NewReader(w.env.In)
+	return w.readJSON(ctx, w.env.In, send)
+}
+
+// readJSON consumes JSON lines from r until EOF or a bad message.
+func (w *writer) readJSON(ctx context.Context, r io.Reader, send func() error) error {
+	in := protocol.NewReader(r)
 	maxBytes := w.cfg.BatchMegabytes << 20
 	for {
 		if ctx.Err() != nil {
@@ -196,6 +229,12 @@ func (w *writer) read(ctx context.Context, send func() error) error {
 				}
 			}
 		case protocol.TypeState:
+			if w.speed != nil {
+				if err := w.speedState(m.State, send); err != nil {
+					return protocol.SystemError(err, "Input line %d: STATE", in.Line())
+				}
+				continue
+			}
 			if err := w.addState(m.State); err != nil {
 				return protocol.SystemError(err, "Input line %d: malformed STATE", in.Line())
 			}
@@ -204,6 +243,10 @@ func (w *writer) read(ctx context.Context, send func() error) error {
 			}
 		case protocol.TypeTrace:
 			if st := m.Trace.StreamStatus; st != nil {
+				if w.speed != nil {
+					w.speedStatus(st)
+					continue
+				}
 				if err := w.streamStatus(st, send); err != nil {
 					return err
 				}
@@ -218,7 +261,7 @@ func (w *writer) batch() *batch {
 		select {
 		case w.cur = <-w.spare:
 		default:
-			w.cur = &batch{records: &client.Records{}}
+			w.cur = &batch{records: &client.Records{}, proto: &client.ProtoBatch{}, partitions: map[string]partitionCount{}}
 		}
 	}
 	return w.cur
@@ -233,6 +276,9 @@ func (w *writer) addRecord(p *streamPlan, r *protocol.InputRecord, line int, sen
 	w.total++
 	if p.mode != protocol.DestinationAppend && isTruncate(r.Data) {
 		b := w.batch()
+		if w.speed != nil {
+			b.count(r.PartitionID, len(r.Data))
+		}
 		b.after = append(b.after, func(ctx context.Context) error {
 			if err := w.c.ClearTables(ctx, []string{p.table}); err != nil {
 				return connector.EngineError(err, "applying a TRUNCATE of stream "+p.desc.String())
@@ -247,6 +293,9 @@ func (w *writer) addRecord(p *streamPlan, r *protocol.InputRecord, line int, sen
 	}
 	b.records.Add(p.table, func(dst []byte) []byte { return w.appendWithMetadata(dst, r, p) })
 	b.lines = append(b.lines, line)
+	if w.speed != nil {
+		b.count(r.PartitionID, len(r.Data))
+	}
 	return nil
 }
 
@@ -409,6 +458,11 @@ var messageIndex = regexp.MustCompile(`\bmessage (\d+)\b`)
 // commit imports a batch in one transaction, runs what follows it, then
 // echoes its states.
 func (w *writer) commit(ctx context.Context, b *batch) error {
+	if b.proto.Len() > 0 {
+		if err := w.c.ImportProtoBatch(ctx, b.proto, client.NewIdempotencyKey()); err != nil {
+			return connector.EngineError(err, fmt.Sprintf("importing %d records from the data channel", b.proto.Len()))
+		}
+	}
 	if n := b.records.Len(); n > 0 {
 		err := w.c.ImportRecords(ctx, b.records, client.NewIdempotencyKey())
 		if err != nil {
@@ -433,7 +487,14 @@ func (w *writer) commit(ctx context.Context, b *batch) error {
 			return err
 		}
 	}
+	if w.speed != nil {
+		if err := w.speed.commit(b.partitions); err != nil {
+			return err
+		}
+		clear(b.partitions)
+	}
 	b.records.Reset()
+	b.proto.Reset()
 	b.lines, b.after, b.states = b.lines[:0], nil, nil
 	w.spare <- b // never blocks: at most three batches exist
 	return nil

@@ -34,6 +34,9 @@ type pair struct {
 	catalog          string
 	states           []json.RawMessage // the last echoed state of each stream
 	stderr           strings.Builder
+	// speed is the data channel syncs use: speed mode (protobuf on Unix
+	// sockets) unless a test sets it, nil for stdio.
+	speed *pipeline.Speed
 }
 
 func newPair(t *testing.T, schema string, pageSize, batchSize int) *pair {
@@ -46,7 +49,8 @@ func newPairWith(t *testing.T, schema string, pageSize, batchSize int, binaryA b
 	t.Helper()
 	urlA, urlB := pgtest.NewDatabase(t), pgtest.NewDatabase(t)
 	p := &pair{t: t, a: connectortest.Connect(t, urlA), b: connectortest.Connect(t, urlB),
-		source: connectortest.Binary(t, "source"), dest: connectortest.Binary(t, "destination")}
+		source: connectortest.Binary(t, "source"), dest: connectortest.Binary(t, "destination"),
+		speed: &pipeline.Speed{Sockets: 2, Format: "PROTOBUF"}}
 	connectortest.Exec(t, p.a, schema)
 	var engineAURL string
 	if binaryA {
@@ -125,6 +129,9 @@ func (p *pair) run(s pipeline.Sync) error {
 	defer cancel()
 	s.SourceBin, s.DestinationBin, s.SourceConfig, s.DestinationConfig = p.source, p.dest, p.sourceConfig, p.destConfig
 	s.Catalog, s.States, s.Stderr = p.catalog, p.states, &p.stderr
+	if s.Speed == nil {
+		s.Speed = p.speed
+	}
 	res, err := s.Run(ctx)
 	if res != nil && len(res.States) > 0 {
 		p.states = mergeStates(p.states, res.States)
@@ -250,9 +257,27 @@ INSERT INTO "order lines" SELECT g / 3, g % 3, g, 'sku-' || g FROM generate_seri
 // TestEndToEnd moves a database into another one through both engines
 // and the connector pair, then keeps it in sync through changes and
 // interrupted syncs.
+// TestEndToEnd runs the pair on every data channel: speed mode as the
+// platform runs it (protobuf on three sockets), JSON lines on sockets, and
+// stdio.
 func TestEndToEnd(t *testing.T) {
-	p := newPair(t, e2eSchema, 500, 700)
+	for _, mode := range []struct {
+		name  string
+		speed *pipeline.Speed
+	}{
+		{"speed", &pipeline.Speed{Sockets: 3, Format: "PROTOBUF"}},
+		{"sockets-jsonl", &pipeline.Speed{Sockets: 2, Format: "JSONL"}},
+		{"stdio", nil},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			p := newPair(t, e2eSchema, 500, 700)
+			p.speed = mode.speed
+			endToEnd(p)
+		})
+	}
+}
 
+func endToEnd(p *pair) {
 	p.sync("", 0)
 	p.assertEqual()
 

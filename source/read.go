@@ -5,18 +5,22 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/shapelog/shapelog/engine/client"
 	"github.com/shapelog/shapelog/internal/connector"
+	"github.com/shapelog/shapelog/internal/datachannel"
 	"github.com/shapelog/shapelog/protocol"
 )
 
 // job is one configured stream to read.
 type job struct {
-	s     *stream
-	mode  string
-	state *streamState
+	s      *stream
+	mode   string
+	state  *streamState
+	schema json.RawMessage // the configured stream's json_schema
 }
 
 // reader runs the read command.
@@ -50,24 +54,41 @@ func read(ctx context.Context, env *protocol.Env) error {
 	if err != nil {
 		return err
 	}
+	dc, err := datachannel.FromEnv()
+	if err != nil {
+		return protocol.ConfigError(err, "Invalid data channel: %v", err)
+	}
 	r := &reader{env: env, cfg: cfg, c: c}
 	var failed []string
 	var first error
-	for _, j := range jobs {
-		if err := r.readStream(ctx, j); err != nil {
-			var pe *protocol.Error
-			if !errors.As(err, &pe) {
-				pe = connector.EngineError(err, "reading stream "+j.s.desc.String())
-			}
-			d := j.s.desc
-			pe.Stream = &d
-			_ = env.Out.Write(protocol.StreamStatusMessage(d, protocol.StreamIncomplete))
-			_ = env.Out.Write(protocol.ErrorMessage(pe))
-			failed = append(failed, d.String())
-			if first == nil {
-				first = pe
-			}
-			if ctx.Err() != nil {
+	var mu sync.Mutex
+	run := func(j job, ch *channel) {
+		err := r.readStream(ctx, j, ch)
+		if err == nil {
+			return
+		}
+		var pe *protocol.Error
+		if !errors.As(err, &pe) {
+			pe = connector.EngineError(err, "reading stream "+j.s.desc.String())
+		}
+		d := j.s.desc
+		pe.Stream = &d
+		r.streamStatus(ch, d, protocol.StreamIncomplete)
+		_ = env.Out.Write(protocol.ErrorMessage(pe))
+		mu.Lock()
+		defer mu.Unlock()
+		failed = append(failed, d.String())
+		if first == nil {
+			first = pe
+		}
+	}
+	if dc.Sockets() {
+		if err := r.readOnChannels(ctx, dc, jobs, run); err != nil {
+			return err
+		}
+	} else {
+		for _, j := range jobs {
+			if run(j, nil); ctx.Err() != nil {
 				break
 			}
 		}
@@ -111,7 +132,7 @@ func planJobs(cat *protocol.ConfiguredCatalog, streams []*stream, states *inputS
 		if err != nil {
 			return nil, err
 		}
-		jobs = append(jobs, job{s: s, mode: cs.SyncMode, state: st})
+		jobs = append(jobs, job{s: s, mode: cs.SyncMode, state: st, schema: cs.Stream.JSONSchema})
 	}
 	if err := states.unusedError(); err != nil {
 		return nil, err
@@ -129,13 +150,15 @@ func lostPosition(code string) bool {
 	return code == "SnapshotTooOld" || code == "InvalidListSnapshotCursor" || code == "InvalidWindowToReadDocuments"
 }
 
-func (r *reader) readStream(ctx context.Context, j job) error {
+// readStream reads one stream; its records go to stdout, or with ch to
+// that data channel.
+func (r *reader) readStream(ctx context.Context, j job, ch *channel) error {
 	out, s := r.env.Out, j.s
 	log := r.env.Log.With().Str("stream", s.desc.String()).Str("mode", j.mode).Logger()
-	if err := out.Write(protocol.StreamStatusMessage(s.desc, protocol.StreamStarted)); err != nil {
+	if err := r.streamStatus(ch, s.desc, protocol.StreamStarted); err != nil {
 		return err
 	}
-	if err := out.Write(protocol.StreamStatusMessage(s.desc, protocol.StreamRunning)); err != nil {
+	if err := r.streamStatus(ch, s.desc, protocol.StreamRunning); err != nil {
 		return err
 	}
 	st := j.state
@@ -148,7 +171,16 @@ func (r *reader) readStream(ctx context.Context, j job) error {
 	if st.SnapshotHasMore && st.SnapshotCursor == nil && s.rowEstimate > 0 {
 		_ = out.Write(protocol.EstimateMessage(s.desc, s.rowEstimate))
 	}
-	sr := &streamReader{reader: r, s: s, w: newRecordWriter(s), state: st}
+	sr := &streamReader{reader: r, s: s, w: newRecordWriter(s), state: st, ch: ch}
+	if ch != nil {
+		sr.partition = newPartitionID()
+		if ch.proto {
+			var err error
+			if sr.proto, err = newProtoRecords(s, j.schema); err != nil {
+				return protocol.ConfigError(err, "Catalog stream %s: %v", s.desc, err)
+			}
+		}
+	}
 	start := time.Now()
 	for resyncs := 0; ; resyncs++ {
 		err := sr.run(ctx, j.mode)
@@ -178,7 +210,7 @@ func (r *reader) readStream(ctx context.Context, j job) error {
 	elapsed := time.Since(start)
 	log.Info().Int64("records", sr.total).Dur("elapsed", elapsed).
 		Int64("records_per_second", int64(float64(sr.total)/max(elapsed.Seconds(), 1e-3))).Msg("stream complete")
-	return out.Write(protocol.StreamStatusMessage(s.desc, protocol.StreamComplete))
+	return r.streamStatus(ch, s.desc, protocol.StreamComplete)
 }
 
 // resyncState is the state that starts stream s over after the engine lost
@@ -222,6 +254,13 @@ type streamReader struct {
 	total   int64
 	emitted bool // a STATE was written in this run
 	buf     []byte
+
+	// Speed mode: the data channel, the partition of the records since
+	// the last STATE, the STATE ordinal, and the protobuf record builder.
+	ch        *channel
+	partition string
+	stateID   int
+	proto     *protoRecords
 }
 
 // chunk is a run of documents of one page, copied out of the response as
@@ -252,7 +291,11 @@ func (sr *streamReader) run(ctx context.Context, mode string) error {
 			if st.SnapshotCursor != nil {
 				req.Snapshot, req.Cursor = st.DeltaCursor, st.SnapshotCursor
 			}
-			p, err := sr.c.ListSnapshotEach(ctx, req, each)
+			list := sr.c.ListSnapshotEach
+			if sr.proto != nil {
+				list = sr.listSnapshotFrames
+			}
+			p, err := list(ctx, req, each)
 			if err != nil {
 				return false, fmt.Errorf("reading a snapshot page of %s: %w", sr.s.apiName, err)
 			}
@@ -273,7 +316,11 @@ func (sr *streamReader) run(ctx context.Context, mode string) error {
 	}
 	for {
 		err := sr.consume(ctx, func(ctx context.Context, st *streamState, each func([]byte) error) (bool, error) {
-			p, err := sr.c.DocumentDeltasEach(ctx, client.DeltasRequest{Cursor: *st.DeltaCursor, TableName: sr.s.apiName, Format: "json", Limit: sr.cfg.PageSize}, each)
+			deltas := sr.c.DocumentDeltasEach
+			if sr.proto != nil {
+				deltas = sr.documentDeltasFrames
+			}
+			p, err := deltas(ctx, client.DeltasRequest{Cursor: *st.DeltaCursor, TableName: sr.s.apiName, Format: "json", Limit: sr.cfg.PageSize}, each)
 			if err != nil {
 				return false, fmt.Errorf("reading the deltas of %s after ts %d: %w", sr.s.apiName, *st.DeltaCursor, err)
 			}
@@ -401,24 +448,40 @@ func (sr *streamReader) consume(ctx context.Context, fetch fetchPage) error {
 	return ctx.Err()
 }
 
-// emitChunk writes the RECORD lines of a chunk's documents.
+// emitChunk writes the records of a chunk's documents: RECORD lines to
+// stdout or the data channel, or protobuf records to the data channel.
 func (sr *streamReader) emitChunk(c *chunk) error {
 	emittedAt := protocol.NowMillis()
 	buf := sr.buf[:0]
-	start := 0
+	start, records := 0, 0
 	var err error
 	for _, end := range c.ends {
-		if buf, err = sr.w.appendRecord(buf, c.docs[start:end], emittedAt); err != nil {
+		doc := c.docs[start:end]
+		start = end
+		if sr.proto != nil {
+			buf, err = sr.appendFrame(buf, doc, emittedAt)
+			if len(doc) > 0 && doc[0] == frameDocument {
+				records++
+			}
+		} else {
+			buf, err = sr.w.appendRecord(buf, doc, emittedAt, sr.partition)
+			records++
+		}
+		if err != nil {
 			return protocol.SystemError(err, "The engine sent a malformed document for stream %s", sr.s.desc)
 		}
-		start = end
 	}
 	sr.buf = buf
-	if err := sr.env.Out.WriteLines(buf); err != nil {
+	if sr.ch != nil {
+		err = sr.ch.writeRecords(buf)
+	} else {
+		err = sr.env.Out.WriteLines(buf)
+	}
+	if err != nil {
 		return err
 	}
-	sr.count += int64(len(c.ends))
-	sr.total += int64(len(c.ends))
+	sr.count += int64(records)
+	sr.total += int64(records)
 	return nil
 }
 
@@ -442,7 +505,24 @@ func (sr *streamReader) emitState() error {
 	}}
 	sr.count = 0
 	sr.emitted = true
-	return sr.env.Out.Write(m)
+	if sr.ch == nil {
+		return sr.env.Out.Write(m)
+	}
+	// Speed mode: the STATE names the partition of the records it covers
+	// and its place among the stream's states; the destination gets a
+	// copy after those records.
+	sr.stateID++
+	id := json.RawMessage(strconv.Itoa(sr.stateID))
+	m.State.ID, m.State.PartitionID = &id, sr.partition
+	sr.partition = newPartitionID()
+	line, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	if err := sr.ch.writeState(line); err != nil {
+		return fmt.Errorf("writing a STATE to the data channel: %w", err)
+	}
+	return sr.env.Out.WriteLine(line, true)
 }
 
 // errorCode is the engine's error code in err, "" if none.

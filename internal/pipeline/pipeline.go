@@ -1,7 +1,8 @@
-// Package pipeline runs `source read | destination write` the way the
-// Airbyte platform does, for the demo, the end-to-end tests and the
-// benchmarks: it passes the saved states to the source and collects the
-// states the destination echoes.
+// Package pipeline runs a sync between a source and a destination the way
+// the Airbyte platform does, for the demo, the end-to-end tests and the
+// benchmarks: `source read | destination write` over stdio, or in speed
+// mode with records on Unix sockets. It passes the saved states to the
+// source and collects the states the destination echoes.
 package pipeline
 
 import (
@@ -37,6 +38,16 @@ type Sync struct {
 	OnStart func(source, destination *os.Process)
 	// Stderr receives both processes' stderr (default: discarded).
 	Stderr io.Writer
+	// Speed, if set, runs the sync in speed mode, wired as the platform
+	// wires it: records on Unix sockets the source listens on and the
+	// destination connects to, stdout for the rest.
+	Speed *Speed
+}
+
+// Speed is a speed-mode data channel.
+type Speed struct {
+	Sockets int    // how many sockets (default 2)
+	Format  string // PROTOBUF (default) or JSONL
 }
 
 // Result is what a sync did.
@@ -79,7 +90,21 @@ func (s Sync) Run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	dst.Stdin = pipe
+	var sourceOut chan error
+	if s.Speed != nil {
+		env, cleanup, err := s.Speed.environment()
+		if err != nil {
+			return nil, err
+		}
+		defer cleanup()
+		src.Env, dst.Env = env, env
+		// The platform reads the source's stdout itself (logs, states,
+		// traces) and gives the destination nothing on stdin.
+		sourceOut = make(chan error, 1)
+		go func() { sourceOut <- sourceErrors(pipe) }()
+	} else {
+		dst.Stdin = pipe
+	}
 	src.Stderr, dst.Stderr = s.Stderr, s.Stderr
 	out, err := dst.StdoutPipe()
 	if err != nil {
@@ -94,10 +119,13 @@ func (s Sync) Run(ctx context.Context) (*Result, error) {
 		_ = src.Wait()
 		return nil, err
 	}
-	// The destination has its own end of the pipe now. Ours would keep the
-	// pipe open after the destination died, and the source would block on
-	// it for ever instead of failing (the platform stops it then too).
-	_ = pipe.Close()
+	if s.Speed == nil {
+		// The destination has its own end of the pipe now. Ours would keep
+		// the pipe open after the destination died, and the source would
+		// block on it for ever instead of failing (the platform stops it
+		// then too).
+		_ = pipe.Close()
+	}
 	if s.OnStart != nil {
 		s.OnStart(src.Process, dst.Process)
 	}
@@ -140,6 +168,10 @@ func (s Sync) Run(ctx context.Context) (*Result, error) {
 		}
 	}
 	_, _ = io.Copy(io.Discard, out)
+	var srcReported error
+	if sourceOut != nil {
+		srcReported = <-sourceOut
+	}
 	peaks := rss.Stop() // before Wait: a reaped process's pid can be reused
 	srcErr, dstErr := src.Wait(), dst.Wait()
 	res.Took = time.Since(start)
@@ -159,7 +191,59 @@ func (s Sync) Run(ctx context.Context) (*Result, error) {
 	if dstErr != nil {
 		dstErr = fmt.Errorf("destination: %w", dstErr)
 	}
-	return res, errors.Join(destErr, srcErr, dstErr)
+	return res, errors.Join(destErr, srcReported, srcErr, dstErr)
+}
+
+// environment is the speed-mode environment of both processes, with
+// sockets in a new directory (short: a socket path has at most 107 bytes)
+// that cleanup removes.
+func (sp *Speed) environment() ([]string, func(), error) {
+	dir, err := os.MkdirTemp("", "sl-sock-")
+	if err != nil {
+		return nil, nil, err
+	}
+	n, format := sp.Sockets, sp.Format
+	if n <= 0 {
+		n = 2
+	}
+	if format == "" {
+		format = "PROTOBUF"
+	}
+	paths := make([]string, n)
+	for i := range paths {
+		paths[i] = filepath.Join(dir, fmt.Sprintf("airbyte_socket_%d.sock", i+1))
+	}
+	env := append(os.Environ(), "DATA_CHANNEL_MEDIUM=SOCKET", "DATA_CHANNEL_FORMAT="+format,
+		"DATA_CHANNEL_SOCKET_PATHS="+strings.Join(paths, ","), "NAMESPACE_MAPPING_CONFIG_PATH=")
+	return env, func() { _ = os.RemoveAll(dir) }, nil
+}
+
+// sourceErrors reads the source's stdout in speed mode (records go to the
+// sockets) and returns the first error it reports.
+func sourceErrors(r io.Reader) error {
+	var first error
+	sc := bufio.NewScanner(r)
+	sc.Buffer(nil, 64<<20)
+	for sc.Scan() {
+		var m struct {
+			Type  string          `json:"type"`
+			Trace *protocol.Trace `json:"trace"`
+		}
+		if json.Unmarshal(sc.Bytes(), &m) != nil {
+			if first == nil {
+				first = fmt.Errorf("the source wrote a line that is not a message: %.200s", sc.Bytes())
+			}
+			continue
+		}
+		if m.Type == "RECORD" && first == nil {
+			first = errors.New("the source wrote a RECORD on stdout in speed mode")
+		}
+		if m.Trace != nil && m.Trace.Error != nil && first == nil {
+			first = fmt.Errorf("source: %s (%s)", m.Trace.Error.Message, m.Trace.Error.InternalMessage)
+		}
+	}
+	_, _ = io.Copy(io.Discard, r)
+	return first
 }
 
 // cpuTime is a finished process's user+system CPU time.

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/shapelog/shapelog/engine/client"
+	"github.com/shapelog/shapelog/engine/recordpb"
+	"github.com/shapelog/shapelog/internal/datachannel"
+	"github.com/shapelog/shapelog/protocol"
+)
+
+// Speed mode (Airbyte's data channel on Unix sockets): the streams are
+// read concurrently, one per socket at a time; each stream's records and a
+// copy of its STATEs and statuses go to its socket, and everything but the
+// records to stdout as well.
+
+// readOnChannels reads the jobs over the data channel's sockets, as many
+// at once as there are sockets, and closes every socket at the end.
+func (r *reader) readOnChannels(ctx context.Context, dc datachannel.Config, jobs []job, run func(job, *channel)) error {
+	channels, err := openChannels(ctx, dc)
+	if err != nil {
+		return err
+	}
+	r.env.Log.Info().Int("sockets", len(channels)).Str("format", dc.Format).Int("streams", len(jobs)).Msg("reading in speed mode: records go to the data channel")
+	queue := make(chan job)
+	var wg sync.WaitGroup
+	for _, ch := range channels {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range queue {
+				run(j, ch)
+			}
+		}()
+	}
+	for _, j := range jobs {
+		if ctx.Err() != nil {
+			break
+		}
+		queue <- j
+	}
+	close(queue)
+	wg.Wait()
+	var first error
+	for _, ch := range channels {
+		if err := ch.close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	if first != nil {
+		return protocol.SystemError(first, "Closing the data channel failed: the destination may not have every record")
+	}
+	return nil
+}
+
+// streamStatus reports a stream's status on stdout and, in speed mode, on
+// its socket (the destination finishes overwrites on COMPLETE).
+func (r *reader) streamStatus(ch *channel, d protocol.StreamDescriptor, status string) error {
+	m := protocol.StreamStatusMessage(d, status)
+	if ch != nil {
+		line, err := json.Marshal(m)
+		if err != nil {
+			return err
+		}
+		if err := ch.writeState(line); err != nil {
+			return fmt.Errorf("writing a stream status to the data channel: %w", err)
+		}
+	}
+	return r.env.Out.Write(m)
+}
+
+// What a chunk holds in protobuf mode: each item is one of these bytes
+// followed by an encoded recordpb.Fields or recordpb.Document.
+const (
+	frameFields   = 'F'
+	frameDocument = 'D'
+)
+
+// exportFrames reads one page in protobuf, passing its fields and
+// documents on as chunk items.
+func (sr *streamReader) exportFrames(ctx context.Context, endpoint string, q client.ExportQuery, each func([]byte) error) (*recordpb.PageEnd, error) {
+	var item []byte
+	return sr.c.ExportFrames(ctx, endpoint, q, func(f *recordpb.Fields) error {
+		b, err := proto.Marshal(f)
+		if err != nil {
+			return err
+		}
+		return each(append([]byte{frameFields}, b...))
+	}, func(doc []byte) error {
+		item = append(append(item[:0], frameDocument), doc...)
+		return each(item)
+	})
+}
+
+// listSnapshotFrames is ListSnapshotEach in protobuf.
+func (sr *streamReader) listSnapshotFrames(ctx context.Context, req client.SnapshotRequest, each func([]byte) error) (*client.SnapshotPage, error) {
+	end, err := sr.exportFrames(ctx, "list_snapshot", client.ExportQuery{TableName: req.TableName, Snapshot: req.Snapshot, Cursor: req.Cursor, Limit: req.Limit}, each)
+	if err != nil {
+		return nil, err
+	}
+	return &client.SnapshotPage{Snapshot: end.GetSnapshot(), Cursor: end.Cursor, HasMore: end.GetHasMore()}, nil
+}
+
+// documentDeltasFrames is DocumentDeltasEach in protobuf.
+func (sr *streamReader) documentDeltasFrames(ctx context.Context, req client.DeltasRequest, each func([]byte) error) (*client.DeltasPage, error) {
+	cursor := fmt.Sprint(req.Cursor)
+	end, err := sr.exportFrames(ctx, "document_deltas", client.ExportQuery{TableName: req.TableName, Cursor: &cursor, Limit: req.Limit}, each)
+	if err != nil {
+		return nil, err
+	}
+	var next int64
+	if end.Cursor == nil {
+		return nil, fmt.Errorf("document_deltas answered without a cursor")
+	}
+	if _, err := fmt.Sscan(*end.Cursor, &next); err != nil {
+		return nil, fmt.Errorf("document_deltas answered cursor %q: %w", *end.Cursor, err)
+	}
+	return &client.DeltasPage{Cursor: next, HasMore: end.GetHasMore()}, nil
+}
+
+// appendFrame appends the data-channel message of a chunk item: a record
+// for a document; nothing for fields, which set the layout of the
+// documents after them.
+func (sr *streamReader) appendFrame(dst, item []byte, emittedAt int64) ([]byte, error) {
+	if len(item) == 0 {
+		return dst, fmt.Errorf("empty frame")
+	}
+	switch item[0] {
+	case frameFields:
+		var f recordpb.Fields
+		if err := proto.Unmarshal(item[1:], &f); err != nil {
+			return dst, err
+		}
+		sr.proto.setFields(&f)
+		return dst, nil
+	case frameDocument:
+		return sr.proto.appendRecord(dst, item[1:], emittedAt, sr.partition)
+	}
+	return dst, fmt.Errorf("unknown frame kind %q", item[0])
+}

@@ -103,16 +103,16 @@ func (h *harness) connectorsBench(ctx context.Context, rows, changes int, add fu
 		return err
 	}
 	defer adminB.Close(ctx)
-	for _, db := range []string{"bench_b", "bench_dump", "bench_warm"} {
+	for _, db := range []string{"bench_b", "bench_stdio", "bench_dump", "bench_warm"} {
 		if _, err := adminB.Exec(ctx, "CREATE DATABASE "+db); err != nil {
 			return err
 		}
 	}
 	// A new server's first load of this size also pays for touching its
-	// shared buffers and creating its WAL files; whichever of the two loads
-	// ran first would carry that. One untimed load warms it for both.
+	// shared buffers and creating its WAL files; whichever of the loads
+	// ran first would carry that. One untimed load warms it for all.
 	fmt.Fprintln(os.Stderr, "warming PostgreSQL B…")
-	if _, err := h.dumpRestore(ctx, "firenibble", clusterB.URL("bench_warm")); err != nil {
+	if _, _, err := h.dumpRestore(ctx, "firenibble", clusterB.URL("bench_warm")); err != nil {
 		return err
 	}
 	for _, sql := range []string{"DROP DATABASE bench_warm", "CHECKPOINT"} {
@@ -120,82 +120,132 @@ func (h *harness) connectorsBench(ctx context.Context, rows, changes int, add fu
 			return err
 		}
 	}
-	urlB := clusterB.URL("bench_b")
-	storageB := filepath.Join(dir, "engine-b")
-	portB, err := pgtest.FreePort()
-	if err != nil {
-		return err
+	// Each load goes into its own database through its own engine B; only
+	// the engine of the load running is up (a stopped engine's slot does
+	// not decode, and every walsender of a server decodes all its WAL).
+	type engineB struct {
+		db   string
+		port int
+		cmd  *exec.Cmd
 	}
-	var engineB *exec.Cmd
-	stopEngineB := func() {
-		if engineB != nil {
-			_ = engineB.Process.Signal(os.Interrupt)
-			_ = engineB.Wait()
-			engineB = nil
+	stop := func(e *engineB) {
+		if e.cmd != nil {
+			_ = e.cmd.Process.Signal(os.Interrupt)
+			_ = e.cmd.Wait()
+			e.cmd = nil
 		}
 	}
-	defer stopEngineB()
-	startEngineB := func() (err error) {
-		engineB, err = startEngineProcess(h.bin, urlB, portB, storageB, "bench_b")
+	startB := func(e *engineB) (err error) {
+		e.cmd, err = startEngineProcess(h.bin, clusterB.URL(e.db), e.port, filepath.Join(dir, "engine-"+e.db), e.db)
 		return err
 	}
-	if err := startEngineB(); err != nil {
-		return err
+	newEngine := func(db string) (*engineB, error) {
+		port, err := pgtest.FreePort()
+		return &engineB{db: db, port: port}, err
 	}
-	destConfig, err := file("destination.json", map[string]any{"deployment_url": fmt.Sprintf("http://127.0.0.1:%d", portB), "access_key": benchKey})
+	speedB, err := newEngine("bench_b")
 	if err != nil {
 		return err
 	}
+	stdioB, err := newEngine("bench_stdio")
+	if err != nil {
+		return err
+	}
+	defer stop(speedB)
+	defer stop(stdioB)
 	syncCatalog, err := file("sync.json", protocol.ConfiguredCatalog{Streams: []protocol.ConfiguredStream{stream("incremental", "append_dedup")}})
 	if err != nil {
 		return err
 	}
-	if err := h.settle(ctx); err != nil {
-		return err
+	// load runs a full load into e's database with the data channel speed
+	// (nil: stdio) and reports the sync, the CPU time of each process, and
+	// leaves e stopped, caught up.
+	load := func(e *engineB, speed *pipeline.Speed) (*pipeline.Result, []time.Duration, pipeline.Sync, error) {
+		var sync pipeline.Sync
+		if err := startB(e); err != nil {
+			return nil, nil, sync, err
+		}
+		destConfig, err := file("destination-"+e.db+".json", map[string]any{"deployment_url": fmt.Sprintf("http://127.0.0.1:%d", e.port), "access_key": benchKey})
+		if err != nil {
+			return nil, nil, sync, err
+		}
+		if err := h.settle(ctx); err != nil {
+			return nil, nil, sync, err
+		}
+		mode := "stdio"
+		if speed != nil {
+			mode = fmt.Sprintf("speed mode (%s on %d sockets)", speed.Format, speed.Sockets)
+		}
+		fmt.Fprintf(os.Stderr, "end-to-end full load, %s…\n", mode)
+		sync = pipeline.Sync{SourceBin: "bin/source-shapelog", DestinationBin: "bin/destination-shapelog",
+			SourceConfig: sourceConfig, DestinationConfig: destConfig, Catalog: syncCatalog, Stderr: os.Stderr, Speed: speed}
+		engine := e.cmd.Process.Pid
+		meter := newCPUMeter(h.cluster.PID, clusterB.PID, func() int { return h.engine.Process.Pid }, func() int { return engine })
+		res, err := sync.Run(ctx)
+		if err != nil {
+			return nil, nil, sync, err
+		}
+		cpu := append(meter.since(), res.SourceCPU, res.DestinationCPU)
+		conn, err := pgx.Connect(ctx, clusterB.URL(e.db))
+		if err != nil {
+			return nil, nil, sync, err
+		}
+		defer conn.Close(ctx)
+		var n int
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM firenibble").Scan(&n); err != nil || n != rows {
+			return nil, nil, sync, fmt.Errorf("database %s has %d rows (%v), want %d", e.db, n, err, rows)
+		}
+		if err := waitCaughtUp(ctx, conn, e.db); err != nil {
+			return nil, nil, sync, err
+		}
+		stop(e)
+		_, err = adminB.Exec(ctx, "CHECKPOINT")
+		return res, cpu, sync, err
 	}
-	fmt.Fprintln(os.Stderr, "end-to-end full load…")
-	sync := pipeline.Sync{SourceBin: "bin/source-shapelog", DestinationBin: "bin/destination-shapelog",
-		SourceConfig: sourceConfig, DestinationConfig: destConfig, Catalog: syncCatalog, Stderr: os.Stderr}
-	full, err := sync.Run(ctx)
+	speed := &pipeline.Speed{Sockets: 2, Format: "PROTOBUF"}
+	full, fullCPU, sync, err := load(speedB, speed)
 	if err != nil {
 		return err
 	}
-	connB, err := pgx.Connect(ctx, urlB)
+	stdio, stdioCPU, _, err := load(stdioB, nil)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "pg_dump | psql…")
+	meter := newCPUMeter(h.cluster.PID, clusterB.PID)
+	dumpTook, dumpCPU, err := h.dumpRestore(ctx, "firenibble", clusterB.URL("bench_dump"))
+	if err != nil {
+		return err
+	}
+	dumpServers := meter.since()
+	add("| end to end, speed mode (protobuf on %d Unix sockets): %d rows source → engine → destination → engine → PostgreSQL (append_dedup), rows/s | %s | %s (pg_dump --data-only \\| psql) | %.2f× |",
+		speed.Sockets, rows, rate(rows, full.Took), rate(rows, dumpTook), dumpTook.Seconds()/full.Took.Seconds())
+	add("| end to end, stdio (JSON lines), the same rows/s | %s | %s | %.2f× |", rate(rows, stdio.Took), rate(rows, dumpTook), dumpTook.Seconds()/stdio.Took.Seconds())
+	perM := func(d time.Duration) float64 { return d.Seconds() * 1e6 / float64(rows) }
+	cpuRow := func(c []time.Duration) string {
+		var total time.Duration
+		for _, d := range c {
+			total += d
+		}
+		return fmt.Sprintf("%.1f / %.1f / %.1f / %.1f / %.1f / %.1f = **%.1f**", perM(c[0]), perM(c[1]), perM(c[2]), perM(c[3]), perM(c[4]), perM(c[5]), perM(total))
+	}
+	add("| CPU-s per million rows, speed mode: PostgreSQL A / PostgreSQL B / engine A / engine B / source / destination | %s | %.1f / %.1f / pg_dump+psql %.1f = **%.1f** | |",
+		cpuRow(fullCPU), perM(dumpServers[0]), perM(dumpServers[1]), perM(dumpCPU), perM(dumpServers[0]+dumpServers[1]+dumpCPU))
+	add("| CPU-s per million rows, stdio: the same | %s | | |", cpuRow(stdioCPU))
+	add("| connector peak RSS, source / destination, speed mode / stdio | %.0f / %.0f MiB | %.0f / %.0f MiB | |", full.SourceRSS, full.DestinationRSS, stdio.SourceRSS, stdio.DestinationRSS)
+	connB, err := pgx.Connect(ctx, clusterB.URL("bench_b"))
 	if err != nil {
 		return err
 	}
 	defer connB.Close(ctx)
-	var n int
-	if err := connB.QueryRow(ctx, "SELECT count(*) FROM firenibble").Scan(&n); err != nil || n != rows {
-		return fmt.Errorf("database B has %d rows (%v), want %d", n, err, rows)
-	}
-
-	// The baseline runs without engine B: its slot would decode the dump's
-	// WAL too (logical decoding reads the whole server's), a cost pg_dump
-	// and psql alone do not have.
-	if err := waitCaughtUp(ctx, connB, "bench_b"); err != nil {
-		return err
-	}
-	stopEngineB()
-	if _, err := adminB.Exec(ctx, "CHECKPOINT"); err != nil {
-		return err
-	}
-	fmt.Fprintln(os.Stderr, "pg_dump | psql…")
-	dumpTook, err := h.dumpRestore(ctx, "firenibble", clusterB.URL("bench_dump"))
-	if err != nil {
-		return err
-	}
-	add("| end to end: %d rows source → engine → destination → engine → PostgreSQL (append_dedup), rows/s | %s | %s (pg_dump --data-only \\| psql) | %.2f× |",
-		rows, rate(rows, full.Took), rate(rows, dumpTook), dumpTook.Seconds()/full.Took.Seconds())
-	add("| connector peak RSS, source / destination | %.0f MiB / %.0f MiB | | |", full.SourceRSS, full.DestinationRSS)
-	add("| connector CPU for the full load, source / destination | %.1f s / %.1f s | | |", full.SourceCPU.Seconds(), full.DestinationCPU.Seconds())
-	if err := startEngineB(); err != nil {
+	engineBPid := func() int { return speedB.cmd.Process.Pid }
+	if err := startB(speedB); err != nil {
 		return err
 	}
 	if err := waitCaughtUp(ctx, connB, "bench_b"); err != nil {
 		return err
 	}
-	if err := waitIdle(ctx, engineB.Process.Pid); err != nil {
+	if err := waitIdle(ctx, engineBPid()); err != nil {
 		return err
 	}
 
@@ -206,7 +256,7 @@ func (h *harness) connectorsBench(ctx context.Context, rows, changes int, add fu
 	if err := h.waitEngineCaughtUp(ctx, "bench"); err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "incremental sync of %d changes…\n", changes)
+	fmt.Fprintf(os.Stderr, "incremental sync of %d changes, speed mode…\n", changes)
 	sync.States = full.States
 	inc, err := sync.Run(ctx)
 	if err != nil {
@@ -219,7 +269,7 @@ func (h *harness) connectorsBench(ctx context.Context, rows, changes int, add fu
 	if err := connB.QueryRow(ctx, "SELECT sum(f1) FROM firenibble").Scan(&sumB); err != nil || sumA != sumB {
 		return fmt.Errorf("after the incremental sync sum(f1) is %d in B (%v), %d in A", sumB, err, sumA)
 	}
-	add("| incremental sync of %d updates, end to end (commit → database B), rows/s | %s | | |", changes, rate(changes, inc.Took))
+	add("| incremental sync of %d updates, end to end in speed mode (commit → database B), rows/s | %s | | |", changes, rate(changes, inc.Took))
 	return nil
 }
 
@@ -244,20 +294,21 @@ func (h *harness) discoverSchema(ctx context.Context, config string) json.RawMes
 
 // dumpRestore times pg_dump --data-only -t table | psql into target (the
 // table's definition is restored first, untimed).
-func (h *harness) dumpRestore(ctx context.Context, table, target string) (time.Duration, error) {
+func (h *harness) dumpRestore(ctx context.Context, table, target string) (time.Duration, time.Duration, error) {
 	bin := h.cluster.BinDir
 	schema := exec.CommandContext(ctx, "sh", "-c", fmt.Sprintf("%q --schema-only -t %s %q | %q -q -v ON_ERROR_STOP=1 %q",
 		filepath.Join(bin, "pg_dump"), table, h.dbURL, filepath.Join(bin, "psql"), target))
 	if out, err := schema.CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("pg_dump --schema-only: %v: %s", err, out)
+		return 0, 0, fmt.Errorf("pg_dump --schema-only: %v: %s", err, out)
 	}
 	data := exec.CommandContext(ctx, "sh", "-c", fmt.Sprintf("%q --data-only -t %s %q | %q -q -v ON_ERROR_STOP=1 %q",
 		filepath.Join(bin, "pg_dump"), table, h.dbURL, filepath.Join(bin, "psql"), target))
 	start := time.Now()
 	if out, err := data.CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("pg_dump --data-only | psql: %v: %s", err, out)
+		return 0, 0, fmt.Errorf("pg_dump --data-only | psql: %v: %s", err, out)
 	}
-	return time.Since(start), nil
+	// The shell's rusage holds pg_dump's and psql's, which it waited for.
+	return time.Since(start), data.ProcessState.UserTime() + data.ProcessState.SystemTime(), nil
 }
 
 // countRecords counts the RECORD lines of a connector's output.

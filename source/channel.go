@@ -55,7 +55,15 @@ func openChannels(ctx context.Context, dc datachannel.Config) ([]*channel, error
 // writeRecords writes encoded records: frames, or JSON lines.
 func (ch *channel) writeRecords(b []byte) error {
 	_, err := ch.w.Write(b)
-	return err
+	return ch.failed(err)
+}
+
+// failed explains a write error: the destination is gone.
+func (ch *channel) failed(err error) error {
+	if err == nil {
+		return nil
+	}
+	return protocol.SystemError(err, "Writing to the data channel failed: the destination closed its socket (it failed or was stopped)")
 }
 
 // writeState writes a copy of a STATE message (its JSON line, without the
@@ -70,9 +78,9 @@ func (ch *channel) writeState(line []byte) error {
 		ch.buf = append(append(ch.buf[:0], line...), '\n')
 	}
 	if _, err := ch.w.Write(ch.buf); err != nil {
-		return err
+		return ch.failed(err)
 	}
-	return ch.w.Flush()
+	return ch.failed(ch.w.Flush())
 }
 
 // close flushes and closes the socket: the destination sees its end.

@@ -520,7 +520,7 @@ func (sr *streamReader) emitState() error {
 		return err
 	}
 	if err := sr.ch.writeState(line); err != nil {
-		return fmt.Errorf("writing a STATE to the data channel: %w", err)
+		return err
 	}
 	return sr.env.Out.WriteLine(line, true)
 }

@@ -68,7 +68,7 @@ func (r *reader) streamStatus(ch *channel, d protocol.StreamDescriptor, status s
 			return err
 		}
 		if err := ch.writeState(line); err != nil {
-			return fmt.Errorf("writing a stream status to the data channel: %w", err)
+			return err
 		}
 	}
 	return r.env.Out.Write(m)

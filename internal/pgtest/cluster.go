@@ -192,6 +192,14 @@ func (c *Cluster) startServer() error {
 	return errors.New("postgres did not accept connections within 60s")
 }
 
+// PID is the running server's postmaster process id (0 when stopped).
+func (c *Cluster) PID() int {
+	if c.cmd == nil || c.cmd.Process == nil {
+		return 0
+	}
+	return c.cmd.Process.Pid
+}
+
 // stopServer asks for a fast shutdown and waits for it.
 func (c *Cluster) stopServer() error { return c.stopWith(syscall.SIGINT) }
 

@@ -90,7 +90,10 @@ func (s Sync) Run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	var sourceOut chan error
+	// Speed mode: the source's end (its reported error, then its exit),
+	// and the destination's.
+	var sourceDone chan [2]error
+	destinationDone := make(chan struct{})
 	if s.Speed != nil {
 		env, cleanup, err := s.Speed.environment()
 		if err != nil {
@@ -100,8 +103,7 @@ func (s Sync) Run(ctx context.Context) (*Result, error) {
 		src.Env, dst.Env = env, env
 		// The platform reads the source's stdout itself (logs, states,
 		// traces) and gives the destination nothing on stdin.
-		sourceOut = make(chan error, 1)
-		go func() { sourceOut <- sourceErrors(pipe) }()
+		sourceDone = make(chan [2]error, 1)
 	} else {
 		dst.Stdin = pipe
 	}
@@ -125,6 +127,23 @@ func (s Sync) Run(ctx context.Context) (*Result, error) {
 		// block on it for ever instead of failing (the platform stops it
 		// then too).
 		_ = pipe.Close()
+	}
+	if s.Speed != nil {
+		go func() {
+			reported := sourceErrors(pipe)
+			exit := src.Wait()
+			sourceDone <- [2]error{reported, exit}
+			if exit != nil {
+				// A failed source fails the sync: the platform stops the
+				// destination too, which may be waiting for a socket the
+				// source never made, once it has had a moment to finish.
+				select {
+				case <-destinationDone:
+				case <-time.After(sourceGrace):
+					_ = dst.Process.Kill()
+				}
+			}
+		}()
 	}
 	if s.OnStart != nil {
 		s.OnStart(src.Process, dst.Process)
@@ -168,12 +187,26 @@ func (s Sync) Run(ctx context.Context) (*Result, error) {
 		}
 	}
 	_, _ = io.Copy(io.Discard, out)
-	var srcReported error
-	if sourceOut != nil {
-		srcReported = <-sourceOut
+	close(destinationDone)
+	var srcReported, srcErr error
+	if sourceDone != nil {
+		// The destination is done. A source still running then has no
+		// reader (it may be waiting for a connection that will not come):
+		// the platform stops it, and so does this.
+		var done [2]error
+		select {
+		case done = <-sourceDone:
+		case <-time.After(sourceGrace):
+			_ = src.Process.Kill()
+			done = <-sourceDone
+		}
+		srcReported, srcErr = done[0], done[1]
 	}
 	peaks := rss.Stop() // before Wait: a reaped process's pid can be reused
-	srcErr, dstErr := src.Wait(), dst.Wait()
+	if sourceDone == nil {
+		srcErr = src.Wait()
+	}
+	dstErr := dst.Wait()
 	res.Took = time.Since(start)
 	res.SourceRSS, res.DestinationRSS = peaks[0], peaks[1]
 	res.SourceCPU, res.DestinationCPU = cpuTime(src), cpuTime(dst)
@@ -193,6 +226,10 @@ func (s Sync) Run(ctx context.Context) (*Result, error) {
 	}
 	return res, errors.Join(destErr, srcReported, srcErr, dstErr)
 }
+
+// sourceGrace is how long a speed-mode source may run on once the
+// destination has ended.
+const sourceGrace = 10 * time.Second
 
 // environment is the speed-mode environment of both processes, with
 // sockets in a new directory (short: a socket path has at most 107 bytes)

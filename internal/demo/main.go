@@ -151,13 +151,15 @@ func run() error {
 	sync := pipeline.Sync{
 		SourceBin: "bin/source-shapelog", DestinationBin: "bin/destination-shapelog",
 		SourceConfig: sourceConfig, DestinationConfig: destConfig, Catalog: catalogFile, Stderr: os.Stderr,
+		// Speed mode, wired as the Airbyte platform wires it.
+		Speed: &pipeline.Speed{Sockets: 2, Format: "PROTOBUF"},
 		OnState: func(echoed int, _, _ *os.Process) {
 			if echoed%10 == 0 {
 				fmt.Printf("  … %d checkpoints committed\n", echoed)
 			}
 		},
 	}
-	step("full sync: source-shapelog read | destination-shapelog write")
+	step("full sync in speed mode: source-shapelog read → protobuf on 2 Unix sockets → destination-shapelog write")
 	full, err := sync.Run(ctx)
 	if err != nil {
 		return err

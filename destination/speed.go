@@ -118,14 +118,7 @@ func (w *writer) finishOverwrites(ctx context.Context, writers []*writer) error 
 	if len(keep) == 0 {
 		return nil
 	}
-	deleted, err := w.c.DeleteOtherGenerations(ctx, keep)
-	if err != nil {
-		return connector.EngineError(err, "deleting the rows of earlier overwrite syncs")
-	}
-	for t, n := range deleted {
-		w.env.Log.Info().Str("table", t).Int64("rows", n).Msg("overwrite complete: earlier rows deleted")
-	}
-	return nil
+	return w.deleteOtherGenerations(ctx, keep)
 }
 
 // speedState hands a STATE from the data channel to the releasing, after

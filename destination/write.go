@@ -440,16 +440,20 @@ func (w *writer) finishOverwrite(plans []*streamPlan) {
 		keep[p.table] = p.generation
 	}
 	b := w.batch()
-	b.after = append(b.after, func(ctx context.Context) error {
-		deleted, err := w.c.DeleteOtherGenerations(ctx, keep)
-		if err != nil {
-			return connector.EngineError(err, "deleting the rows of earlier overwrite syncs")
-		}
-		for t, n := range deleted {
-			w.env.Log.Info().Str("table", t).Int64("rows", n).Msg("overwrite complete: earlier rows deleted")
-		}
-		return nil
-	})
+	b.after = append(b.after, func(ctx context.Context) error { return w.deleteOtherGenerations(ctx, keep) })
+}
+
+// deleteOtherGenerations deletes the rows of the overwrite streams' earlier
+// syncs: every generation but keep's in each table.
+func (w *writer) deleteOtherGenerations(ctx context.Context, keep map[string]int64) error {
+	deleted, err := w.c.DeleteOtherGenerations(ctx, keep)
+	if err != nil {
+		return connector.EngineError(err, "deleting the rows of earlier overwrite syncs")
+	}
+	for t, n := range deleted {
+		w.env.Log.Info().Str("table", t).Int64("rows", n).Msg("overwrite complete: earlier rows deleted")
+	}
+	return nil
 }
 
 // messageIndex finds "message N" in the engine's validation errors.

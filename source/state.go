@@ -47,18 +47,6 @@ type streamState struct {
 	replayUntil *int64
 }
 
-// savedStreamState is the blob a streamState is saved as.
-type savedStreamState struct {
-	SnapshotCursor  *string  `json:"snapshot_cursor"`
-	SnapshotHasMore bool     `json:"snapshot_has_more"`
-	DeltaCursor     *int64   `json:"delta_cursor"`
-	ResyncFrom      *int64   `json:"resync_from,omitempty"`
-	StreamName      string   `json:"stream_name,omitempty"`
-	StreamNamespace string   `json:"stream_namespace,omitempty"`
-	CursorField     []string `json:"cursor_field"`
-	Cursor          *int64   `json:"cursor"`
-}
-
 // cursorField is the `cursor_field` of every saved state: the discovered
 // streams' cursor.
 var cursorField = []string{fieldLSN}
@@ -67,11 +55,12 @@ var cursorField = []string{fieldLSN}
 // being DeltaCursor: the position in the engine's log (engine timestamps
 // are _ab_cdc_lsn values) after which the changes are read.
 func (st streamState) MarshalJSON() ([]byte, error) {
-	return json.Marshal(savedStreamState{
-		SnapshotCursor: st.SnapshotCursor, SnapshotHasMore: st.SnapshotHasMore, DeltaCursor: st.DeltaCursor,
-		ResyncFrom: st.ResyncFrom, StreamName: st.StreamName, StreamNamespace: st.StreamNamespace,
-		CursorField: cursorField, Cursor: st.DeltaCursor,
-	})
+	type fields streamState // without this method
+	return json.Marshal(struct {
+		fields
+		CursorField []string `json:"cursor_field"`
+		Cursor      *int64   `json:"cursor"`
+	}{fields(st), cursorField, st.DeltaCursor})
 }
 
 // freshState is the state of a stream that starts its snapshot.

@@ -101,30 +101,10 @@ func AppendProtoValue(dst []byte, t *Type, text []byte) (out []byte, nulled bool
 
 // parseJSONInt64 parses -?(0|[1-9][0-9]*) into an int64.
 func parseJSONInt64(b []byte) (int64, bool) {
-	neg := len(b) > 0 && b[0] == '-'
-	if neg {
-		b = b[1:]
-	}
-	if len(b) == 0 || len(b) > 19 || (b[0] == '0' && len(b) > 1) {
+	if !isJSONInt(b) {
 		return 0, false
 	}
-	var u uint64
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		u = u*10 + uint64(c-'0') // 19 digits cannot overflow uint64
-	}
-	if neg {
-		if u > 1<<63 {
-			return 0, false
-		}
-		return -int64(u), true
-	}
-	if u > math.MaxInt64 {
-		return 0, false
-	}
-	return int64(u), true
+	return parseInt64(b)
 }
 
 // parseFloatText parses a float4 or float8 text: a JSON number, NaN,
@@ -179,29 +159,15 @@ func appendProtoString(dst, s []byte) []byte {
 
 // appendProtoBytea writes a hex bytea's bytes in base64.
 func appendProtoBytea(dst []byte, t *Type, text []byte) ([]byte, error) {
-	if len(text) < 2 || text[0] != '\\' || text[1] != 'x' {
-		return dst, valueError(t, text, `not hex bytea output (\x…): set bytea_output = hex`)
-	}
-	hex := text[2:]
-	if len(hex)%2 != 0 {
-		return dst, valueError(t, text, "odd number of hex digits")
+	hex, err := byteaHex(t, text)
+	if err != nil {
+		return dst, err
 	}
 	start := len(dst)
 	dst = appendBytesHeader(dst, recordpb.KindString, base64.StdEncoding.EncodedLen(len(hex)/2))
-	// Chunks of a multiple of 3 bytes: their base64 concatenates to the
-	// base64 of the whole.
-	var buf [96]byte
-	for len(hex) > 0 {
-		n := min(len(hex)/2, len(buf))
-		for i := 0; i < n; i++ {
-			hi, lo := hexVal[hex[2*i]], hexVal[hex[2*i+1]]
-			if hi > 15 || lo > 15 {
-				return dst[:start], valueError(t, text, "invalid hex digit")
-			}
-			buf[i] = hi<<4 | lo
-		}
-		dst = base64.StdEncoding.AppendEncode(dst, buf[:n])
-		hex = hex[2*n:]
+	dst, ok := appendBase64OfHex(dst, hex)
+	if !ok {
+		return dst[:start], valueError(t, text, "invalid hex digit")
 	}
 	return dst, nil
 }

@@ -321,13 +321,21 @@ var hexVal = func() (t [256]byte) {
 	return t
 }()
 
-func appendBytea(dst []byte, t *Type, text []byte, f Format) ([]byte, error) {
+// byteaHex returns the hex digits of PostgreSQL's hex bytea output.
+func byteaHex(t *Type, text []byte) ([]byte, error) {
 	if len(text) < 2 || text[0] != '\\' || text[1] != 'x' {
-		return dst, valueError(t, text, `not hex bytea output (\x…): set bytea_output = hex`)
+		return nil, valueError(t, text, `not hex bytea output (\x…): set bytea_output = hex`)
 	}
-	hex := text[2:]
-	if len(hex)%2 != 0 {
-		return dst, valueError(t, text, "odd number of hex digits")
+	if len(text)%2 != 0 {
+		return nil, valueError(t, text, "odd number of hex digits")
+	}
+	return text[2:], nil
+}
+
+func appendBytea(dst []byte, t *Type, text []byte, f Format) ([]byte, error) {
+	hex, err := byteaHex(t, text)
+	if err != nil {
+		return dst, err
 	}
 	start := len(dst)
 	if f == FormatConvexJSON {
@@ -335,28 +343,35 @@ func appendBytea(dst []byte, t *Type, text []byte, f Format) ([]byte, error) {
 	} else {
 		dst = append(dst, '"')
 	}
+	dst, ok := appendBase64OfHex(dst, hex)
+	if !ok {
+		return dst[:start], valueError(t, text, "invalid hex digit")
+	}
+	if f == FormatConvexJSON {
+		return append(dst, `"}`...), nil
+	}
+	return append(dst, '"'), nil
+}
+
+// appendBase64OfHex appends the base64 of the bytes an even number of hex
+// digits spell; ok is false at an invalid digit.
+func appendBase64OfHex(dst, hex []byte) ([]byte, bool) {
 	// Decode in chunks whose length is a multiple of 3 so that the base64
 	// of the chunks concatenates to the base64 of the whole.
 	var buf [96]byte
 	for len(hex) > 0 {
-		n := len(hex) / 2
-		if n > len(buf) {
-			n = len(buf)
-		}
+		n := min(len(hex)/2, len(buf))
 		for i := 0; i < n; i++ {
 			hi, lo := hexVal[hex[2*i]], hexVal[hex[2*i+1]]
 			if hi > 15 || lo > 15 {
-				return dst[:start], valueError(t, text, "invalid hex digit")
+				return dst, false
 			}
 			buf[i] = hi<<4 | lo
 		}
 		dst = base64.StdEncoding.AppendEncode(dst, buf[:n])
 		hex = hex[2*n:]
 	}
-	if f == FormatConvexJSON {
-		return append(dst, `"}`...), nil
-	}
-	return append(dst, '"'), nil
+	return dst, true
 }
 
 // safeASCII marks the ASCII bytes a JSON string can hold unescaped.

@@ -115,21 +115,21 @@ func loadConfig(env *protocol.Env, retries int) (*config, *client.Client, error)
 	return &cfg, c, nil
 }
 
-// check answers the check command without writing anything: the settings
-// must be valid (loadConfig) and the engine must answer with this key and
-// reach its database (it lists the tables it publishes). It creates no
-// table, so the database — and a shapelog source reading it — is left as
-// it was. The engine has no call that proves write privileges without
-// writing: a database role lacking CREATE or INSERT fails the first write
-// instead, with a config_error naming the privilege.
+// check answers the check command without leaving anything behind: the
+// settings must be valid (loadConfig), and the engine must answer with
+// this key and prove it can write into the default schema — it creates a
+// table there and inserts a row in a transaction it rolls back, so the
+// database, and a shapelog source reading it, is left as it was. A role
+// lacking CREATE or INSERT fails here, as a config_error naming the
+// privilege.
 func check(ctx context.Context, env *protocol.Env) error {
 	cfg, c, err := loadConfig(env, 1)
 	if err != nil {
 		return err
 	}
-	if _, err := c.JSONSchemas(ctx, false, "json"); err != nil {
-		return connector.CheckFailure(connector.EngineError(err, "asking the engine for its tables"))
+	if err := c.CheckWrite(ctx, []string{cfg.DefaultSchema}); err != nil {
+		return connector.CheckFailure(connector.EngineError(err, "checking that the engine can write into schema "+cfg.DefaultSchema))
 	}
-	env.Log.Info().Str("default_schema", cfg.DefaultSchema).Msg("connection checked: the engine answers with this key and reaches its database")
+	env.Log.Info().Str("default_schema", cfg.DefaultSchema).Msg("connection checked: the engine answers with this key and can write into the default schema")
 	return nil
 }

@@ -221,6 +221,12 @@ func (c *Client) ClearTables(ctx context.Context, tables []string) error {
 	return c.do(ctx, http.MethodPut, "/api/streaming_import/clear_tables", nil, map[string]any{"tableNames": tables}, nil, nil)
 }
 
+// CheckWrite asks the engine to prove that imports can write into each
+// schema (create it, a table and a row, all rolled back).
+func (c *Client) CheckWrite(ctx context.Context, schemas []string) error {
+	return c.do(ctx, http.MethodPut, "/api/streaming_import/check_write", nil, map[string]any{"schemas": schemas}, nil, nil)
+}
+
 // DeleteOtherGenerations ends overwrite syncs: it deletes, in one
 // transaction, each table's rows whose _airbyte_generation_id is not the
 // given generation, and returns how many rows went per table.

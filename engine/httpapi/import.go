@@ -122,6 +122,27 @@ func (s *Server) clearTables(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
+// checkWrite proves imports can write into the given schemas, leaving
+// nothing behind (a destination's check).
+func (s *Server) checkWrite(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Schemas []string `json:"schemas"`
+	}
+	if e := jsonBody(r, &body); e != nil {
+		s.writeFailure(w, e)
+		return
+	}
+	if len(body.Schemas) == 0 {
+		s.writeFailure(w, badRequest("BadJsonBody", "Failed to deserialize the JSON body: `schemas` must name at least one schema"))
+		return
+	}
+	if err := s.importer.CheckWrite(r.Context(), body.Schemas); err != nil {
+		s.writeImportFailure(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
 func (s *Server) replaceTables(w http.ResponseWriter, r *http.Request) {
 	var body map[string]any
 	if e := jsonBody(r, &body); e != nil {

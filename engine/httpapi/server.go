@@ -150,6 +150,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("PUT /api/streaming_import/add_primary_key_indexes", s.admin(s.addPrimaryKeyIndexes))
 	mux.Handle("GET /api/streaming_import/primary_key_indexes_ready", s.admin(s.primaryKeyIndexesReady))
 	mux.Handle("PUT /api/streaming_import/clear_tables", s.admin(s.clearTables))
+	mux.Handle("PUT /api/streaming_import/check_write", s.admin(s.checkWrite))
 	mux.Handle("POST /api/streaming_import/replace_tables", s.admin(s.replaceTables))
 	mux.Handle("PUT /api/streaming_import/delete_other_generations", s.admin(s.deleteOtherGenerations))
 	if s.cfg.Functions != nil {

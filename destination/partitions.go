@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"sync"
@@ -56,7 +57,7 @@ type speedState struct {
 	ID          *int64 `json:"id"`
 	PartitionID string `json:"partition_id"`
 	SourceStats *struct {
-		RecordCount float64 `json:"recordCount"`
+		RecordCount *float64 `json:"recordCount"`
 	} `json:"sourceStats"`
 }
 
@@ -66,10 +67,17 @@ func (ps *partitionStates) add(raw json.RawMessage) error {
 	if err := json.Unmarshal(raw, &st); err != nil {
 		return err
 	}
-	if st.ID == nil || st.PartitionID == "" || st.SourceStats == nil {
+	if st.ID == nil || st.PartitionID == "" || st.SourceStats == nil || st.SourceStats.RecordCount == nil {
 		return fmt.Errorf("a STATE on the data channel needs id, partition_id and sourceStats.recordCount (the speed-mode contract)")
 	}
-	p := &pendingState{raw: raw, partitions: []string{st.PartitionID}, records: int64(st.SourceStats.RecordCount)}
+	if *st.ID < 1 || *st.ID > math.MaxInt32 {
+		return fmt.Errorf("STATE id %d: ids count from 1 and fit in 32 bits", *st.ID)
+	}
+	count := *st.SourceStats.RecordCount
+	if count < 0 || count != math.Trunc(count) || count > 1<<53 {
+		return fmt.Errorf("STATE id %d: sourceStats.recordCount %v is not a count of records", *st.ID, count)
+	}
+	p := &pendingState{raw: raw, partitions: []string{st.PartitionID}, records: int64(count)}
 	if st.Type == protocol.StateStream && st.Stream != nil {
 		p.scope = descKey(normalize(st.Stream.StreamDescriptor))
 	} else if st.Global != nil {
@@ -87,7 +95,7 @@ func (ps *partitionStates) add(raw json.RawMessage) error {
 		ps.queues[p.scope] = q
 	}
 	if _, dup := q.pending[*st.ID]; dup || *st.ID < q.next {
-		return fmt.Errorf("STATE id %d came twice", *st.ID)
+		return fmt.Errorf("STATE id %d came twice for its stream", *st.ID)
 	}
 	q.pending[*st.ID] = p
 	return ps.release()

@@ -92,3 +92,18 @@ func TestPartitionStatesRelease(t *testing.T) {
 		t.Fatal("a STATE without id and partition_id was accepted")
 	}
 }
+
+func TestPartitionStatesRefuseBadStates(t *testing.T) {
+	ps := newPartitionStates(protocol.NewWriter(&bytes.Buffer{}))
+	for _, raw := range []string{
+		`{"type":"STREAM","stream":{"stream_descriptor":{"name":"a"}},"id":1,"partition_id":"p","sourceStats":{}}`,
+		`{"type":"STREAM","stream":{"stream_descriptor":{"name":"a"}},"id":1,"partition_id":"p","sourceStats":{"recordCount":-1}}`,
+		`{"type":"STREAM","stream":{"stream_descriptor":{"name":"a"}},"id":1,"partition_id":"p","sourceStats":{"recordCount":1.5}}`,
+		`{"type":"STREAM","stream":{"stream_descriptor":{"name":"a"}},"id":0,"partition_id":"p","sourceStats":{"recordCount":1}}`,
+		`{"type":"STREAM","stream":{"stream_descriptor":{"name":"a"}},"id":4294967296,"partition_id":"p","sourceStats":{"recordCount":1}}`,
+	} {
+		if err := ps.add(json.RawMessage(raw)); err == nil {
+			t.Errorf("accepted %s", raw)
+		}
+	}
+}

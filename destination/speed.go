@@ -6,8 +6,11 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -35,11 +38,27 @@ const dialTimeout = 15 * time.Minute
 // maxFrame bounds one data-channel message (a record and its values).
 const maxFrame = 256 << 20
 
-// runChannels writes what the data channel's sockets carry.
-func (w *writer) runChannels(ctx context.Context, dc datachannel.Config) error {
+// prepareChannels readies the plans for speed mode: the namespace mapping
+// applied, and each stream's fields checked against the metadata columns
+// the destination appends.
+func (w *writer) prepareChannels(dc datachannel.Config) error {
 	if err := w.mapNamespaces(dc); err != nil {
 		return err
 	}
+	for _, p := range w.plans {
+		for _, f := range p.fields[:len(p.fields)-len(metaFields)] {
+			if slices.Contains(metaFields, f) {
+				e := protocol.ConfigError(nil, "Stream %s has a field %s, a column the destination adds to every row itself: deselect it in the connection, or rename the column at the source", p.desc, f)
+				e.Stream = &p.desc
+				return e
+			}
+		}
+	}
+	return nil
+}
+
+// runChannels writes what the data channel's sockets carry.
+func (w *writer) runChannels(ctx context.Context, dc datachannel.Config) error {
 	conns, err := datachannel.Dial(ctx, dc.SocketPaths, dialTimeout)
 	if err != nil {
 		return protocol.SystemError(err, "Cannot connect to the source's data channel")
@@ -58,6 +77,12 @@ func (w *writer) runChannels(ctx context.Context, dc datachannel.Config) error {
 		go func() {
 			defer wg.Done()
 			defer conn.Close()
+			defer func() {
+				if p := recover(); p != nil {
+					errs[i] = protocol.SystemError(fmt.Errorf("panic: %v\n%s", p, debug.Stack()), "The destination hit an internal error reading the data channel; please report it")
+					cancel()
+				}
+			}()
 			errs[i] = sw.run(ctx, func(ctx context.Context, send func() error) error {
 				if dc.Format == datachannel.Protobuf {
 					return sw.readProto(ctx, conn, send)
@@ -69,7 +94,15 @@ func (w *writer) runChannels(ctx context.Context, dc datachannel.Config) error {
 			}
 		}()
 	}
+	// A failed socket ends the others' reads at once, rather than at the
+	// source's next message on them.
+	stopReads := context.AfterFunc(ctx, func() {
+		for _, conn := range conns {
+			_ = conn.SetReadDeadline(time.Now())
+		}
+	})
 	wg.Wait()
+	stopReads()
 	for _, sw := range writers {
 		w.total += sw.total
 	}
@@ -81,13 +114,50 @@ func (w *writer) runChannels(ctx context.Context, dc datachannel.Config) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	if err := w.finishOverwrites(ctx, writers); err != nil {
-		return err
-	}
 	if err := speed.unfinished(); err != nil {
 		return protocol.SystemError(err, "The data channel ended with STATEs whose records did not all arrive; nothing after the last echoed STATE counts as written")
 	}
-	return nil
+	complete, err := w.terminalStatuses(writers)
+	if err != nil {
+		return err
+	}
+	return w.finishOverwrites(ctx, complete)
+}
+
+// terminalStatuses checks that every stream of the catalog ended COMPLETE
+// on the data channel, and returns the streams: a source that stopped
+// early leaves every socket at a clean end, and only the missing statuses
+// tell (Airbyte's destinations check the same).
+func (w *writer) terminalStatuses(writers []*writer) ([]*streamPlan, error) {
+	status := map[*streamPlan]string{}
+	for _, sw := range writers {
+		for p, st := range sw.terminal {
+			if status[p] != protocol.StreamIncomplete {
+				status[p] = st
+			}
+		}
+	}
+	var missing, incomplete []string
+	var complete []*streamPlan
+	for _, p := range w.plans {
+		switch status[p] {
+		case protocol.StreamComplete:
+			complete = append(complete, p)
+		case protocol.StreamIncomplete:
+			incomplete = append(incomplete, p.desc.String())
+		default:
+			missing = append(missing, p.desc.String())
+		}
+	}
+	slices.Sort(missing)
+	slices.Sort(incomplete)
+	switch {
+	case len(incomplete) > 0:
+		return nil, protocol.SystemError(nil, "The source reported streams %v INCOMPLETE: the sync failed at the source; what was echoed stays committed", incomplete)
+	case len(missing) > 0:
+		return nil, protocol.SystemError(nil, "The data channel ended without a COMPLETE status for streams %v: the source stopped early; what was echoed stays committed", missing)
+	}
+	return complete, nil
 }
 
 // forSocket is a writer for one socket, sharing the plans, the client and
@@ -97,22 +167,12 @@ func (w *writer) forSocket(speed *partitionStates) *writer {
 }
 
 // finishOverwrites deletes the earlier generations of the overwrite
-// streams once every socket is done: those that reported COMPLETE, or all
-// of them when the source sent no statuses at all.
-func (w *writer) finishOverwrites(ctx context.Context, writers []*writer) error {
+// streams once every socket is done and every stream COMPLETE.
+func (w *writer) finishOverwrites(ctx context.Context, complete []*streamPlan) error {
 	keep := map[string]int64{}
-	statuses := false
-	for _, sw := range writers {
-		statuses = statuses || sw.statuses
-		for _, p := range sw.complete {
+	for _, p := range complete {
+		if p.truncateAtEnd {
 			keep[p.table] = p.generation
-		}
-	}
-	if !statuses {
-		for _, p := range w.plans {
-			if p.truncateAtEnd {
-				keep[p.table] = p.generation
-			}
 		}
 	}
 	if len(keep) == 0 {
@@ -130,11 +190,18 @@ func (w *writer) speedState(raw json.RawMessage, send func() error) error {
 	return w.speed.add(raw)
 }
 
-// speedStatus notes a COMPLETE overwrite stream, finished at the end.
+// speedStatus notes a stream's terminal status (COMPLETE or INCOMPLETE),
+// checked and acted on once every socket has ended.
 func (w *writer) speedStatus(st *protocol.StreamStatus) {
-	w.statuses = true
-	if p := lookup(w.plans, normalize(st.StreamDescriptor)); p != nil && p.truncateAtEnd && st.Status == protocol.StreamComplete {
-		w.complete = append(w.complete, p)
+	p := lookup(w.plans, normalize(st.StreamDescriptor))
+	if p == nil || (st.Status != protocol.StreamComplete && st.Status != protocol.StreamIncomplete) {
+		return
+	}
+	if w.terminal == nil {
+		w.terminal = map[*streamPlan]string{}
+	}
+	if w.terminal[p] != protocol.StreamIncomplete {
+		w.terminal[p] = st.Status
 	}
 }
 
@@ -265,11 +332,20 @@ func (w *writer) addProtoRecord(rec []byte, n int, send func() error) error {
 		b.count(string(partition), len(rec))
 		return send()
 	}
+	want := len(p.fields) - len(metaFields)
+	if values > want {
+		return protocol.SystemError(nil, "Message %d of the data channel, a record of stream %s, has %d values; the stream's json_schema has %d fields", n, p.desc, values, want)
+	}
 	if b.proto.Len() == 0 || b.lastTable != p.table {
 		b.tableIndex = b.proto.Declare(p.table, p.spec, p.fields)
 		b.lastTable = p.table
 	}
-	b.proto.AddRecordBytes(b.tableIndex, rec, func(dst []byte) []byte { return w.appendProtoMetadata(dst, p, int64(emittedAt), meta) })
+	b.proto.AddRecordBytes(b.tableIndex, rec, func(dst []byte) []byte {
+		for range want - values { // fields missing at the end are null
+			dst = recordpb.AppendNull(dst)
+		}
+		return w.appendProtoMetadata(dst, p, int64(emittedAt), meta)
+	})
 	b.count(string(partition), len(rec))
 	return nil
 }

@@ -124,9 +124,7 @@ func recordFields(schema json.RawMessage) ([]string, error) {
 	}
 	fields := make([]string, 0, len(s.Properties))
 	for name := range s.Properties {
-		if !slices.Contains(metaFields, name) {
-			fields = append(fields, name)
-		}
+		fields = append(fields, name)
 	}
 	recordpb.SortFieldNames(fields)
 	return fields, nil

@@ -58,10 +58,10 @@ type writer struct {
 	}
 	total int64
 
-	// Speed mode: where STATEs are released, and the streams whose
-	// COMPLETE arrived on this socket.
+	// Speed mode: where STATEs are released, and the streams' terminal
+	// statuses that arrived on this socket.
 	speed    *partitionStates
-	complete []*streamPlan
+	terminal map[*streamPlan]string
 	// last is the plan of the previous protobuf record (records of one
 	// stream come in runs).
 	last struct {
@@ -88,12 +88,18 @@ func write(ctx context.Context, env *protocol.Env) error {
 		return err
 	}
 	w := &writer{env: env, cfg: cfg, c: c, plans: plans, perDesc: map[string]int64{}, spare: make(chan *batch, 3), uuids: bufio.NewReaderSize(rand.Reader, 4096)}
-	if err := w.prepareDedup(ctx); err != nil {
-		return err
-	}
 	dc, err := datachannel.FromEnv()
 	if err != nil {
 		return protocol.ConfigError(err, "Invalid data channel: %v", err)
+	}
+	if dc.Sockets() {
+		// The tables, and so the dedup indexes, follow the mapping.
+		if err := w.prepareChannels(dc); err != nil {
+			return err
+		}
+	}
+	if err := w.prepareDedup(ctx); err != nil {
+		return err
 	}
 	start := time.Now()
 	if dc.Sockets() {
@@ -242,6 +248,9 @@ func (w *writer) readJSON(ctx context.Context, r io.Reader, send func() error) e
 				return err
 			}
 		case protocol.TypeTrace:
+			if m.Trace == nil {
+				continue
+			}
 			if st := m.Trace.StreamStatus; st != nil {
 				if w.speed != nil {
 					w.speedStatus(st)

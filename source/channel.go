@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"github.com/shapelog/shapelog/engine/recordpb"
-	"github.com/shapelog/shapelog/internal/datachannel"
 	"github.com/shapelog/shapelog/protocol"
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -25,31 +23,12 @@ type channel struct {
 	buf   []byte
 }
 
-// connectTimeout bounds the wait for the destination to connect.
+// connectTimeout bounds the wait for the destination to connect to a
+// first socket.
 const connectTimeout = 10 * time.Minute
 
-// openChannels listens on the data channel's sockets and waits for the
-// destination to connect to each.
-func openChannels(ctx context.Context, dc datachannel.Config) ([]*channel, error) {
-	l, err := datachannel.Listen(dc.SocketPaths)
-	if err != nil {
-		return nil, protocol.SystemError(err, "Cannot create the data channel's sockets (%s)", datachannel.EnvSocketPaths)
-	}
-	defer l.Close() // the connections stay; the files go
-	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
-	defer cancel()
-	var out []*channel
-	for i := 0; i < l.Len(); i++ {
-		conn, err := l.Conn(ctx, i)
-		if err != nil {
-			for _, ch := range out {
-				_ = ch.conn.Close()
-			}
-			return nil, protocol.SystemError(err, "The destination did not connect to the data channel")
-		}
-		out = append(out, &channel{conn: conn, w: bufio.NewWriterSize(conn, 1<<20), proto: dc.Format == datachannel.Protobuf})
-	}
-	return out, nil
+func newChannel(conn *net.UnixConn, proto bool) *channel {
+	return &channel{conn: conn, w: bufio.NewWriterSize(conn, 1<<20), proto: proto}
 }
 
 // writeRecords writes encoded records: frames, or JSON lines.

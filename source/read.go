@@ -82,10 +82,9 @@ func read(ctx context.Context, env *protocol.Env) error {
 			first = pe
 		}
 	}
+	var channelErr error
 	if dc.Sockets() {
-		if err := r.readOnChannels(ctx, dc, jobs, run); err != nil {
-			return err
-		}
+		channelErr = r.readOnChannels(ctx, dc, jobs, run)
 	} else {
 		for _, j := range jobs {
 			if run(j, nil); ctx.Err() != nil {
@@ -96,7 +95,10 @@ func read(ctx context.Context, env *protocol.Env) error {
 	if first != nil {
 		var pe *protocol.Error
 		errors.As(first, &pe)
-		return &protocol.Error{FailureType: pe.FailureType, Message: fmt.Sprintf("%d of %d streams failed (%v); the first failure: %s", len(failed), len(jobs), failed, pe.Message), Err: pe.Err}
+		return &protocol.Error{FailureType: pe.FailureType, Message: fmt.Sprintf("%d of %d streams failed (%v); the first failure: %s", len(failed), len(jobs), failed, pe.Message), Err: errors.Join(pe.Err, channelErr)}
+	}
+	if channelErr != nil {
+		return channelErr
 	}
 	return env.Out.Flush()
 }

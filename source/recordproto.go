@@ -38,10 +38,13 @@ func newProtoRecords(s *stream, schema json.RawMessage) (*protoRecords, error) {
 	var js struct {
 		Properties map[string]json.RawMessage `json:"properties"`
 	}
-	if err := json.Unmarshal(schema, &js); err != nil || len(js.Properties) == 0 {
-		if err := json.Unmarshal(s.airbyte.JSONSchema, &js); err != nil {
-			return nil, fmt.Errorf("stream %s: reading its json_schema: %w", s.desc, err)
-		}
+	// The configured schema, as the destination reads it: the values'
+	// positions follow its fields.
+	if err := json.Unmarshal(schema, &js); err != nil {
+		return nil, fmt.Errorf("its json_schema is not a JSON Schema object: %w", err)
+	}
+	if len(js.Properties) == 0 {
+		return nil, fmt.Errorf("its json_schema has no properties: refresh the source schema")
 	}
 	p := &protoRecords{direct: -1}
 	for name := range js.Properties {

@@ -3,8 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strconv"
 	"sync"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -19,59 +22,97 @@ import (
 // copy of its STATEs and statuses go to its socket, and everything but the
 // records to stdout as well.
 
-// readOnChannels reads the jobs over the data channel's sockets, as many
-// at once as there are sockets, and closes every socket at the end.
+// readOnChannels reads the jobs over the data channel's sockets: each
+// socket the destination connects to gets a worker reading one stream at
+// a time (a destination may use fewer sockets than it is given, as
+// Airbyte's load CDK allows). Every connected socket is closed at the end.
 func (r *reader) readOnChannels(ctx context.Context, dc datachannel.Config, jobs []job, run func(job, *channel)) error {
-	channels, err := openChannels(ctx, dc)
+	l, err := datachannel.Listen(dc.SocketPaths)
 	if err != nil {
-		return err
+		return protocol.SystemError(err, "Cannot create the data channel's sockets (%s)", datachannel.EnvSocketPaths)
 	}
-	r.env.Log.Info().Int("sockets", len(channels)).Str("format", dc.Format).Int("streams", len(jobs)).Msg("reading in speed mode: records go to the data channel")
-	queue := make(chan job)
-	var wg sync.WaitGroup
-	for _, ch := range channels {
+	acceptCtx, stopAccepting := context.WithCancel(ctx)
+	defer stopAccepting()
+	var (
+		mu        sync.Mutex
+		channels  []*channel
+		connected = make(chan struct{})
+		once      sync.Once
+		wg        sync.WaitGroup
+		queue     = make(chan job)
+	)
+	for i := range l.Len() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			conn, err := l.Conn(acceptCtx, i)
+			if err != nil {
+				return // not connected before the reading ended
+			}
+			ch := newChannel(conn, dc.Format == datachannel.Protobuf)
+			mu.Lock()
+			channels = append(channels, ch)
+			mu.Unlock()
+			once.Do(func() { close(connected) })
 			for j := range queue {
 				run(j, ch)
 			}
 		}()
 	}
-	for _, j := range jobs {
-		if ctx.Err() != nil {
-			break
+	var failed error
+	select {
+	case <-connected:
+		r.env.Log.Info().Int("sockets", l.Len()).Str("format", dc.Format).Int("streams", len(jobs)).Msg("reading in speed mode: records go to the data channel")
+		for _, j := range jobs {
+			if ctx.Err() != nil {
+				break
+			}
+			queue <- j
 		}
-		queue <- j
+	case <-time.After(connectTimeout):
+		failed = protocol.SystemError(nil, "The destination did not connect to the data channel (%s) within %s", datachannel.EnvSocketPaths, connectTimeout)
+	case <-ctx.Done():
+		failed = ctx.Err()
 	}
 	close(queue)
+	// A socket the destination has not connected to yet gets a moment to
+	// be, so that it is closed rather than left to a dial that would wait
+	// for a file gone with the listener; a destination that uses fewer
+	// sockets costs this wait once.
+	if failed == nil {
+		time.AfterFunc(lateConnectGrace, stopAccepting)
+	} else {
+		stopAccepting()
+	}
 	wg.Wait()
-	var first error
+	l.Close()
 	for _, ch := range channels {
-		if err := ch.close(); err != nil && first == nil {
-			first = err
+		if err := ch.close(); err != nil && failed == nil {
+			failed = protocol.SystemError(err, "Closing the data channel failed: the destination may not have every record")
 		}
 	}
-	if first != nil {
-		return protocol.SystemError(first, "Closing the data channel failed: the destination may not have every record")
-	}
-	return nil
+	return failed
 }
+
+// lateConnectGrace is how long the end of a read waits for sockets the
+// destination has not connected to yet.
+const lateConnectGrace = 10 * time.Second
 
 // streamStatus reports a stream's status on stdout and, in speed mode, on
 // its socket (the destination finishes overwrites on COMPLETE).
 func (r *reader) streamStatus(ch *channel, d protocol.StreamDescriptor, status string) error {
 	m := protocol.StreamStatusMessage(d, status)
+	var sockErr error
 	if ch != nil {
 		line, err := json.Marshal(m)
 		if err != nil {
 			return err
 		}
-		if err := ch.writeState(line); err != nil {
-			return err
-		}
+		sockErr = ch.writeState(line)
 	}
-	return r.env.Out.Write(m)
+	// Stdout gets it even when the socket failed: the platform tracks the
+	// source's streams there.
+	return errors.Join(r.env.Out.Write(m), sockErr)
 }
 
 // What a chunk holds in protobuf mode: each item is one of these bytes
@@ -103,6 +144,9 @@ func (sr *streamReader) listSnapshotFrames(ctx context.Context, req client.Snaps
 	if err != nil {
 		return nil, err
 	}
+	if end.Snapshot == nil {
+		return nil, fmt.Errorf("list_snapshot answered without a snapshot")
+	}
 	return &client.SnapshotPage{Snapshot: end.GetSnapshot(), Cursor: end.Cursor, HasMore: end.GetHasMore()}, nil
 }
 
@@ -113,11 +157,11 @@ func (sr *streamReader) documentDeltasFrames(ctx context.Context, req client.Del
 	if err != nil {
 		return nil, err
 	}
-	var next int64
 	if end.Cursor == nil {
 		return nil, fmt.Errorf("document_deltas answered without a cursor")
 	}
-	if _, err := fmt.Sscan(*end.Cursor, &next); err != nil {
+	next, err := strconv.ParseInt(*end.Cursor, 10, 64)
+	if err != nil {
 		return nil, fmt.Errorf("document_deltas answered cursor %q: %w", *end.Cursor, err)
 	}
 	return &client.DeltasPage{Cursor: next, HasMore: end.GetHasMore()}, nil

@@ -82,17 +82,15 @@ func (b *ProtoBatch) AddRecordBytes(index uint32, record []byte, extra func(dst 
 	if extra != nil {
 		b.extra = extra(b.extra)
 	}
-	size := len(record) + len(b.extra)
-	if index != 0 { // proto3 leaves out a zero
-		size += protowire.SizeTag(recordpb.ImportRecordTable) + protowire.SizeVarint(uint64(index))
-	}
+	// The table comes last, and always (a zero too): the last value of a
+	// field wins, so a table field the record carried cannot send it
+	// elsewhere.
+	size := len(record) + len(b.extra) + protowire.SizeTag(recordpb.ImportRecordTable) + protowire.SizeVarint(uint64(index))
 	b.records = protowire.AppendVarint(b.records, uint64(size))
 	b.records = append(b.records, record...)
 	b.records = append(b.records, b.extra...)
-	if index != 0 {
-		b.records = protowire.AppendTag(b.records, recordpb.ImportRecordTable, protowire.VarintType)
-		b.records = protowire.AppendVarint(b.records, uint64(index))
-	}
+	b.records = protowire.AppendTag(b.records, recordpb.ImportRecordTable, protowire.VarintType)
+	b.records = protowire.AppendVarint(b.records, uint64(index))
 	b.tableOf = append(b.tableOf, index)
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -127,17 +128,33 @@ func ReadFrame(r *bufio.Reader, buf []byte, limit int) ([]byte, error) {
 	if n > uint64(limit) {
 		return buf, fmt.Errorf("%w: %d bytes (the limit is %d)", ErrFrameTooLarge, n, limit)
 	}
-	if uint64(cap(buf)) < n {
-		buf = make([]byte, n)
+	if uint64(cap(buf)) >= n {
+		buf = buf[:n]
+		_, err := io.ReadFull(r, buf)
+		return buf, unexpected(err)
 	}
-	buf = buf[:n]
-	if _, err := io.ReadFull(r, buf); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
+	// A large frame grows as its bytes arrive: a length alone commits no
+	// memory.
+	buf = buf[:0]
+	for remaining := n; remaining > 0; {
+		chunk := min(remaining, 1<<20)
+		buf = slices.Grow(buf, int(chunk))
+		start := len(buf)
+		buf = buf[:start+int(chunk)]
+		if _, err := io.ReadFull(r, buf[start:]); err != nil {
+			return buf, unexpected(err)
 		}
-		return buf, err
+		remaining -= chunk
 	}
 	return buf, nil
+}
+
+// unexpected is err, io.ErrUnexpectedEOF for an end within a frame.
+func unexpected(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 func readVarint(r *bufio.Reader) (uint64, error) {
@@ -149,6 +166,9 @@ func readVarint(r *bufio.Reader) (uint64, error) {
 				err = io.ErrUnexpectedEOF
 			}
 			return 0, err
+		}
+		if i == 9 && b > 1 {
+			break // past 64 bits
 		}
 		x |= uint64(b&0x7f) << (7 * i)
 		if b < 0x80 {

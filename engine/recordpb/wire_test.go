@@ -154,3 +154,20 @@ func TestTemporalKinds(t *testing.T) {
 		t.Fatalf("same high surrogate: %q", names)
 	}
 }
+
+// A length past 64 bits is refused, and a large frame is read whole.
+func TestReadFrameLengths(t *testing.T) {
+	over := []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02}
+	if _, err := ReadFrame(bufio.NewReader(bytes.NewReader(over)), nil, 1<<30); err == nil || err == io.EOF {
+		t.Fatalf("an overflowing length: %v", err)
+	}
+	big := bytes.Repeat([]byte("0123456789abcdef"), 200_000) // 3.2 MB: several chunks
+	f, err := ReadFrame(bufio.NewReader(bytes.NewReader(AppendDelimited(nil, big))), make([]byte, 10), 1<<30)
+	if err != nil || !bytes.Equal(f, big) {
+		t.Fatalf("large frame: %d bytes, %v", len(f), err)
+	}
+	claims := AppendDelimited(nil, big)[:100] // a length with few bytes behind it
+	if _, err := ReadFrame(bufio.NewReader(bytes.NewReader(claims)), nil, 1<<30); err != io.ErrUnexpectedEOF {
+		t.Fatalf("a frame cut short: %v", err)
+	}
+}

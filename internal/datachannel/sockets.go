@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -15,8 +16,12 @@ import (
 type Listener struct {
 	listeners []*net.UnixListener
 	conns     []chan acceptResult
+	taken     []atomic.Bool // Conn handed the connection out
 	once      sync.Once
 }
+
+// Conn waits for the destination to connect to socket i; each socket's
+// connection is handed out once.
 
 type acceptResult struct {
 	conn *net.UnixConn
@@ -45,17 +50,17 @@ func Listen(paths []string) (*Listener, error) {
 			ch <- acceptResult{c, err}
 		}()
 	}
+	l.taken = make([]atomic.Bool, len(l.conns))
 	return l, nil
 }
 
 // Len is the number of sockets.
 func (l *Listener) Len() int { return len(l.conns) }
 
-// Conn waits for the destination to connect to socket i.
 func (l *Listener) Conn(ctx context.Context, i int) (*net.UnixConn, error) {
 	select {
 	case r := <-l.conns[i]:
-		l.conns[i] <- r // later callers get it too
+		l.taken[i].Store(true)
 		if r.err != nil {
 			return nil, fmt.Errorf("accepting on %s: %w", l.listeners[i].Addr(), r.err)
 		}
@@ -65,42 +70,66 @@ func (l *Listener) Conn(ctx context.Context, i int) (*net.UnixConn, error) {
 	}
 }
 
-// Close stops listening and removes the socket files; accepted
-// connections are the caller's to close.
+// Close stops listening and removes the socket files. Connections that
+// Conn handed out are the caller's to close; those accepted but not
+// handed out are closed, so the destination sees their end.
 func (l *Listener) Close() {
 	l.once.Do(func() {
-		for _, ln := range l.listeners {
+		for i, ln := range l.listeners {
 			_ = ln.Close() // also unlinks the file
+			if i < len(l.taken) && l.taken[i].Load() {
+				continue
+			}
+			select {
+			case r := <-l.conns[i]:
+				if r.conn != nil {
+					_ = r.conn.Close()
+				}
+			case <-time.After(time.Second): // a Conn call holds it
+			}
 		}
 	})
 }
 
-// Dial is the destination's side: it connects to every path, waiting for
-// the source to create them (the platform starts both at once) up to
-// timeout.
+// Dial is the destination's side: it connects to every path at once,
+// waiting for the source to create them (the platform starts both at
+// once) up to timeout.
 func Dial(ctx context.Context, paths []string, timeout time.Duration) ([]*net.UnixConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	conns := make([]*net.UnixConn, 0, len(paths))
-	fail := func(err error) ([]*net.UnixConn, error) {
+	conns := make([]*net.UnixConn, len(paths))
+	errs := make([]error, len(paths))
+	var wg sync.WaitGroup
+	for i, p := range paths {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conns[i], errs[i] = dialOne(ctx, p)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		for _, c := range conns {
-			_ = c.Close()
+			if c != nil {
+				_ = c.Close()
+			}
 		}
 		return nil, err
 	}
-	for _, p := range paths {
-		for wait := 10 * time.Millisecond; ; wait = min(wait*2, 500*time.Millisecond) {
-			c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: p, Net: "unix"})
-			if err == nil {
-				conns = append(conns, c)
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return fail(fmt.Errorf("connecting to the source's socket %s: %w (last error: %v)", p, ctx.Err(), err))
-			case <-time.After(wait):
-			}
+	return conns, nil
+}
+
+// dialOne connects to one socket, retrying until it exists and accepts.
+func dialOne(ctx context.Context, path string) (*net.UnixConn, error) {
+	for wait := 10 * time.Millisecond; ; wait = min(wait*2, 500*time.Millisecond) {
+		c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: path, Net: "unix"})
+		if err == nil {
+			return c, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("connecting to the source's socket %s: %w (last error: %v)", path, ctx.Err(), err)
+		case <-time.After(wait):
 		}
 	}
-	return conns, nil
 }

@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/shapelog/shapelog/protocol"
@@ -128,9 +129,11 @@ func (s Sync) Run(ctx context.Context) (*Result, error) {
 		// then too).
 		_ = pipe.Close()
 	}
+	rss := WatchRSS(src.Process, dst.Process)
 	if s.Speed != nil {
 		go func() {
 			reported := sourceErrors(pipe)
+			rss.Forget(0) // its stdout ended: it exits, and Wait reaps it
 			exit := src.Wait()
 			sourceDone <- [2]error{reported, exit}
 			if exit != nil {
@@ -148,7 +151,6 @@ func (s Sync) Run(ctx context.Context) (*Result, error) {
 	if s.OnStart != nil {
 		s.OnStart(src.Process, dst.Process)
 	}
-	rss := WatchRSS(src.Process, dst.Process)
 	res := &Result{}
 	last := map[string]json.RawMessage{}
 	var destErr error
@@ -296,16 +298,22 @@ func cpuTime(cmd *exec.Cmd) time.Duration {
 // from its parent's size at fork, so a large parent shows in every child.
 type RSSWatch struct {
 	stop, done chan struct{}
+	mu         sync.Mutex
 	peaks      []float64
+	forgotten  []bool
 }
 
 // WatchRSS samples the processes' VmHWM (their peak RSS so far) every 50 ms
 // until Stop.
 func WatchRSS(procs ...*os.Process) *RSSWatch {
-	w := &RSSWatch{stop: make(chan struct{}), done: make(chan struct{}), peaks: make([]float64, len(procs))}
+	w := &RSSWatch{stop: make(chan struct{}), done: make(chan struct{}), peaks: make([]float64, len(procs)), forgotten: make([]bool, len(procs))}
 	sample := func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
 		for i, p := range procs {
-			w.peaks[i] = max(w.peaks[i], vmHWM(p.Pid))
+			if !w.forgotten[i] {
+				w.peaks[i] = max(w.peaks[i], vmHWM(p.Pid))
+			}
 		}
 	}
 	go func() {
@@ -322,6 +330,14 @@ func WatchRSS(procs ...*os.Process) *RSSWatch {
 		}
 	}()
 	return w
+}
+
+// Forget stops sampling process i, keeping its peak: call it before the
+// process is reaped, after which its pid may be another process's.
+func (w *RSSWatch) Forget(i int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.forgotten[i] = true
 }
 
 // Stop ends the watch and returns each process's peak in MiB (the last

@@ -27,6 +27,22 @@ type partitionStates struct {
 
 type partitionCount struct{ records, bytes int64 }
 
+func (c *partitionCount) add(o partitionCount) {
+	c.records += o.records
+	c.bytes += o.bytes
+}
+
+// committedFor is what is committed of a pending STATE's partitions.
+func (ps *partitionStates) committedFor(p *pendingState) partitionCount {
+	var got partitionCount
+	for _, id := range p.partitions {
+		if c := ps.committed[id]; c != nil {
+			got.add(*c)
+		}
+	}
+	return got
+}
+
 type stateQueue struct {
 	next    int64
 	pending map[int64]*pendingState
@@ -111,8 +127,7 @@ func (ps *partitionStates) commit(counts map[string]partitionCount) error {
 			have = &partitionCount{}
 			ps.committed[id] = have
 		}
-		have.records += c.records
-		have.bytes += c.bytes
+		have.add(c)
 	}
 	return ps.release()
 }
@@ -125,13 +140,7 @@ func (ps *partitionStates) release() error {
 			if p == nil {
 				break
 			}
-			var got partitionCount
-			for _, id := range p.partitions {
-				if c := ps.committed[id]; c != nil {
-					got.records += c.records
-					got.bytes += c.bytes
-				}
-			}
+			got := ps.committedFor(p)
 			if got.records < p.records {
 				break
 			}
@@ -140,8 +149,7 @@ func (ps *partitionStates) release() error {
 				total = &partitionCount{}
 				ps.totals[scope] = total
 			}
-			total.records += got.records
-			total.bytes += got.bytes
+			total.add(got)
 			line, err := echoSpeedState(p.raw, got.records, total)
 			if err != nil {
 				return err
@@ -189,12 +197,7 @@ func (ps *partitionStates) unfinished() error {
 		sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 		for _, id := range ids {
 			p := q.pending[id]
-			var got int64
-			for _, pid := range p.partitions {
-				if c := ps.committed[pid]; c != nil {
-					got += c.records
-				}
-			}
+			got := ps.committedFor(p).records
 			name := strings.ReplaceAll(scope, "\x00", ".")
 			if scope == "" {
 				name = "GLOBAL"

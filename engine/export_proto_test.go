@@ -13,12 +13,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shapelog/shapelog/engine/client"
 	"github.com/shapelog/shapelog/engine/recordpb"
+	"github.com/shapelog/shapelog/engine/recordpb/recordpbtest"
 	"github.com/shapelog/shapelog/internal/pgtest"
 )
 
@@ -87,34 +87,6 @@ var protoTestTypes = map[string]string{
 	"u": "text", "t": "text", "extra": "text", "k": "text", "v": "int",
 }
 
-// sourceArray converts a JSON export array as shapelog's source does:
-// int8 and numeric strings become numbers, the strings a number array
-// holds otherwise (NaN, ±Infinity) null, which it reports.
-func sourceArray(v any, elem string) (any, bool) {
-	switch x := v.(type) {
-	case []any:
-		out := make([]any, len(x))
-		nulled := false
-		for i, e := range x {
-			var n bool
-			out[i], n = sourceArray(e, elem)
-			nulled = nulled || n
-		}
-		return out, nulled
-	case string:
-		switch elem {
-		case "float":
-			return nil, true
-		case "int8", "numeric":
-			if _, err := strconv.ParseFloat(x, 64); err == nil && !strings.ContainsAny(x, "NnIi") {
-				return json.Number(x), false
-			}
-			return nil, true
-		}
-	}
-	return v, false
-}
-
 // checkValue compares a protobuf value with the JSON export's value of the
 // same field, and reports whether the value was nulled.
 func checkProtoValue(t *testing.T, where, field string, v *recordpb.Value, j any) bool {
@@ -167,7 +139,7 @@ func checkProtoValue(t *testing.T, where, field string, v *recordpb.Value, j any
 		}
 		want, nulled := j, false
 		if elem, ok := strings.CutPrefix(typ, "array:"); ok {
-			want, nulled = sourceArray(j, elem)
+			want, nulled = recordpbtest.SourceArray(j, elem)
 		}
 		if !reflect.DeepEqual(got, want) {
 			fail()
@@ -182,7 +154,11 @@ func checkProtoValue(t *testing.T, where, field string, v *recordpb.Value, j any
 			}
 			return true
 		}
-		if !proto.Equal(v, expectedTemporal(t, typ, s)) {
+		want, err := recordpbtest.Temporal(typ, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(v, want) {
 			fail()
 		}
 	default:
@@ -191,42 +167,6 @@ func checkProtoValue(t *testing.T, where, field string, v *recordpb.Value, j any
 		}
 	}
 	return false
-}
-
-// expectedTemporal is the typed value of the JSON export's text of a
-// temporal value, parsed with Go's time package.
-func expectedTemporal(t *testing.T, typ, s string) *recordpb.Value {
-	t.Helper()
-	parse := func(layouts ...string) time.Time {
-		for _, l := range layouts {
-			if v, err := time.Parse(l, s); err == nil {
-				return v
-			}
-		}
-		t.Fatalf("%q: no layout parses it", s)
-		return time.Time{}
-	}
-	days := func(v time.Time) int64 {
-		d := time.Date(v.Year(), v.Month(), v.Day(), 0, 0, 0, 0, time.UTC).Unix()
-		return (d - ((d%86400)+86400)%86400) / 86400
-	}
-	clock := func(v time.Time) uint64 {
-		return uint64(v.Hour()*3600+v.Minute()*60+v.Second())*1e9 + uint64(v.Nanosecond())
-	}
-	switch typ {
-	case "date":
-		return &recordpb.Value{Kind: &recordpb.Value_Date{Date: days(parse("2006-01-02"))}}
-	case "timetz":
-		v := parse("15:04:05.999999999Z07", "15:04:05.999999999Z07:00", "15:04:05.999999999Z07:00:00")
-		_, off := v.Zone()
-		return &recordpb.Value{Kind: &recordpb.Value_TimeWithTimezone{TimeWithTimezone: &recordpb.TimeWithZone{NanosOfDay: clock(v), OffsetSeconds: int32(off)}}}
-	case "timestamp":
-		v := parse("2006-01-02T15:04:05.999999999")
-		return &recordpb.Value{Kind: &recordpb.Value_TimestampWithoutTimezone{TimestampWithoutTimezone: &recordpb.LocalTimestamp{DateDaysSinceEpoch: days(v), NanosOfDay: clock(v)}}}
-	}
-	v := parse(time.RFC3339Nano)
-	_, off := v.Zone()
-	return &recordpb.Value{Kind: &recordpb.Value_TimestampWithTimezone{TimestampWithTimezone: &recordpb.TimestampWithZone{EpochSecond: v.Unix(), Nano: uint32(v.Nanosecond()), OffsetSeconds: int32(off)}}}
 }
 
 // columnOf is the column of an exported field name.

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/shapelog/shapelog/engine/recordpb"
+	"github.com/shapelog/shapelog/engine/recordpb/recordpbtest"
 )
 
 // decodeProtoValue decodes the one data entry in b.
@@ -43,40 +44,6 @@ func pvDec(s string) *recordpb.Value {
 }
 func pvJSON(s string) *recordpb.Value {
 	return &recordpb.Value{Kind: &recordpb.Value_Json{Json: []byte(s)}}
-}
-
-// pvDate and the other temporal expectations come from Go's time package,
-// an oracle independent of the parser (astronomical years: 1 BC is 0).
-func pvDate(y, m, d int) *recordpb.Value {
-	return &recordpb.Value{Kind: &recordpb.Value_Date{Date: civilDays(time.Date(y, time.Month(m), d, 0, 0, 0, 0, time.UTC))}}
-}
-
-func civilDays(t time.Time) int64 {
-	sec := t.Unix()
-	days := sec / 86400
-	if sec%86400 < 0 {
-		days--
-	}
-	return days
-}
-
-func pvTime(h, m, s, ns int) *recordpb.Value {
-	return &recordpb.Value{Kind: &recordpb.Value_TimeWithoutTimezone{TimeWithoutTimezone: uint64(h*3600+m*60+s)*1e9 + uint64(ns)}}
-}
-
-func pvTimeTZ(h, m, s, ns, offset int) *recordpb.Value {
-	return &recordpb.Value{Kind: &recordpb.Value_TimeWithTimezone{TimeWithTimezone: &recordpb.TimeWithZone{NanosOfDay: uint64(h*3600+m*60+s)*1e9 + uint64(ns), OffsetSeconds: int32(offset)}}}
-}
-
-func pvTimestamp(t time.Time, zone bool) *recordpb.Value {
-	if !zone {
-		days := civilDays(t)
-		return &recordpb.Value{Kind: &recordpb.Value_TimestampWithoutTimezone{TimestampWithoutTimezone: &recordpb.LocalTimestamp{
-			DateDaysSinceEpoch: days, NanosOfDay: uint64(t.Unix()-days*86400)*1e9 + uint64(t.Nanosecond())}}}
-	}
-	_, off := t.Zone()
-	return &recordpb.Value{Kind: &recordpb.Value_TimestampWithTimezone{TimestampWithTimezone: &recordpb.TimestampWithZone{
-		EpochSecond: t.Unix(), Nano: uint32(t.Nanosecond()), OffsetSeconds: int32(off)}}}
 }
 
 func pvBool(v bool) *recordpb.Value {
@@ -130,23 +97,23 @@ func TestAppendProtoValue(t *testing.T) {
 		{typ: typ(KindText), text: "bad \xff\xfe utf8 \xe2\x82", want: pvString("bad \ufffd\ufffd utf8 \ufffd\ufffd")},
 		{typ: typ(KindText), text: strings.Repeat("é", 200), want: pvString(strings.Repeat("é", 200))},
 		{typ: typ(KindUUID), text: "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", want: pvString("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")},
-		{typ: typ(KindDate), text: "2024-01-02 BC", want: pvDate(-2023, 1, 2)},
-		{typ: typ(KindDate), text: "1970-01-01", want: pvDate(1970, 1, 1)},
-		{typ: typ(KindDate), text: "12345-06-07", want: pvDate(12345, 6, 7)},
+		{typ: typ(KindDate), text: "2024-01-02 BC", want: recordpbtest.Date(-2023, 1, 2)},
+		{typ: typ(KindDate), text: "1970-01-01", want: recordpbtest.Date(1970, 1, 1)},
+		{typ: typ(KindDate), text: "12345-06-07", want: recordpbtest.Date(12345, 6, 7)},
 		{typ: typ(KindDate), text: "infinity", want: &recordpb.Value{IsNull: true}, nulled: true},
-		{typ: typ(KindTime), text: "03:04:05.123456", want: pvTime(3, 4, 5, 123456000)},
-		{typ: typ(KindTime), text: "24:00:00", want: pvTime(24, 0, 0, 0)},
-		{typ: typ(KindTimeTZ), text: "12:00:00+02", want: pvTimeTZ(12, 0, 0, 0, 7200)},
-		{typ: typ(KindTimeTZ), text: "12:00:00.5-11", want: pvTimeTZ(12, 0, 0, 500000000, -39600)},
-		{typ: typ(KindTimeTZ), text: "12:00:00+05:30", want: pvTimeTZ(12, 0, 0, 0, 19800)},
-		{typ: typ(KindTimeTZ), text: "12:00:00-01:02:03", want: pvTimeTZ(12, 0, 0, 0, -3723)},
+		{typ: typ(KindTime), text: "03:04:05.123456", want: recordpbtest.Time(3, 4, 5, 123456000)},
+		{typ: typ(KindTime), text: "24:00:00", want: recordpbtest.Time(24, 0, 0, 0)},
+		{typ: typ(KindTimeTZ), text: "12:00:00+02", want: recordpbtest.TimeTZ(12, 0, 0, 0, 7200)},
+		{typ: typ(KindTimeTZ), text: "12:00:00.5-11", want: recordpbtest.TimeTZ(12, 0, 0, 500000000, -39600)},
+		{typ: typ(KindTimeTZ), text: "12:00:00+05:30", want: recordpbtest.TimeTZ(12, 0, 0, 0, 19800)},
+		{typ: typ(KindTimeTZ), text: "12:00:00-01:02:03", want: recordpbtest.TimeTZ(12, 0, 0, 0, -3723)},
 		{typ: typ(KindInterval), text: "P1Y2M3DT4H5M6.5S", want: pvString("P1Y2M3DT4H5M6.5S")},
-		{typ: typ(KindTimestamp), text: "2024-01-02 03:04:05.123456", want: pvTimestamp(time.Date(2024, 1, 2, 3, 4, 5, 123456000, time.UTC), false)},
-		{typ: typ(KindTimestamp), text: "0044-03-15 12:00:00 BC", want: pvTimestamp(time.Date(-43, 3, 15, 12, 0, 0, 0, time.UTC), false)},
+		{typ: typ(KindTimestamp), text: "2024-01-02 03:04:05.123456", want: recordpbtest.Timestamp(time.Date(2024, 1, 2, 3, 4, 5, 123456000, time.UTC), false)},
+		{typ: typ(KindTimestamp), text: "0044-03-15 12:00:00 BC", want: recordpbtest.Timestamp(time.Date(-43, 3, 15, 12, 0, 0, 0, time.UTC), false)},
 		{typ: typ(KindTimestamp), text: "infinity", want: &recordpb.Value{IsNull: true}, nulled: true},
-		{typ: typ(KindTimestampTZ), text: "2024-01-02 03:04:05+00", want: pvTimestamp(time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC), true)},
-		{typ: typ(KindTimestampTZ), text: "0044-03-15 12:00:00+00 BC", want: pvTimestamp(time.Date(-43, 3, 15, 12, 0, 0, 0, time.UTC), true)},
-		{typ: typ(KindTimestampTZ), text: "2024-01-02 03:04:05+05:30", want: pvTimestamp(time.Date(2024, 1, 2, 3, 4, 5, 0, time.FixedZone("", 19800)), true)},
+		{typ: typ(KindTimestampTZ), text: "2024-01-02 03:04:05+00", want: recordpbtest.Timestamp(time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC), true)},
+		{typ: typ(KindTimestampTZ), text: "0044-03-15 12:00:00+00 BC", want: recordpbtest.Timestamp(time.Date(-43, 3, 15, 12, 0, 0, 0, time.UTC), true)},
+		{typ: typ(KindTimestampTZ), text: "2024-01-02 03:04:05+05:30", want: recordpbtest.Timestamp(time.Date(2024, 1, 2, 3, 4, 5, 0, time.FixedZone("", 19800)), true)},
 		{typ: typ(KindTimestampTZ), text: "-infinity", want: &recordpb.Value{IsNull: true}, nulled: true},
 		{typ: typ(KindBytea), text: `\x00ff10`, want: pvString("AP8Q")},
 		{typ: typ(KindBytea), text: `\x`, want: pvString("")},
@@ -286,72 +253,33 @@ func expectedProto(t *testing.T, typ *Type, js string) (*recordpb.Value, bool) {
 		for elem.Kind == KindArray {
 			elem = elem.Elem
 		}
-		conv, nulled := sourceArray(v, elem.Kind)
+		conv, nulled := recordpbtest.SourceArray(v, elemClass(elem.Kind))
 		b, _ := json.Marshal(conv)
 		return pvJSON(string(b)), nulled
 	case KindDate, KindTime, KindTimeTZ, KindTimestamp, KindTimestampTZ:
-		return expectedTemporal(t, typ.Kind, str), false
+		v, err := recordpbtest.Temporal(temporalTypes[typ.Kind], str)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v, false
 	}
 	return pvString(str), false
 }
 
-// expectedTemporal parses the JSON export's text of a temporal value with
-// Go's time package.
-func expectedTemporal(t *testing.T, kind Kind, s string) *recordpb.Value {
-	t.Helper()
-	parse := func(layouts ...string) time.Time {
-		for _, l := range layouts {
-			if v, err := time.Parse(l, s); err == nil {
-				return v
-			}
-		}
-		t.Fatalf("%q: no layout parses it", s)
-		return time.Time{}
+// elemClass is how recordpbtest.SourceArray names an array element kind.
+func elemClass(k Kind) string {
+	switch k {
+	case KindFloat4, KindFloat8:
+		return "float"
+	case KindInt8:
+		return "int8"
+	case KindNumeric:
+		return "numeric"
 	}
-	clock := func(v time.Time) (int, int, int, int) { return v.Hour(), v.Minute(), v.Second(), v.Nanosecond() }
-	switch kind {
-	case KindDate:
-		v := parse("2006-01-02")
-		return pvDate(v.Year(), int(v.Month()), v.Day())
-	case KindTime:
-		h, m, sec, ns := clock(parse("15:04:05.999999999"))
-		return pvTime(h, m, sec, ns)
-	case KindTimeTZ:
-		v := parse("15:04:05.999999999Z07", "15:04:05.999999999Z07:00", "15:04:05.999999999Z07:00:00")
-		h, m, sec, ns := clock(v)
-		_, off := v.Zone()
-		return pvTimeTZ(h, m, sec, ns, off)
-	case KindTimestamp:
-		return pvTimestamp(parse("2006-01-02T15:04:05.999999999"), false)
-	}
-	return pvTimestamp(parse(time.RFC3339Nano, "2006-01-02T15:04:05.999999999Z07"), true)
+	return ""
 }
 
-// sourceArray converts a decoded JSON export array as shapelog's source does.
-func sourceArray(v any, elem Kind) (any, bool) {
-	switch x := v.(type) {
-	case []any:
-		out := make([]any, len(x))
-		nulled := false
-		for i, e := range x {
-			var n bool
-			out[i], n = sourceArray(e, elem)
-			nulled = nulled || n
-		}
-		return out, nulled
-	case string:
-		switch elem {
-		case KindFloat4, KindFloat8:
-			return nil, true
-		case KindInt8, KindNumeric:
-			if isJSONNumber([]byte(x)) {
-				return json.Number(x), false
-			}
-			return nil, true
-		}
-	}
-	return v, false
-}
+var temporalTypes = map[Kind]string{KindDate: "date", KindTime: "time", KindTimeTZ: "timetz", KindTimestamp: "timestamp", KindTimestampTZ: "timestamptz"}
 
 // sameJSONValue compares json values structurally (numbers by their text),
 // other values with sameValue.
@@ -399,13 +327,7 @@ var protoExtraCases = []roundTripCase{
 // value against the JSON export's value of the same text.
 func TestProtoRoundTrip(t *testing.T) {
 	ctx, conn := connect(t)
-	mustExec(t, ctx, conn, `CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy')`)
-	mustExec(t, ctx, conn, `CREATE TYPE pair AS (a int, b text)`)
-	mustExec(t, ctx, conn, `CREATE DOMAIN posint AS int4 CHECK (VALUE > 0)`)
-	mustExec(t, ctx, conn, `CREATE DOMAIN tags AS text[]`)
-	mustExec(t, ctx, conn, `CREATE DOMAIN dmood AS mood`)
-	mustExec(t, ctx, conn, `CREATE DOMAIN big0 AS int8`)
-	mustExec(t, ctx, conn, `CREATE DOMAIN big AS big0`) // nullable here: the second row is all NULL
+	createRoundTripTypes(t, ctx, conn, "") // big nullable here: the second row is all NULL
 	mustExec(t, ctx, conn, `SET lc_monetary = 'C'`)
 
 	cases := append(append([]roundTripCase{}, roundTripCases...), protoExtraCases...)

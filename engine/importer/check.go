@@ -24,6 +24,9 @@ func (im *Importer) CheckWrite(ctx context.Context, schemas []string) error {
 	}
 	defer tx.Rollback(context.Background())
 	for _, schema := range schemas {
+		if why := catalog.ReservedSchema(schema); why != "" {
+			return badRequest("InvalidTableName", "Schema %q is not one imports write to: it is reserved: %s", schema, why)
+		}
 		t, err := parseTableName(catalog.APIName(schema, checkTable))
 		if err != nil {
 			return err

@@ -81,6 +81,14 @@ func newPairWith(t *testing.T, schema string, pageSize, batchSize int, binaryA b
 	return p
 }
 
+// reconnect opens the test's connections to A and B again (after
+// PostgreSQL restarted).
+func (p *pair) reconnect() {
+	p.t.Helper()
+	p.a = connectortest.Connect(p.t, p.a.Config().ConnString())
+	p.b = connectortest.Connect(p.t, p.b.Config().ConnString())
+}
+
 // changeA runs SQL on A and waits until engine A has it.
 func (p *pair) changeA(sql string) {
 	p.t.Helper()

@@ -2,6 +2,7 @@ package integration_tests
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand"
 	"os"
@@ -11,23 +12,41 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/shapelog/shapelog/internal/pgtest"
 	"github.com/shapelog/shapelog/internal/pipeline"
 )
+
+// isShutdown reports PostgreSQL's errors for a server going down
+// (admin_shutdown, crash_shutdown, cannot_connect_now).
+func isShutdown(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03")
+}
 
 // writeA changes A until ctx ends: inserts, updates, deletes, key changes
 // and transactions that change one row several times (which
 // document_deltas collapses). It returns how many transactions committed.
+// When PostgreSQL restarts under it, it connects again (a transaction cut
+// short is rolled back whole, which the comparison does not mind).
 func writeA(ctx context.Context, t *testing.T, dbURL string, seed int64) int {
-	conn, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		t.Error(err)
-		return 0
-	}
-	defer conn.Close(context.Background())
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+	}()
 	rng := rand.New(rand.NewSource(seed))
 	n := 0
 	for ctx.Err() == nil {
+		if conn == nil || conn.IsClosed() {
+			var err error
+			if conn, err = pgx.Connect(ctx, dbURL); err != nil {
+				time.Sleep(50 * time.Millisecond) // PostgreSQL is restarting
+				continue
+			}
+		}
 		a, b := rng.Intn(6000)+1, rng.Intn(6000)+1
 		var sql string
 		switch op := rng.Intn(10); {
@@ -48,9 +67,13 @@ func writeA(ctx context.Context, t *testing.T, dbURL string, seed int64) int {
 				COMMIT`, a, b)
 		}
 		if _, err := conn.Exec(ctx, sql); err != nil {
-			if ctx.Err() == nil {
-				t.Errorf("%s: %v", sql, err)
+			if ctx.Err() != nil {
+				return n
 			}
+			if conn.IsClosed() || pgconn.SafeToRetry(err) || isShutdown(err) {
+				continue // PostgreSQL went away: connect again
+			}
+			t.Errorf("%s: %v", sql, err)
 			return n
 		}
 		n++
@@ -76,9 +99,13 @@ func TestPairExactUnderRandomKills(t *testing.T) {
 
 	rng := rand.New(rand.NewSource(7))
 	victims := []string{"source", "destination", "engine A"}
+	cluster := pgtest.SharedCluster(t) // nil against $DATABASE_URL: not restarted then
+	if cluster != nil {
+		victims = append(victims, "PostgreSQL")
+	}
 	kills := map[string]int{}
 	last := 400 * time.Millisecond // how long the previous sync ran
-	for round := range 9 {
+	for round := range 3 * len(victims) {
 		if round > 0 {
 			time.Sleep(time.Second) // changes pile up for the next sync
 		}
@@ -96,6 +123,13 @@ func TestPairExactUnderRandomKills(t *testing.T) {
 				p.processA.Kill9()
 				time.Sleep(time.Duration(rng.Intn(500)) * time.Millisecond)
 				p.processA.Restart()
+				killed = true
+			case victim == "PostgreSQL":
+				// A crash of the server holding A and B (and the engines'
+				// slots): immediate shutdown, crash recovery on start.
+				if err := cluster.RestartImmediate(); err != nil {
+					t.Errorf("restarting PostgreSQL: %v", err)
+				}
 				killed = true
 			case procs != nil && victim == "source":
 				killed = procs[0].Signal(syscall.SIGKILL) == nil
@@ -115,7 +149,7 @@ func TestPairExactUnderRandomKills(t *testing.T) {
 		if timer != nil && timer.Stop() {
 			killed = false // the sync ended first
 		}
-		if victim != "engine A" && err == nil {
+		if (victim == "source" || victim == "destination") && err == nil {
 			killed = false // it had exited already
 		}
 		mu.Unlock()
@@ -128,6 +162,9 @@ func TestPairExactUnderRandomKills(t *testing.T) {
 	}
 	cancel()
 	wg.Wait()
+	if kills["PostgreSQL"] > 0 {
+		p.reconnect() // the test's own connections did not survive the restarts
+	}
 	started := time.Now()
 	waitConfirmed(t, p)
 	p.sync("", 0)

@@ -1,6 +1,7 @@
 package importer
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -398,7 +399,10 @@ func (r *request) prepare(m message, w *worker) prepared {
 			return prepared{err: badRequest("MissingPrimaryKeyValue", "message %d (table %s): missing value for primary key field: %s", m.idx, m.table, k)}
 		}
 	}
-	for name, val := range obj {
+	// In the record's own order (the map has none), as the fast path
+	// takes them: fields new to the table become columns in that order.
+	for _, name := range objectKeys(m.data) {
+		val := obj[name]
 		if strings.HasPrefix(name, cdcPrefix) {
 			continue
 		}
@@ -450,6 +454,33 @@ func (r *request) prepareFast(s *stream, m message, w *worker) (prepared, bool) 
 		}
 	}
 	return p, true
+}
+
+// objectKeys lists the members of the JSON object data in their order,
+// each once (data has been checked to be an object).
+func objectKeys(data []byte) []string {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if _, err := dec.Token(); err != nil { // {
+		return nil
+	}
+	var keys []string
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			break
+		}
+		key, _ := tok.(string)
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			break
+		}
+		if !seen[key] {
+			seen[key] = true
+			keys = append(keys, key)
+		}
+	}
+	return keys
 }
 
 func encodeValue(v any) (byte, []byte, error) {

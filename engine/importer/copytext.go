@@ -2,6 +2,7 @@ package importer
 
 import (
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -126,6 +127,15 @@ func (rw *rowWriter) value(f field, typ string) error {
 // PostgreSQL text cannot hold.
 var copyEscapes = [256]byte{0: '0', '\\': '\\', '\n': 'n', '\r': 'r', '\t': 't'}
 
+// mayEscape says whether any of the 8 bytes of x may be one of
+// copyEscapes: a byte below 0x0e or a backslash (escaped skips 8 bytes at
+// a time while none is).
+func mayEscape(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	bs := x ^ ('\\' * ones) // a zero byte where x has a backslash
+	return ((x-0x0e*ones)&^x|(bs-ones)&^bs)&highs != 0
+}
+
 // errNUL refuses a value PostgreSQL could not store.
 var errNUL = errors.New(`a NUL character (\u0000) cannot be stored in PostgreSQL text`)
 
@@ -136,13 +146,19 @@ func (rw *rowWriter) escaped(v []byte) error {
 		part := v[:min(len(v), rowFlush)]
 		v = v[len(part):]
 		start := 0
-		for i, c := range part {
-			if e := copyEscapes[c]; e != 0 {
+		for i := 0; i < len(part); i++ {
+			for i+8 <= len(part) && !mayEscape(binary.LittleEndian.Uint64(part[i:])) {
+				i += 8
+			}
+			if i == len(part) {
+				break
+			}
+			if c := part[i]; copyEscapes[c] != 0 {
 				if c == 0 {
 					return errNUL
 				}
 				rw.buf = append(rw.buf, part[start:i]...)
-				rw.buf = append(rw.buf, '\\', e)
+				rw.buf = append(rw.buf, '\\', copyEscapes[c])
 				start = i + 1
 			}
 		}

@@ -27,8 +27,9 @@ type fastSchema struct {
 // fastProp is one property's constraint: the JSON types it may have and,
 // for strings, a format check.
 type fastProp struct {
-	name   string // the property's name, shared by every record's field
-	types  uint8  // bit set of jt* (jtInteger accepts integral numbers)
+	name   string      // the property's name, shared by every record's field
+	schema *fastSchema // the schema it is a property of
+	types  uint8       // bit set of jt* (jtInteger accepts integral numbers)
 	format func(string) bool
 }
 
@@ -71,7 +72,7 @@ func compileFast(doc map[string]any) *fastSchema {
 				if p == nil {
 					return nil
 				}
-				p.name = name
+				p.name, p.schema = name, fs
 				fs.props[name] = p
 			}
 		case k == "required":
@@ -177,7 +178,9 @@ func scanRecord(data []byte, fs *fastSchema, fields []namedField) ([]namedField,
 
 // scanRecordHinted is scanRecord remembering in hint which property each
 // position held, so records with their fields in the same order as the
-// previous one (most) skip the property lookups. A hint is one goroutine's.
+// previous one (most) skip the property lookups. A hint is one goroutine's;
+// it holds for records of the same schema only (a batch may mix streams
+// whose fields share names but not types).
 func scanRecordHinted(data []byte, fs *fastSchema, fields []namedField, hint *[]*fastProp) ([]namedField, error) {
 	sc := jsonscan.Scanner{B: data}
 	sc.WS()
@@ -204,7 +207,7 @@ func scanRecordHinted(data []byte, fs *fastSchema, fields []namedField, hint *[]
 			}
 			var fieldName string
 			var p *fastProp
-			if pos := len(fields); hint != nil && pos < len(*hint) && (*hint)[pos] != nil && (*hint)[pos].name == string(name) {
+			if pos := len(fields); hint != nil && pos < len(*hint) && (*hint)[pos] != nil && (*hint)[pos].schema == fs && (*hint)[pos].name == string(name) {
 				p = (*hint)[pos]
 			} else {
 				p = fs.props[string(name)]

@@ -189,3 +189,25 @@ func FuzzScanRecord(f *testing.F) {
 		}
 	})
 }
+
+// TestFastPathHintIsPerSchema: the position hint a worker keeps from one
+// record does not check the next record, of another stream whose field of
+// the same name has another type, by the first stream's rule.
+func TestFastPathHintIsPerSchema(t *testing.T) {
+	compile := func(doc string) *fastSchema {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(doc), &m); err != nil {
+			t.Fatal(err)
+		}
+		return compileFast(m)
+	}
+	text := compile(`{"type":"object","properties":{"v":{"type":"string"}}}`)
+	number := compile(`{"type":"object","properties":{"v":{"type":"integer"}}}`)
+	var hint []*fastProp
+	if _, err := scanRecordHinted([]byte(`{"v":"x"}`), text, nil, &hint); err != nil {
+		t.Fatalf("a string for a string: %v", err)
+	}
+	if _, err := scanRecordHinted([]byte(`{"v":"x"}`), number, nil, &hint); err != errSlow {
+		t.Fatalf("a string for an integer passed the fast path (%v): the hint of another schema checked it", err)
+	}
+}

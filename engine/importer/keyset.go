@@ -54,12 +54,11 @@ func (k *keySet) note(s *stream, deleted bool, fields []field) {
 	if k.seen == nil {
 		k.seen = map[uint64]struct{}{}
 	}
-	if _, dup := k.seen[h]; dup {
+	n := len(k.seen)
+	if k.seen[h] = struct{}{}; len(k.seen) == n { // one map operation: h was there
 		k.repeats = true
 		k.seen = nil
-		return
 	}
-	k.seen[h] = struct{}{}
 }
 
 // plain says whether the request's records can be upserted as they are.

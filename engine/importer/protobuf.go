@@ -109,6 +109,7 @@ func parseProtobufRequestInto(body io.Reader, sink recordSink) (*request, error)
 	if err := flush(); err != nil {
 		return fail(err)
 	}
+	req.prep = preparer{} // the load does not need its buffers
 	return req, nil
 }
 
@@ -274,7 +275,7 @@ func (p *protoRequest) addBatch(batch []protoMessage) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	out := prepareAll(len(batch), func(i int, w *worker) prepared { return p.prepare(batch[i], w) })
+	out := p.req.prep.all(len(batch), func(i int, w *worker) prepared { return p.prepare(batch[i], w) })
 	return p.req.addPrepared(out, func(i int) int { return batch[i].idx })
 }
 
@@ -333,7 +334,7 @@ func (p *protoRequest) prepare(m protoMessage, w *worker) prepared {
 	if t.required != "" {
 		return prepared{err: badRequest("InvalidRecord", "message %d (table %s) does not match its jsonSchema: the required field %q is not among the table's fields in the ImportHeader", m.idx, api, t.required)}
 	}
-	out := prepared{s: t.s, fields: w.fields()}
+	out := prepared{s: t.s, fields: w.fields(len(entries))}
 	for i, e := range entries {
 		f := &t.fields[i]
 		v, err := w.decodeValue(e)
@@ -360,7 +361,6 @@ func (p *protoRequest) prepare(m protoMessage, w *worker) prepared {
 			return prepared{err: badRequest("MissingPrimaryKeyValue", "message %d (table %s): missing value for primary key field: %s", m.idx, api, k)}
 		}
 	}
-	w.most = max(w.most, len(out.fields))
 	return out
 }
 

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -331,10 +332,11 @@ func (w *worker) localTimestamp(raw []byte) (protoValue, error) {
 
 // begin makes room in the worker's text buffer for one rendered value
 // (at most 64 bytes) and returns where it starts. Values already rendered
-// stay where they are: a full buffer is replaced, not grown.
+// stay where they are: a full buffer is replaced (by one twice its size),
+// not grown.
 func (w *worker) begin() int {
 	if cap(w.text)-len(w.text) < 64 {
-		w.text = make([]byte, 0, 16<<10)
+		w.text = make([]byte, 0, max(16<<10, 2*cap(w.text)))
 	}
 	return len(w.text)
 }
@@ -488,7 +490,7 @@ func (c *kindCheck) refuses(v protoValue) string {
 		switch {
 		case v.temporal != "" && v.temporal != c.format:
 			return fmt.Sprintf("the value is a typed %s, and its jsonSchema's format is %s", v.temporal, c.format)
-		case v.temporal == "" && c.check != nil && !c.check(string(v.text)):
+		case v.temporal == "" && c.check != nil && !c.check(unsafe.String(unsafe.SliceData(v.text), len(v.text))): // read only
 			return fmt.Sprintf("%s is not a valid %s (the format its jsonSchema declares)", quoteShort(v.text), c.format)
 		}
 	}

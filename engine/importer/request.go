@@ -20,6 +20,7 @@ type request struct {
 	streams map[string]*stream
 	n       int
 	sink    recordSink // where checked records go
+	prep    preparer
 }
 
 func (r *request) close() {
@@ -120,6 +121,7 @@ func parseRequestInto(body io.Reader, sink recordSink) (*request, error) {
 	if !sawTables || !sawMessages {
 		return fail(badRequest("BadJsonBody", "The body must have both `tables` and `messages`"))
 	}
+	req.prep = preparer{} // the load does not need its buffers
 	return req, nil
 }
 
@@ -250,32 +252,48 @@ type namedField struct {
 // most of an import's CPU) and spools them in order. The first invalid
 // message, by index, fails the request.
 func (r *request) addBatch(batch []message) error {
-	out := prepareAll(len(batch), func(i int, w *worker) prepared { return r.prepare(batch[i], w) })
+	out := r.prep.all(len(batch), func(i int, w *worker) prepared { return r.prepare(batch[i], w) })
 	return r.addPrepared(out, func(i int) int { return batch[i].idx })
 }
 
-// prepareAll runs prep for items 0 to n-1, in parallel when there are
-// enough of them; each goroutine has its own worker.
-func prepareAll(n int, prep func(i int, w *worker) prepared) []prepared {
-	out := make([]prepared, n)
-	workers := min(runtime.GOMAXPROCS(0), (n+63)/64)
-	if workers <= 1 {
-		var w worker
+// preparer prepares a request's batches. It keeps its workers, with their
+// buffers, and its results from one batch to the next: a batch's prepared
+// records are done with once addPrepared has returned (spooled or copied).
+type preparer struct {
+	workers []worker
+	out     []prepared
+}
+
+// all runs prep for items 0 to n-1, in parallel when there are enough of
+// them; each goroutine has its own worker. The results are valid until the
+// next call.
+func (p *preparer) all(n int, prep func(i int, w *worker) prepared) []prepared {
+	if cap(p.out) < n {
+		p.out = make([]prepared, n)
+	}
+	out := p.out[:n]
+	workers := max(1, min(runtime.GOMAXPROCS(0), (n+63)/64))
+	for len(p.workers) < workers {
+		p.workers = append(p.workers, worker{})
+	}
+	for i := range workers {
+		p.workers[i].reset()
+	}
+	if workers == 1 {
 		for i := range out {
-			out[i] = prep(i, &w)
+			out[i] = prep(i, &p.workers[0])
 		}
 		return out
 	}
 	var wg sync.WaitGroup
 	chunk := (n + workers - 1) / workers
-	for w := 0; w < workers; w++ {
-		lo, hi := w*chunk, min((w+1)*chunk, n)
+	for w := range workers {
+		lo, hi, wk := w*chunk, min((w+1)*chunk, n), &p.workers[w]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var w worker
 			for i := lo; i < hi; i++ {
-				out[i] = prep(i, &w)
+				out[i] = prep(i, wk)
 			}
 		}()
 	}
@@ -346,16 +364,21 @@ type worker struct {
 	text    []byte
 }
 
-// fields returns an empty slice for a record's fields, with room for as
-// many as the largest record so far had, up to 64 (one very wide record
-// must not make every later one reserve its width).
-func (w *worker) fields() []namedField {
-	per := min(max(16, w.most), 64)
-	if cap(w.slab)-len(w.slab) < per {
-		w.slab = make([]namedField, 0, 64*per)
+// reset readies the worker for a batch: the previous batch's records are
+// done with, so its buffers are reused from their start.
+func (w *worker) reset() {
+	w.slab, w.text, w.hint = w.slab[:0], w.text[:0], w.hint[:0]
+}
+
+// fields returns an empty slice for a record's fields, with room for n.
+// A full slab is replaced by one twice its size (the records cut from it
+// keep it), so that a worker soon has one slab for a whole batch.
+func (w *worker) fields(n int) []namedField {
+	if cap(w.slab)-len(w.slab) < n {
+		w.slab = make([]namedField, 0, max(1024, n, 2*cap(w.slab)))
 	}
-	f := w.slab[len(w.slab) : len(w.slab) : len(w.slab)+per]
-	w.slab = w.slab[:len(w.slab)+per]
+	f := w.slab[len(w.slab) : len(w.slab) : len(w.slab)+n]
+	w.slab = w.slab[:len(w.slab)+n]
 	return f
 }
 
@@ -426,7 +449,9 @@ func (r *request) prepareFast(s *stream, m message, w *worker) (prepared, bool) 
 			return prepared{}, false
 		}
 	}
-	fields, err := scanRecordHinted(m.data, s.fast, w.fields(), &w.hint)
+	// Room for as many fields as the largest record so far had, up to 64
+	// (one very wide record must not make every later one reserve its width).
+	fields, err := scanRecordHinted(m.data, s.fast, w.fields(min(max(16, w.most), 64)), &w.hint)
 	if err != nil {
 		return prepared{}, false
 	}

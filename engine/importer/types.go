@@ -229,16 +229,18 @@ func classify(t string) (family, int) {
 	return famString, 0
 }
 
-// canonical names format_type() prints for the types above.
-var canonical = map[string]string{
-	"timestamp without time zone": typeTimestamp, "timestamp with time zone": typeTimestampTZ,
-	"time without time zone": typeTime, "time with time zone": typeTimeTZ,
-}
-
-// normalize turns format_type() output into the names used here.
+// normalize turns format_type() output into the names used here. It runs
+// for values being rendered: a switch, not a map lookup.
 func normalize(t string) string {
-	if c, ok := canonical[t]; ok {
-		return c
+	switch t { // the names format_type() prints for the types above
+	case "timestamp without time zone":
+		return typeTimestamp
+	case "timestamp with time zone":
+		return typeTimestampTZ
+	case "time without time zone":
+		return typeTime
+	case "time with time zone":
+		return typeTimeTZ
 	}
 	if strings.HasPrefix(t, "character varying") || strings.HasPrefix(t, "character(") || t == "character" {
 		return "varchar"

@@ -40,6 +40,16 @@ type exportArgs struct {
 }
 
 func parseExportArgs(r *http.Request) (*exportArgs, *apiError) {
+	raw, ae := requestArgs(r)
+	if ae != nil {
+		return nil, ae
+	}
+	return exportArgsOf(r, raw)
+}
+
+// requestArgs reads a request's arguments, from the query string (GET) or
+// a JSON body (POST; values that are not strings keep their JSON text).
+func requestArgs(r *http.Request) (map[string]string, *apiError) {
 	raw := map[string]string{}
 	if r.Method == http.MethodPost {
 		if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
@@ -64,6 +74,11 @@ func parseExportArgs(r *http.Request) (*exportArgs, *apiError) {
 			}
 		}
 	}
+	return raw, nil
+}
+
+// exportArgsOf parses the export arguments among raw.
+func exportArgsOf(r *http.Request, raw map[string]string) (*exportArgs, *apiError) {
 	a := &exportArgs{TableName: raw["tableName"]}
 	if a.TableName == "" {
 		a.TableName = raw["table_name"]
@@ -248,6 +263,9 @@ type snapshotCursor struct {
 	Table string   `json:"table"`         // API name of the table being read
 	OID   uint32   `json:"oid"`           // its OID, to notice a table dropped and created again
 	Key   []string `json:"key,omitempty"` // the last key read; none: from the table's start
+	// Until is the last key of the range the cursor reads (none: to the
+	// table's end), in a snapshot read in ranges (list_snapshot_ranges).
+	Until []string `json:"until,omitempty"`
 	// All: the snapshot covers every published table, in API-name order.
 	All bool `json:"all,omitempty"`
 	// Held is the held snapshot of the tables without a primary key, and
@@ -365,7 +383,7 @@ func (s *Server) snapshotPage(r *http.Request, args *exportArgs, fresh bool) (*s
 	limit := cmp.Or(args.Limit, snapshotPageDefault)
 	var page *snapshot.Page
 	if snapshot.Keyed(t) {
-		page, err = s.snaps.ReadKeyed(r.Context(), t, cur.Ts, cur.Key, limit, nil, args.prepareKey(), prepare)
+		page, err = s.snaps.ReadKeyed(r.Context(), t, cur.Ts, snapshot.KeyRange{After: cur.Key, Until: cur.Until}, limit, nil, args.prepareKey(), prepare)
 	} else {
 		page, err = s.readHeld(r, cur, t, limit, args.prepareKey(), prepare)
 	}
@@ -394,6 +412,7 @@ func (s *Server) snapshotFailure(ts int64, err error) error {
 
 // nextTable moves cur to the table after its own in a snapshot of every
 // table (in the order tables are listed), and reports whether there is one.
+// A cursor of one table, ranged or not, stays where it is.
 func (s *Server) nextTable(cur *snapshotCursor, tables []*catalog.Table) bool {
 	if !cur.All {
 		return false
@@ -417,6 +436,12 @@ func (s *Server) cursorTable(cur *snapshotCursor, tables []*catalog.Table) (*cat
 			}
 			if cur.Key != nil && len(cur.Key) != len(t.Key) {
 				return nil, snapshotTooOld(cur.Ts, fmt.Sprintf("the primary key of table %q changed since the snapshot began", cur.Table))
+			}
+			if cur.Until != nil && !snapshot.Keyed(t) {
+				return nil, snapshotTooOld(cur.Ts, fmt.Sprintf("table %q no longer has a primary key checked row by row, which reading it in ranges needs", cur.Table))
+			}
+			if cur.Until != nil && len(cur.Until) != len(t.Key) {
+				return nil, errBadSnapshotCursor
 			}
 			return t, nil
 		}
@@ -483,6 +508,10 @@ func (s *Server) snapshotPosition(r *http.Request, args *exportArgs, fresh bool)
 		return nil, nil, errBadSnapshotCursor
 	}
 	if cur.Table == "" || (cur.After != "" && !validPosition(cur.After)) {
+		return nil, nil, errBadSnapshotCursor
+	}
+	if cur.Until != nil && (cur.All || cur.Held != "" || cur.After != "") {
+		// Only a table with a primary key is read in ranges, one at a time.
 		return nil, nil, errBadSnapshotCursor
 	}
 	if cur.Ts > s.store.Durable().Ts {

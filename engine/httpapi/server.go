@@ -141,6 +141,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/json_schemas", s.admin(s.jsonSchemas))
 	mux.Handle("GET /api/list_snapshot", s.admin(s.listSnapshot))
 	mux.Handle("POST /api/list_snapshot", s.admin(s.listSnapshot))
+	mux.Handle("GET /api/list_snapshot_ranges", s.admin(s.listSnapshotRanges))
+	mux.Handle("POST /api/list_snapshot_ranges", s.admin(s.listSnapshotRanges))
 	mux.Handle("GET /api/document_deltas", s.admin(s.documentDeltas))
 	mux.Handle("POST /api/document_deltas", s.admin(s.documentDeltas))
 	mux.Handle("GET /api/test_streaming_export_connection", s.admin(func(w http.ResponseWriter, r *http.Request) {

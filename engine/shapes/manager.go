@@ -684,7 +684,7 @@ func (m *Manager) fillKeyed(ctx context.Context, s *Shape, md *meta) (int, error
 	for {
 		// Pages read ahead are rendered for this shape's columns: the key
 		// keeps them for readers of the same definition.
-		page, err := m.snaps.ReadKeyed(ctx, d.Table, ts, after, shapePageRows, filter, "shape "+d.Identity(), prepare)
+		page, err := m.snaps.ReadKeyed(ctx, d.Table, ts, snapshot.KeyRange{After: after}, shapePageRows, filter, "shape "+d.Identity(), prepare)
 		if err != nil {
 			return w.rows, err
 		}

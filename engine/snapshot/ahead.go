@@ -25,29 +25,31 @@ const (
 	maxAhead   = 16
 )
 
-func chainID(ts int64, t *catalog.Table, limit int, where *Where, key string) string {
+// chainID names the pages of one reader: a range's upper bound is part of
+// it, so that the readers of a table's ranges each read ahead.
+func chainID(ts int64, t *catalog.Table, until []string, limit int, where *Where, key string) string {
 	w := ""
 	if where != nil {
 		w = where.SQL
 	}
-	return fmt.Sprintf("%d\x00%d\x00%d\x00%s\x00%s", ts, t.OID, limit, w, key)
+	return fmt.Sprintf("%d\x00%d\x00%q\x00%d\x00%s\x00%s", ts, t.OID, until, limit, w, key)
 }
 
-func aheadID(ts int64, t *catalog.Table, after []string, limit int, where *Where, key string) string {
-	return fmt.Sprintf("%s\x00%q", chainID(ts, t, limit, where, key), after)
+func aheadID(ts int64, t *catalog.Table, r KeyRange, limit int, where *Where, key string) string {
+	return fmt.Sprintf("%s\x00%q", chainID(ts, t, r.Until, limit, where, key), r.After)
 }
 
-// readAhead makes sure the pages after last are being read, up to
+// readAhead makes sure the pages of range r are being read, up to
 // aheadDepth of them: it follows the pages already read ahead and starts
 // the next one unless enough are waiting. A page starts the one after it
 // as soon as its rows are in (see readPage), and again when it is done in
 // case there was no room then.
-func (m *Manager) readAhead(t *catalog.Table, ts int64, last []string, limit int, where *Where, key string, prepare Prepare) {
-	chain := chainID(ts, t, limit, where, key)
+func (m *Manager) readAhead(t *catalog.Table, ts int64, r KeyRange, limit int, where *Where, key string, prepare Prepare) {
+	chain := chainID(ts, t, r.Until, limit, where, key)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for {
-		a := m.ahead[aheadID(ts, t, last, limit, where, key)]
+		a := m.ahead[aheadID(ts, t, r, limit, where, key)]
 		if a == nil {
 			break
 		}
@@ -59,26 +61,26 @@ func (m *Manager) readAhead(t *catalog.Table, ts int64, last []string, limit int
 		if a.err != nil || a.page.Exhausted {
 			return
 		}
-		last = a.page.Last
+		r = r.from(a.page.Last)
 	}
 	if m.chains[chain] >= aheadDepth || len(m.ahead) >= maxAhead || m.closing {
 		return
 	}
 	a := &ahead{chain: chain, done: make(chan struct{}), started: time.Now()}
-	m.ahead[aheadID(ts, t, last, limit, where, key)] = a
+	m.ahead[aheadID(ts, t, r, limit, where, key)] = a
 	m.chains[chain]++
 	m.aheadWG.Add(1)
 	runCtx := m.runCtx
 	go func() {
 		defer m.aheadWG.Done()
 		ctx, cancel := context.WithTimeout(runCtx, time.Minute)
-		a.page, a.err = m.readPage(ctx, t, ts, last, limit, where, prepare, func(next []string) {
+		a.page, a.err = m.readPage(ctx, t, ts, r, limit, where, prepare, func(next KeyRange) {
 			m.readAhead(t, ts, next, limit, where, key, prepare)
 		})
 		cancel()
 		close(a.done)
 		if a.err == nil && !a.page.Exhausted {
-			m.readAhead(t, ts, a.page.Last, limit, where, key, prepare)
+			m.readAhead(t, ts, r.from(a.page.Last), limit, where, key, prepare)
 		}
 	}()
 }

@@ -119,30 +119,43 @@ type Page struct {
 // without a key, are read from a held snapshot.
 func Keyed(t *catalog.Table) bool { return len(t.Key) > 0 && !t.DeferrableKey }
 
+// KeyRange is a range of primary keys, in the table's key order: after
+// After (nil: from the start) up to and including Until (nil: to the end).
+// Keys are the columns' text values.
+type KeyRange struct {
+	After, Until []string
+}
+
+// from is the rest of r after key last.
+func (r KeyRange) from(last []string) KeyRange {
+	return KeyRange{After: last, Until: r.Until}
+}
+
 // ReadKeyed returns up to about limit rows of table t (which has a primary
-// key) after key after (nil: from the start) as they were at ts, prepared
-// with prepare, narrowed by where when given. Restored rows may take a page
-// over limit. While the caller serves it, the next pages are read ahead
-// (reused when the next call passes the same key).
-func (m *Manager) ReadKeyed(ctx context.Context, t *catalog.Table, ts int64, after []string, limit int, where *Where, key string, prepare Prepare) (*Page, error) {
+// key) in key range r as they were at ts, prepared with prepare, narrowed
+// by where when given. Restored rows may take a page over limit; the page
+// is Exhausted at the end of the range. While the caller serves it, the
+// next pages are read ahead (reused when the next call passes the same
+// range).
+func (m *Manager) ReadKeyed(ctx context.Context, t *catalog.Table, ts int64, r KeyRange, limit int, where *Where, key string, prepare Prepare) (*Page, error) {
 	if !Keyed(t) {
 		return nil, fmt.Errorf("table %s.%s has no primary key checked row by row", t.Schema, t.Name)
 	}
 	if ts < m.store.Horizon() {
 		return nil, ErrTooOld
 	}
-	id := aheadID(ts, t, after, limit, where, key)
+	id := aheadID(ts, t, r, limit, where, key)
 	p, err := m.takeAhead(ctx, id)
 	if p == nil && err == nil {
-		p, err = m.readPage(ctx, t, ts, after, limit, where, prepare, func(last []string) {
-			m.readAhead(t, ts, last, limit, where, key, prepare)
+		p, err = m.readPage(ctx, t, ts, r, limit, where, prepare, func(next KeyRange) {
+			m.readAhead(t, ts, next, limit, where, key, prepare)
 		})
 	}
 	if err != nil {
 		return nil, err
 	}
 	if !p.Exhausted {
-		m.readAhead(t, ts, p.Last, limit, where, key, prepare)
+		m.readAhead(t, ts, r.from(p.Last), limit, where, key, prepare)
 	}
 	return p, nil
 }
@@ -198,19 +211,19 @@ func (rr *rowsRead) row(i int, dst [][]byte) {
 	}
 }
 
-// readPage reads one page and rewinds it to ts. Once the rows are in, and
-// before the wait for the log and the rewind, it calls next with the key
-// the following page starts after (unless this is the last page), so that
-// the following page's query can run meanwhile.
-func (m *Manager) readPage(ctx context.Context, t *catalog.Table, ts int64, after []string, limit int, where *Where, prepare Prepare, next func(last []string)) (*Page, error) {
+// readPage reads the first page of range r and rewinds it to ts. Once the
+// rows are in, and before the wait for the log and the rewind, it calls
+// next with the range the following page reads (unless this is the last
+// page), so that the following page's query can run meanwhile.
+func (m *Manager) readPage(ctx context.Context, t *catalog.Table, ts int64, r KeyRange, limit int, where *Where, prepare Prepare, next func(KeyRange)) (*Page, error) {
 	deadline := time.Now().Add(pageRetryFor)
 	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
-		rr, err := m.queryPage(ctx, t, after, limit, where, prepare)
+		rr, err := m.queryPage(ctx, t, r, limit, where, prepare)
 		if err != nil {
 			return nil, err
 		}
 		if n := rr.rows(); n == limit && next != nil {
-			next(rr.key(n-1, t))
+			next(r.from(rr.key(n-1, t)))
 		}
 		upTo, err := m.logged(ctx, rr.lsn)
 		if err != nil {
@@ -221,7 +234,7 @@ func (m *Manager) readPage(ctx context.Context, t *catalog.Table, ts int64, afte
 			return nil, err
 		}
 		if !missed {
-			p, err := m.rewindPage(ctx, t, ts, after, limit, where, rr, upTo, prepare)
+			p, err := m.rewindPage(ctx, t, ts, r, limit, where, rr, upTo, prepare)
 			rr.release()
 			return p, err
 		}
@@ -237,33 +250,38 @@ func (m *Manager) readPage(ctx context.Context, t *catalog.Table, ts int64, afte
 	}
 }
 
-// queryPage reads the rows after after in key order in one short
+// queryPage reads the first rows of range r in key order in one short
 // transaction, with the MVCC snapshot it read them by and the WAL position
 // after it. Rows are prepared as they arrive (most pages need no rewind)
 // and kept, in case the rewind changes the page.
-func (m *Manager) queryPage(ctx context.Context, t *catalog.Table, after []string, limit int, where *Where, prepare Prepare) (*rowsRead, error) {
+func (m *Manager) queryPage(ctx context.Context, t *catalog.Table, r KeyRange, limit int, where *Where, prepare Prepare) (*rowsRead, error) {
 	cols := make([]string, len(t.Columns))
 	for i, c := range t.Columns {
 		cols[i] = pgx.Identifier{c.Name}.Sanitize()
 	}
 	keys := make([]string, len(t.Key))
-	params := make([]string, len(t.Key))
-	oids := make([]uint32, len(t.Key))
 	for i, k := range t.Key {
 		keys[i] = cols[k]
-		params[i] = fmt.Sprintf("$%d", i+1)
-		oids[i] = t.Columns[k].Type.OID
 	}
 	q := "SELECT " + strings.Join(cols, ", ") + " FROM " + pgx.Identifier{t.Schema, t.Name}.Sanitize()
 	var values [][]byte
+	var oids []uint32
 	var conds []string
-	if after != nil {
-		conds = append(conds, "("+strings.Join(keys, ", ")+") > ("+strings.Join(params, ", ")+")")
-		for _, v := range after {
+	// bound compares the key with a key passed as parameters.
+	bound := func(op string, key []string) {
+		params := make([]string, len(key))
+		for i, v := range key {
 			values = append(values, []byte(v))
+			oids = append(oids, t.Columns[t.Key[i]].Type.OID)
+			params[i] = fmt.Sprintf("$%d", len(values))
 		}
-	} else {
-		oids = nil
+		conds = append(conds, "("+strings.Join(keys, ", ")+") "+op+" ("+strings.Join(params, ", ")+")")
+	}
+	if r.After != nil {
+		bound(">", r.After)
+	}
+	if r.Until != nil {
+		bound("<=", r.Until)
 	}
 	if where != nil {
 		conds = append(conds, "("+where.SQL+")")
@@ -373,8 +391,10 @@ func (m *Manager) rewindFor(ctx context.Context, t *catalog.Table, ts, upTo int6
 	return rw, nil
 }
 
-// rewindPage turns a page read by rr back to ts and prepares it.
-func (m *Manager) rewindPage(ctx context.Context, t *catalog.Table, ts int64, after []string, limit int, where *Where, rr *rowsRead, upTo int64, prepare Prepare) (*Page, error) {
+// rewindPage turns a page of range r read by rr back to ts and prepares
+// it.
+func (m *Manager) rewindPage(ctx context.Context, t *catalog.Table, ts int64, r KeyRange, limit int, where *Where, rr *rowsRead, upTo int64, prepare Prepare) (*Page, error) {
+	after := r.After
 	p := &Page{Exhausted: rr.rows() < limit, Last: after}
 	if n := rr.rows(); n > 0 {
 		p.Last = rr.key(n-1, t)
@@ -385,10 +405,14 @@ func (m *Manager) rewindPage(ctx context.Context, t *catalog.Table, ts int64, af
 		return nil, err
 	}
 	// Which rows the page's snapshot saw change since ts: their first
-	// change's image replaces them (none: the row was not there).
+	// change's image replaces them (none: the row was not there). The page
+	// covers the keys in (after, last]: up to its last row's, or, the last
+	// page of the range, up to the range's end (Until; nil: the table's). A
+	// row removed since ts thus comes back in exactly one page, of exactly
+	// one range.
 	last := p.Last
 	if p.Exhausted {
-		last = nil
+		last = r.Until
 	}
 	rw.mu.Lock()
 	seg := rw.segmentFor(rr.snap)

@@ -28,9 +28,34 @@ func isShutdown(err error) bool {
 // writeA changes A until ctx ends: inserts, updates, deletes, key changes
 // and transactions that change one row several times (which
 // document_deltas collapses). It returns how many transactions committed.
-// When PostgreSQL restarts under it, it connects again (a transaction cut
-// short is rolled back whole, which the comparison does not mind).
 func writeA(ctx context.Context, t *testing.T, dbURL string, seed int64) int {
+	return writeLoop(ctx, t, dbURL, seed, func(rng *rand.Rand) string {
+		a, b := rng.Intn(6000)+1, rng.Intn(6000)+1
+		switch op := rng.Intn(10); {
+		case op < 2:
+			return fmt.Sprintf(`INSERT INTO items VALUES (%d, %d, 'new') ON CONFLICT DO NOTHING`, a, rng.Intn(100))
+		case op < 5:
+			return fmt.Sprintf(`UPDATE items SET v = v + 1, note = note || 'u' WHERE id = %d`, a)
+		case op < 6:
+			return fmt.Sprintf(`DELETE FROM items WHERE id = %d`, a)
+		case op < 7:
+			return fmt.Sprintf(`UPDATE items SET id = %d WHERE id = %d AND NOT EXISTS (SELECT 1 FROM items WHERE id = %d)`, b, a, b)
+		default:
+			return fmt.Sprintf(`BEGIN;
+				INSERT INTO items VALUES (%[1]d, 0, 'multi') ON CONFLICT DO NOTHING;
+				UPDATE items SET v = v + 10 WHERE id = %[1]d;
+				DELETE FROM items WHERE id = %[2]d;
+				INSERT INTO items VALUES (%[2]d, 1, 'again') ON CONFLICT (id) DO UPDATE SET v = items.v + 1;
+				COMMIT`, a, b)
+		}
+	})
+}
+
+// writeLoop runs the transactions next makes on A until ctx ends, and
+// returns how many committed. When PostgreSQL restarts under it, it
+// connects again (a transaction cut short is rolled back whole, which the
+// comparisons do not mind).
+func writeLoop(ctx context.Context, t *testing.T, dbURL string, seed int64, next func(*rand.Rand) string) int {
 	var conn *pgx.Conn
 	defer func() {
 		if conn != nil {
@@ -47,25 +72,7 @@ func writeA(ctx context.Context, t *testing.T, dbURL string, seed int64) int {
 				continue
 			}
 		}
-		a, b := rng.Intn(6000)+1, rng.Intn(6000)+1
-		var sql string
-		switch op := rng.Intn(10); {
-		case op < 2:
-			sql = fmt.Sprintf(`INSERT INTO items VALUES (%d, %d, 'new') ON CONFLICT DO NOTHING`, a, rng.Intn(100))
-		case op < 5:
-			sql = fmt.Sprintf(`UPDATE items SET v = v + 1, note = note || 'u' WHERE id = %d`, a)
-		case op < 6:
-			sql = fmt.Sprintf(`DELETE FROM items WHERE id = %d`, a)
-		case op < 7:
-			sql = fmt.Sprintf(`UPDATE items SET id = %d WHERE id = %d AND NOT EXISTS (SELECT 1 FROM items WHERE id = %d)`, b, a, b)
-		default:
-			sql = fmt.Sprintf(`BEGIN;
-				INSERT INTO items VALUES (%[1]d, 0, 'multi') ON CONFLICT DO NOTHING;
-				UPDATE items SET v = v + 10 WHERE id = %[1]d;
-				DELETE FROM items WHERE id = %[2]d;
-				INSERT INTO items VALUES (%[2]d, 1, 'again') ON CONFLICT (id) DO UPDATE SET v = items.v + 1;
-				COMMIT`, a, b)
-		}
+		sql := next(rng)
 		if _, err := conn.Exec(ctx, sql); err != nil {
 			if ctx.Err() != nil {
 				return n

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -28,6 +29,9 @@ type reader struct {
 	env *protocol.Env
 	cfg *config
 	c   *client.Client
+	// pool shares snapshots' key ranges among the sockets (speed mode
+	// with more than one socket; nil otherwise).
+	pool *rangePool
 }
 
 // read answers the read command: for each configured stream, its snapshot
@@ -173,15 +177,9 @@ func (r *reader) readStream(ctx context.Context, j job, ch *channel) error {
 	if st.SnapshotHasMore && st.SnapshotCursor == nil && s.rowEstimate > 0 {
 		_ = out.Write(protocol.EstimateMessage(s.desc, s.rowEstimate))
 	}
-	sr := &streamReader{reader: r, s: s, w: newRecordWriter(s), state: st, ch: ch}
-	if ch != nil {
-		sr.partition = newPartitionID()
-		if ch.proto {
-			var err error
-			if sr.proto, err = newProtoRecords(s, j.schema); err != nil {
-				return protocol.ConfigError(err, "Catalog stream %s: %v", s.desc, err)
-			}
-		}
+	sr, err := r.newStreamReader(s, j.schema, st, ch)
+	if err != nil {
+		return err
 	}
 	start := time.Now()
 	for resyncs := 0; ; resyncs++ {
@@ -213,6 +211,22 @@ func (r *reader) readStream(ctx context.Context, j job, ch *channel) error {
 	log.Info().Int64("records", sr.total).Dur("elapsed", elapsed).
 		Int64("records_per_second", int64(float64(sr.total)/max(elapsed.Seconds(), 1e-3))).Msg("stream complete")
 	return r.streamStatus(ch, s.desc, protocol.StreamComplete)
+}
+
+// newStreamReader reads stream s (configured with json_schema schema) from
+// state st, its records going to ch (nil: stdout).
+func (r *reader) newStreamReader(s *stream, schema json.RawMessage, st *streamState, ch *channel) (*streamReader, error) {
+	sr := &streamReader{reader: r, s: s, schema: schema, w: newRecordWriter(s), state: st, ch: ch}
+	if ch != nil {
+		sr.partition = newPartitionID()
+		if ch.proto {
+			var err error
+			if sr.proto, err = newProtoRecords(s, schema); err != nil {
+				return nil, protocol.ConfigError(err, "Catalog stream %s: %v", s.desc, err)
+			}
+		}
+	}
+	return sr, nil
 }
 
 // resyncState is the state that starts stream s over after the engine lost
@@ -250,6 +264,7 @@ func positionLost(s *stream, code string, err error, resyncs int) *protocol.Erro
 type streamReader struct {
 	*reader
 	s       *stream
+	schema  json.RawMessage // the configured stream's json_schema
 	w       *recordWriter
 	state   *streamState
 	count   int64 // records since the last STATE
@@ -263,6 +278,10 @@ type streamReader struct {
 	partition string
 	stateID   int
 	proto     *protoRecords
+
+	// A range of a snapshot read as ranges (ranges.go), and which.
+	ranged     *rangedSnapshot
+	rangeIndex int
 }
 
 // chunk is a run of documents of one page, copied out of the response as
@@ -287,35 +306,64 @@ type fetchPage func(ctx context.Context, st *streamState, each func(doc []byte) 
 // run emits the snapshot (if unfinished) and, in incremental mode, the
 // changes after it.
 func (sr *streamReader) run(ctx context.Context, mode string) error {
-	if sr.state.SnapshotHasMore {
-		err := sr.consume(ctx, func(ctx context.Context, st *streamState, each func([]byte) error) (bool, error) {
-			req := client.SnapshotRequest{TableName: sr.s.apiName, Format: "json", Limit: sr.cfg.PageSize}
-			if st.SnapshotCursor != nil {
-				req.Snapshot, req.Cursor = st.DeltaCursor, st.SnapshotCursor
+	if st := sr.state; st.SnapshotHasMore {
+		if st.SnapshotCursor == nil && st.SnapshotRanges == nil && sr.pool != nil {
+			if err := sr.splitSnapshot(ctx); err != nil {
+				return err
 			}
-			list := sr.c.ListSnapshotEach
-			if sr.proto != nil {
-				list = sr.listSnapshotFrames
+		}
+		if st.SnapshotRanges == nil {
+			if err := sr.readSnapshot(ctx); err != nil {
+				return err
 			}
-			p, err := list(ctx, req, each)
-			if err != nil {
-				return false, fmt.Errorf("reading a snapshot page of %s: %w", sr.s.apiName, err)
+		} else {
+			if err := sr.readRanges(ctx); err != nil {
+				return err
 			}
-			st.SnapshotCursor, st.DeltaCursor, st.SnapshotHasMore = p.Cursor, &p.Snapshot, p.HasMore
-			if !p.HasMore && st.ResyncFrom != nil {
-				// A re-sync: the changes are read from the old position.
-				snap := p.Snapshot
-				st.DeltaCursor, st.ResyncFrom, st.replayUntil = st.ResyncFrom, nil, &snap
+			if sr.pool != nil && mode == protocol.SyncIncremental {
+				// The ranges' records went over several sockets, which
+				// the destination loads independently: a change read now,
+				// on this socket, could land before the snapshot row it
+				// follows (a delete before the row it deletes). The next
+				// sync reads the changes, once these rows are committed.
+				sr.env.Log.Info().Str("stream", sr.s.desc.String()).Int64("delta_cursor", *st.DeltaCursor).
+					Msg("the snapshot was read as key ranges over several sockets: the changes since it are read by the next sync")
+				return nil
 			}
-			return p.HasMore, nil
-		})
-		if err != nil {
-			return err
 		}
 	}
 	if mode != protocol.SyncIncremental {
 		return nil
 	}
+	return sr.readChanges(ctx)
+}
+
+// readSnapshot emits the rest of the snapshot from the state's cursor.
+func (sr *streamReader) readSnapshot(ctx context.Context) error {
+	return sr.consume(ctx, func(ctx context.Context, st *streamState, each func([]byte) error) (bool, error) {
+		req := client.SnapshotRequest{TableName: sr.s.apiName, Format: "json", Limit: sr.cfg.PageSize}
+		if st.SnapshotCursor != nil {
+			req.Snapshot, req.Cursor = st.DeltaCursor, st.SnapshotCursor
+		}
+		list := sr.c.ListSnapshotEach
+		if sr.proto != nil {
+			list = sr.listSnapshotFrames
+		}
+		p, err := list(ctx, req, each)
+		if err != nil {
+			return false, fmt.Errorf("reading a snapshot page of %s: %w", sr.s.apiName, err)
+		}
+		st.SnapshotCursor, st.DeltaCursor, st.SnapshotHasMore = p.Cursor, &p.Snapshot, p.HasMore
+		if !p.HasMore {
+			st.finishSnapshot(p.Snapshot)
+		}
+		return p.HasMore, nil
+	})
+}
+
+// readChanges emits the changes after the state's delta cursor, up to the
+// engine's log's end.
+func (sr *streamReader) readChanges(ctx context.Context) error {
 	for {
 		err := sr.consume(ctx, func(ctx context.Context, st *streamState, each func([]byte) error) (bool, error) {
 			deltas := sr.c.DocumentDeltasEach
@@ -491,12 +539,23 @@ func sameState(a, b *streamState) bool {
 	eq := func(x, y *int64) bool { return (x == nil) == (y == nil) && (x == nil || *x == *y) }
 	eqs := func(x, y *string) bool { return (x == nil) == (y == nil) && (x == nil || *x == *y) }
 	return a.SnapshotHasMore == b.SnapshotHasMore && eq(a.DeltaCursor, b.DeltaCursor) && eqs(a.SnapshotCursor, b.SnapshotCursor) &&
-		eq(a.ResyncFrom, b.ResyncFrom)
+		eq(a.ResyncFrom, b.ResyncFrom) && slices.Equal(a.SnapshotRanges, b.SnapshotRanges)
 }
 
 // emitState writes the stream's STATE with the records since the last one.
 func (sr *streamReader) emitState() error {
-	blob, err := json.Marshal(sr.state)
+	if sr.ranged != nil {
+		return sr.ranged.emit(sr)
+	}
+	return sr.writeState(sr.state, &sr.stateID)
+}
+
+// writeState writes st as the STATE after the records sr emitted since
+// its last one. In speed mode it takes the next of the stream's STATE ids
+// (lastID) and names the partition of those records; the destination gets
+// a copy after them.
+func (sr *streamReader) writeState(st *streamState, lastID *int) error {
+	blob, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("encoding the state of stream %s: %w", sr.s.desc, err)
 	}
@@ -510,11 +569,8 @@ func (sr *streamReader) emitState() error {
 	if sr.ch == nil {
 		return sr.env.Out.Write(m)
 	}
-	// Speed mode: the STATE names the partition of the records it covers
-	// and its place among the stream's states; the destination gets a
-	// copy after those records.
-	sr.stateID++
-	id := json.RawMessage(strconv.Itoa(sr.stateID))
+	*lastID++
+	id := json.RawMessage(strconv.Itoa(*lastID))
 	m.State.ID, m.State.PartitionID = &id, sr.partition
 	sr.partition = newPartitionID()
 	line, err := json.Marshal(m)

@@ -24,8 +24,10 @@ import (
 
 // readOnChannels reads the jobs over the data channel's sockets: each
 // socket the destination connects to gets a worker reading one stream at
-// a time (a destination may use fewer sockets than it is given, as
-// Airbyte's load CDK allows). Every connected socket is closed at the end.
+// a time, and the key ranges of large snapshots (ranges.go) when it has
+// no stream to read (a destination may use fewer sockets than it is
+// given, as Airbyte's load CDK allows). Every connected socket is closed
+// at the end.
 func (r *reader) readOnChannels(ctx context.Context, dc datachannel.Config, jobs []job, run func(job, *channel)) error {
 	l, err := datachannel.Listen(dc.SocketPaths)
 	if err != nil {
@@ -33,6 +35,9 @@ func (r *reader) readOnChannels(ctx context.Context, dc datachannel.Config, jobs
 	}
 	acceptCtx, stopAccepting := context.WithCancel(ctx)
 	defer stopAccepting()
+	if l.Len() > 1 {
+		r.pool = newRangePool(l.Len())
+	}
 	var (
 		mu        sync.Mutex
 		channels  []*channel
@@ -40,7 +45,14 @@ func (r *reader) readOnChannels(ctx context.Context, dc datachannel.Config, jobs
 		once      sync.Once
 		wg        sync.WaitGroup
 		queue     = make(chan job)
+		pending   sync.WaitGroup // the jobs not finished
+		finished  = make(chan struct{})
 	)
+	pending.Add(len(jobs))
+	go func() {
+		pending.Wait()
+		close(finished)
+	}()
 	for i := range l.Len() {
 		wg.Add(1)
 		go func() {
@@ -56,6 +68,11 @@ func (r *reader) readOnChannels(ctx context.Context, dc datachannel.Config, jobs
 			once.Do(func() { close(connected) })
 			for j := range queue {
 				run(j, ch)
+				pending.Done()
+			}
+			// Every stream has a worker: help read their ranges.
+			if r.pool != nil {
+				r.pool.helpUntil(finished, ch)
 			}
 		}()
 	}
@@ -63,8 +80,9 @@ func (r *reader) readOnChannels(ctx context.Context, dc datachannel.Config, jobs
 	select {
 	case <-connected:
 		r.env.Log.Info().Int("sockets", l.Len()).Str("format", dc.Format).Int("streams", len(jobs)).Msg("reading in speed mode: records go to the data channel")
-		for _, j := range jobs {
+		for i, j := range jobs {
 			if ctx.Err() != nil {
+				pending.Add(i - len(jobs)) // never to be read
 				break
 			}
 			queue <- j
@@ -75,6 +93,9 @@ func (r *reader) readOnChannels(ctx context.Context, dc datachannel.Config, jobs
 		failed = ctx.Err()
 	}
 	close(queue)
+	if failed != nil {
+		pending.Add(-len(jobs)) // none was read
+	}
 	// A socket the destination has not connected to yet gets a moment to
 	// be, so that it is closed rather than left to a dial that would wait
 	// for a file gone with the listener; a destination that uses fewer

@@ -24,6 +24,10 @@ import (
 //     engine no longer had; when it completes, DeltaCursor becomes
 //     ResyncFrom, the old position, rather than the snapshot's timestamp,
 //     so the changes since then (deletes above all) are read again.
+//   - SnapshotRanges (only while SnapshotHasMore, with DeltaCursor and no
+//     SnapshotCursor): the snapshot is read as key ranges in parallel (speed
+//     mode, see ranges.go); these are the cursors of the ranges not finished
+//     yet, each where its last emitted page left it.
 //
 // StreamName and StreamNamespace let tools that rebuild a descriptor from
 // the blob alone (Airbyte's acceptance tests) find the stream again.
@@ -34,12 +38,13 @@ import (
 // field's value in a state (the acceptance tests' abnormal-state test) find
 // it. On input, `cursor` stands for DeltaCursor when that is absent.
 type streamState struct {
-	SnapshotCursor  *string `json:"snapshot_cursor"`
-	SnapshotHasMore bool    `json:"snapshot_has_more"`
-	DeltaCursor     *int64  `json:"delta_cursor"`
-	ResyncFrom      *int64  `json:"resync_from,omitempty"`
-	StreamName      string  `json:"stream_name,omitempty"`
-	StreamNamespace string  `json:"stream_namespace,omitempty"`
+	SnapshotCursor  *string  `json:"snapshot_cursor"`
+	SnapshotHasMore bool     `json:"snapshot_has_more"`
+	DeltaCursor     *int64   `json:"delta_cursor"`
+	ResyncFrom      *int64   `json:"resync_from,omitempty"`
+	SnapshotRanges  []string `json:"snapshot_ranges,omitempty"`
+	StreamName      string   `json:"stream_name,omitempty"`
+	StreamNamespace string   `json:"stream_namespace,omitempty"`
 
 	// replayUntil, not saved, is the timestamp of the re-sync snapshot
 	// completed in this run while DeltaCursor replays the changes before
@@ -66,6 +71,16 @@ func (st streamState) MarshalJSON() ([]byte, error) {
 // freshState is the state of a stream that starts its snapshot.
 func freshState(s *stream) *streamState {
 	return &streamState{SnapshotHasMore: true, StreamName: s.desc.Name, StreamNamespace: s.desc.NamespaceOrEmpty()}
+}
+
+// finishSnapshot marks the snapshot at ts read. After a re-sync the
+// changes are read from the old position (ResyncFrom), not from ts.
+func (st *streamState) finishSnapshot(ts int64) {
+	st.SnapshotCursor, st.SnapshotRanges, st.SnapshotHasMore = nil, nil, false
+	st.DeltaCursor = &ts
+	if st.ResyncFrom != nil {
+		st.DeltaCursor, st.ResyncFrom, st.replayUntil = st.ResyncFrom, nil, &ts
+	}
 }
 
 // inputStates are the states read from --state, by stream.
@@ -243,6 +258,8 @@ func parseState(blob json.RawMessage) (*streamState, error) {
 			st.DeltaCursor, err = optionalTimestamp(k, v)
 		case "resync_from":
 			st.ResyncFrom, err = optionalTimestamp(k, v)
+		case "snapshot_ranges":
+			st.SnapshotRanges, err = cursorList(k, v)
 		case "stream_name", "stream_namespace":
 			_, err = optionalString(k, v)
 		case "cursor_field":
@@ -271,6 +288,8 @@ func parseState(blob json.RawMessage) (*streamState, error) {
 		return nil, fmt.Errorf("a finished snapshot (snapshot_has_more false) without delta_cursor")
 	case !st.SnapshotHasMore && st.ResyncFrom != nil:
 		return nil, fmt.Errorf("a finished snapshot with resync_from")
+	case len(st.SnapshotRanges) > 0 && (!st.SnapshotHasMore || st.DeltaCursor == nil || st.SnapshotCursor != nil):
+		return nil, fmt.Errorf("it has snapshot_ranges outside a snapshot in progress (they need snapshot_has_more, delta_cursor and no snapshot_cursor)")
 	}
 	return &st, nil
 }
@@ -304,6 +323,25 @@ func optionalString(k string, v any) (*string, error) {
 		return nil, wrongType(k, v, "a string")
 	}
 	return &s, nil
+}
+
+// cursorList is field k's value v as a list of snapshot cursors (strings),
+// nil for null.
+func cursorList(k string, v any) ([]string, error) {
+	if v == nil {
+		return nil, nil
+	}
+	a, ok := v.([]any)
+	if !ok {
+		return nil, wrongType(k, v, "a list of snapshot cursors (strings)")
+	}
+	out := make([]string, len(a))
+	for i, x := range a {
+		if out[i], ok = x.(string); !ok {
+			return nil, wrongType(k, v, "a list of snapshot cursors (strings)")
+		}
+	}
+	return out, nil
 }
 
 // optionalTimestamp is field k's value v as an engine timestamp (a

@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/shapelog/shapelog/engine/client"
 	"github.com/shapelog/shapelog/internal/connectortest"
 	"github.com/shapelog/shapelog/protocol"
 )
@@ -37,6 +40,9 @@ func TestStatesNotOursAreConfigErrors(t *testing.T) {
 		{"legacy message of something else", `{"type":"LEGACY","data":{"r":{"lsn":5}}}`, "public.r", `a field "lsn"`},
 		{"another cursor field", `[` + string(stateMessage("r", `{"cursor_field":["updated_at"],"cursor":"2024-01-01"}`)) + `]`, "public.r", `cursor_field is ["updated_at"], expected ["_ab_cdc_lsn"]`},
 		{"cursor not a timestamp", `[` + string(stateMessage("r", `{"cursor_field":["_ab_cdc_lsn"],"cursor":"0/16B3748"}`)) + `]`, "public.r", `cursor is "0/16B3748", expected an engine timestamp`},
+		{"snapshot_ranges not strings", `[` + string(stateMessage("r", `{"snapshot_has_more":true,"delta_cursor":5,"snapshot_ranges":[1]}`)) + `]`, "public.r", "snapshot_ranges is [1], expected a list of snapshot cursors"},
+		{"snapshot_ranges of a finished snapshot", `[` + string(stateMessage("r", `{"snapshot_has_more":false,"delta_cursor":5,"snapshot_ranges":["{}"]}`)) + `]`, "public.r", "snapshot_ranges outside a snapshot in progress"},
+		{"snapshot_ranges with snapshot_cursor", `[` + string(stateMessage("r", `{"snapshot_has_more":true,"delta_cursor":5,"snapshot_cursor":"{}","snapshot_ranges":["{}"]}`)) + `]`, "public.r", "snapshot_ranges outside a snapshot in progress"},
 		{"cursor and delta_cursor differ", `[` + string(stateMessage("r", `{"snapshot_has_more":false,"delta_cursor":5,"cursor_field":["_ab_cdc_lsn"],"cursor":6}`)) + `]`, "public.r", "cursor (6) and delta_cursor (5) differ"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -199,4 +205,91 @@ func catCursorValues(t *testing.T, blob json.RawMessage) (values []*int64, delta
 		}
 	}
 	return values, asInt(st["delta_cursor"])
+}
+
+// TestStateSnapshotRanges: a snapshot read as key ranges saves the
+// unfinished ranges' cursors and reads them back; finishing the snapshot
+// drops them, and after a re-sync hands the changes the old position.
+func TestStateSnapshotRanges(t *testing.T) {
+	s := newStream("t", &engineTableSchema{SchemaName: "public", TableName: "t"})
+	ts := int64(200)
+	st := &streamState{SnapshotHasMore: true, DeltaCursor: &ts, SnapshotRanges: []string{`{"v":2,"until":["5"]}`, `{"v":2,"key":["5"]}`}}
+	blob, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := loadStates(connectortest.WriteJSON(t, "state.json", "["+string(stateMessage("t", string(blob)))+"]"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := in.forStream(s)
+	if err != nil || !sameState(got, st) {
+		t.Fatalf("loaded %+v (%v) from %s", got, err, blob)
+	}
+	if sameState(got, &streamState{SnapshotHasMore: true, DeltaCursor: &ts, SnapshotRanges: st.SnapshotRanges[:1]}) {
+		t.Error("sameState ignores snapshot_ranges")
+	}
+	got.finishSnapshot(ts)
+	if got.SnapshotHasMore || got.SnapshotRanges != nil || *got.DeltaCursor != ts {
+		t.Errorf("finished: %+v", got)
+	}
+	from := int64(100)
+	resync := &streamState{SnapshotHasMore: true, DeltaCursor: &ts, ResyncFrom: &from, SnapshotRanges: st.SnapshotRanges}
+	resync.finishSnapshot(ts)
+	if *resync.DeltaCursor != from || resync.ResyncFrom != nil || *resync.replayUntil != ts {
+		t.Errorf("finished re-sync: %+v", resync)
+	}
+}
+
+// TestRangedStateResumesOverStdio: a state saved while a snapshot was read
+// as key ranges (in speed mode) resumes over stdio: the ranges are read one
+// after the other, every row once, and the last STATE is the finished
+// snapshot; an incremental sync then reads the changes after its ts.
+func TestRangedStateResumesOverStdio(t *testing.T) {
+	f := newFixture(t, `CREATE TABLE r (id int PRIMARY KEY, v text); INSERT INTO r SELECT g, 'v' || g FROM generate_series(1, 30000) g;`,
+		func(c map[string]any) { c["page_size"] = 1000 })
+	catalog, _ := f.catalog(protocol.SyncIncremental)
+	c, err := client.New(f.engine.URL(), connectortest.AccessKey, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ranges, err := c.ListSnapshotRanges(context.Background(), client.SnapshotRangesRequest{TableName: "r", Ranges: 3})
+	if err != nil || len(ranges.Cursors) != 3 {
+		t.Fatalf("ranges: %+v, %v", ranges, err)
+	}
+	f.exec(`DELETE FROM r WHERE id = 1; UPDATE r SET v = 'changed' WHERE id = 30000`)
+	cursors, _ := json.Marshal(ranges.Cursors)
+	state := stateMessage("r", fmt.Sprintf(`{"snapshot_has_more":true,"delta_cursor":%d,"snapshot_ranges":%s}`, ranges.Snapshot, cursors))
+	out := f.read(catalog, []json.RawMessage{state})
+	snap := json.Number(fmt.Sprint(ranges.Snapshot))
+	seen := map[string]int{}
+	var changes []string
+	for _, rec := range out.Records(t) {
+		id := fmt.Sprint(rec["id"])
+		if rec["_ab_cdc_lsn"] != snap {
+			changes = append(changes, id)
+			continue
+		}
+		if seen[id]++; seen[id] > 1 {
+			t.Fatalf("row %s is in the snapshot twice", id)
+		}
+		if want := "v" + id; rec["v"] != want {
+			t.Errorf("row %s in the snapshot is %v, want %s (its value at the snapshot)", id, rec["v"], want)
+		}
+	}
+	if len(seen) != 30000 {
+		t.Errorf("%d distinct rows in the snapshot, want 30000", len(seen))
+	}
+	if slices.Sort(changes); !slices.Equal(changes, []string{"1", "30000"}) {
+		t.Errorf("changes after the snapshot of rows %v, want 1 and 30000", changes)
+	}
+	last := lastStates(t, out)
+	var st streamState
+	var msg protocol.State
+	if err := json.Unmarshal(last[0], &msg); err != nil || json.Unmarshal(msg.Stream.StreamState, &st) != nil {
+		t.Fatalf("last state %s", last[0])
+	}
+	if st.SnapshotHasMore || st.SnapshotRanges != nil || *st.DeltaCursor <= ranges.Snapshot {
+		t.Errorf("last state %s: want the snapshot finished and the changes after it read", msg.Stream.StreamState)
+	}
 }

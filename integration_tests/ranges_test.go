@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shapelog/shapelog/engine/client"
+	"github.com/shapelog/shapelog/internal/connectortest"
 	"github.com/shapelog/shapelog/internal/pgtest"
 	"github.com/shapelog/shapelog/internal/pipeline"
 	"github.com/shapelog/shapelog/protocol"
@@ -161,4 +163,31 @@ func pgQuote(s string) string {
 		out = append(out, c)
 	}
 	return string(append(out, '\''))
+}
+
+// TestRangedStateWithMoreRangesThanSockets: a state saved with more
+// unfinished ranges than the next sync has sockets (the connection's
+// sockets changed) resumes every range, and B then equals A.
+func TestRangedStateWithMoreRangesThanSockets(t *testing.T) {
+	p := newPair(t, `CREATE TABLE wide (id bigint PRIMARY KEY, note text);
+		INSERT INTO wide SELECT g, 'row ' || g FROM generate_series(1, 40000) g;`, 1000, 5000)
+	c, err := client.New(p.engineA.URL(), connectortest.AccessKey, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.ListSnapshotRanges(context.Background(), client.SnapshotRangesRequest{TableName: "wide", Ranges: 6})
+	if err != nil || len(got.Cursors) < 3 {
+		t.Fatalf("ranges: %+v, %v", got, err)
+	}
+	p.changeA(`DELETE FROM wide WHERE id % 1000 = 7; UPDATE wide SET note = 'changed' WHERE id % 1000 = 8`)
+	cursors, _ := json.Marshal(got.Cursors)
+	p.states = []json.RawMessage{json.RawMessage(fmt.Sprintf(`{"type":"STREAM","stream":{"stream_descriptor":{"name":"wide","namespace":"public"},`+
+		`"stream_state":{"snapshot_has_more":true,"delta_cursor":%d,"snapshot_ranges":%s}}}`, got.Snapshot, cursors))}
+	p.speed = &pipeline.Speed{Sockets: 2, Format: "PROTOBUF"}
+	p.sync("", 0)
+	if rangesInProgress(t, p.states) {
+		t.Fatal("ranges are left after the sync")
+	}
+	p.sync("", 0) // the changes since the ranged snapshot
+	p.assertEqual()
 }

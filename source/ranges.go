@@ -29,9 +29,19 @@ type rangePool struct {
 }
 
 func newRangePool(sockets int) *rangePool {
-	// Every running stream offers fewer ranges than there are sockets, and
-	// at most one stream runs per socket: offering never blocks.
 	return &rangePool{tasks: make(chan func(*channel), sockets*sockets), sockets: sockets}
+}
+
+// offer queues a range for any worker, unless the queue is full (a state
+// saved with more ranges than there are sockets now): the stream's own
+// worker reads it then.
+func (p *rangePool) offer(task func(*channel)) bool {
+	select {
+	case p.tasks <- task:
+		return true
+	default:
+		return false
+	}
 }
 
 // helpUntil reads offered ranges on ch until done is closed.
@@ -99,10 +109,8 @@ func (sr *streamReader) readRanges(ctx context.Context) error {
 			defer wg.Done()
 			rs.fail(rs.read(ctx, i, ch))
 		}
-		if i == 0 || sr.pool == nil {
+		if i == 0 || sr.pool == nil || !sr.pool.offer(task) {
 			own = append(own, task)
-		} else {
-			sr.pool.tasks <- task
 		}
 	}
 	for _, task := range own {

@@ -37,6 +37,11 @@ func (ch *channel) writeRecords(b []byte) error {
 	return ch.failed(err)
 }
 
+// flush sends what is buffered.
+func (ch *channel) flush() error {
+	return ch.failed(ch.w.Flush())
+}
+
 // failed explains a write error: the destination is gone.
 func (ch *channel) failed(err error) error {
 	if err == nil {

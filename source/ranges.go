@@ -20,6 +20,9 @@ import (
 // range) is committed. A saved state with ranges resumes them, in parallel
 // again in speed mode, one after the other over stdio.
 
+// maxRanges is the most ranges the engine cuts a table into.
+const maxRanges = 64
+
 // rangePool lets the sockets' workers share the ranges of the snapshots
 // being read: a worker with nothing else to do, or waiting for its own
 // stream's ranges, reads one on its socket.
@@ -72,7 +75,7 @@ type rangedSnapshot struct {
 // or one without a primary key, which is then read as usual). An engine
 // without list_snapshot_ranges reads it as usual too.
 func (sr *streamReader) splitSnapshot(ctx context.Context) error {
-	got, err := sr.c.ListSnapshotRanges(ctx, client.SnapshotRangesRequest{TableName: sr.s.apiName, Ranges: sr.pool.sockets})
+	got, err := sr.c.ListSnapshotRanges(ctx, client.SnapshotRangesRequest{TableName: sr.s.apiName, Ranges: min(sr.pool.sockets, maxRanges)})
 	var ce *client.Error
 	if errors.As(err, &ce) && ce.Status == http.StatusNotFound && ce.Code == "NotFound" {
 		sr.env.Log.Info().Str("stream", sr.s.desc.String()).Msg("the engine cannot split a snapshot into ranges (an older version): reading it on one socket")
@@ -101,6 +104,9 @@ func (sr *streamReader) readRanges(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	rs := &rangedSnapshot{owner: sr, cursors: append([]string(nil), sr.state.SnapshotRanges...), cancel: cancel}
+	// Records of this stream go over other sockets now (and, should a
+	// range fail, some may still be on their way when a re-sync starts).
+	sr.spread = sr.spread || sr.pool != nil
 	var wg sync.WaitGroup
 	var own []func(*channel)
 	for i := range rs.cursors {
@@ -169,6 +175,13 @@ func (rs *rangedSnapshot) fail(err error) {
 // r's cursor moved past the page (the range dropped once read), or, when
 // it was the last range, the finished snapshot.
 func (rs *rangedSnapshot) emit(r *streamReader) error {
+	if r.ch != nil {
+		// The page's records go out first, without holding up the
+		// other ranges' STATEs.
+		if err := r.ch.flush(); err != nil {
+			return err
+		}
+	}
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	rs.cursors[r.rangeIndex] = ""

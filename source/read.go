@@ -279,9 +279,11 @@ type streamReader struct {
 	stateID   int
 	proto     *protoRecords
 
-	// A range of a snapshot read as ranges (ranges.go), and which.
+	// A range of a snapshot read as ranges (ranges.go), and which; spread
+	// says the stream's records went over other sockets in this run.
 	ranged     *rangedSnapshot
 	rangeIndex int
+	spread     bool
 }
 
 // chunk is a run of documents of one page, copied out of the response as
@@ -312,27 +314,25 @@ func (sr *streamReader) run(ctx context.Context, mode string) error {
 				return err
 			}
 		}
-		if st.SnapshotRanges == nil {
-			if err := sr.readSnapshot(ctx); err != nil {
-				return err
-			}
-		} else {
-			if err := sr.readRanges(ctx); err != nil {
-				return err
-			}
-			if sr.pool != nil && mode == protocol.SyncIncremental {
-				// The ranges' records went over several sockets, which
-				// the destination loads independently: a change read now,
-				// on this socket, could land before the snapshot row it
-				// follows (a delete before the row it deletes). The next
-				// sync reads the changes, once these rows are committed.
-				sr.env.Log.Info().Str("stream", sr.s.desc.String()).Int64("delta_cursor", *st.DeltaCursor).
-					Msg("the snapshot was read as key ranges over several sockets: the changes since it are read by the next sync")
-				return nil
-			}
+		read := sr.readSnapshot
+		if st.SnapshotRanges != nil {
+			read = sr.readRanges
+		}
+		if err := read(ctx); err != nil {
+			return err
 		}
 	}
 	if mode != protocol.SyncIncremental {
+		return nil
+	}
+	if sr.spread {
+		// The snapshot's records went over several sockets, which the
+		// destination loads independently: a change read now, on this
+		// socket, could land before the snapshot row it follows (a delete
+		// before the row it deletes). The next sync reads the changes,
+		// once these rows are committed.
+		sr.env.Log.Info().Str("stream", sr.s.desc.String()).Int64("delta_cursor", *sr.state.DeltaCursor).
+			Msg("the snapshot was read as key ranges over several sockets: the changes since it are read by the next sync")
 		return nil
 	}
 	return sr.readChanges(ctx)
@@ -375,6 +375,9 @@ func (sr *streamReader) readChanges(ctx context.Context) error {
 				return false, fmt.Errorf("reading the deltas of %s after ts %d: %w", sr.s.apiName, *st.DeltaCursor, err)
 			}
 			st.DeltaCursor = &p.Cursor
+			if st.ReplayUntil != nil && p.Cursor >= *st.ReplayUntil {
+				st.ReplayUntil = nil // the replay is over
+			}
 			return p.HasMore, nil
 		})
 		switch errorCode(err) {
@@ -403,10 +406,10 @@ func (sr *streamReader) readChanges(ctx context.Context) error {
 // snapshot: the snapshot is then too old too, and the stream re-syncs.
 func (sr *streamReader) skipExpiredReplay(err error) bool {
 	st := sr.state
-	if st.replayUntil == nil || st.DeltaCursor == nil || *st.DeltaCursor >= *st.replayUntil {
+	if st.ReplayUntil == nil || st.DeltaCursor == nil || *st.DeltaCursor >= *st.ReplayUntil {
 		return false
 	}
-	from, snap := *st.DeltaCursor, *st.replayUntil
+	from, snap := *st.DeltaCursor, *st.ReplayUntil
 	var ce *client.Error
 	errors.As(err, &ce)
 	warn := sr.env.Log.Warn().Str("stream", sr.s.desc.String()).Int64("replay_from", from).Int64("snapshot", snap)
@@ -539,7 +542,7 @@ func sameState(a, b *streamState) bool {
 	eq := func(x, y *int64) bool { return (x == nil) == (y == nil) && (x == nil || *x == *y) }
 	eqs := func(x, y *string) bool { return (x == nil) == (y == nil) && (x == nil || *x == *y) }
 	return a.SnapshotHasMore == b.SnapshotHasMore && eq(a.DeltaCursor, b.DeltaCursor) && eqs(a.SnapshotCursor, b.SnapshotCursor) &&
-		eq(a.ResyncFrom, b.ResyncFrom) && slices.Equal(a.SnapshotRanges, b.SnapshotRanges)
+		eq(a.ResyncFrom, b.ResyncFrom) && eq(a.ReplayUntil, b.ReplayUntil) && slices.Equal(a.SnapshotRanges, b.SnapshotRanges)
 }
 
 // emitState writes the stream's STATE with the records since the last one.

@@ -24,6 +24,10 @@ import (
 //     engine no longer had; when it completes, DeltaCursor becomes
 //     ResyncFrom, the old position, rather than the snapshot's timestamp,
 //     so the changes since then (deletes above all) are read again.
+//   - ReplayUntil (only once the snapshot is done): DeltaCursor is replaying
+//     the changes from a re-sync's old position up to this, the re-sync
+//     snapshot's timestamp (see streamReader.skipExpiredReplay); dropped
+//     once the changes read pass it.
 //   - SnapshotRanges (only while SnapshotHasMore, with DeltaCursor and no
 //     SnapshotCursor): the snapshot is read as key ranges in parallel (speed
 //     mode, see ranges.go); these are the cursors of the ranges not finished
@@ -42,14 +46,10 @@ type streamState struct {
 	SnapshotHasMore bool     `json:"snapshot_has_more"`
 	DeltaCursor     *int64   `json:"delta_cursor"`
 	ResyncFrom      *int64   `json:"resync_from,omitempty"`
+	ReplayUntil     *int64   `json:"replay_until,omitempty"`
 	SnapshotRanges  []string `json:"snapshot_ranges,omitempty"`
 	StreamName      string   `json:"stream_name,omitempty"`
 	StreamNamespace string   `json:"stream_namespace,omitempty"`
-
-	// replayUntil, not saved, is the timestamp of the re-sync snapshot
-	// completed in this run while DeltaCursor replays the changes before
-	// it (see streamReader.skipExpiredReplay).
-	replayUntil *int64
 }
 
 // cursorField is the `cursor_field` of every saved state: the discovered
@@ -79,7 +79,7 @@ func (st *streamState) finishSnapshot(ts int64) {
 	st.SnapshotCursor, st.SnapshotRanges, st.SnapshotHasMore = nil, nil, false
 	st.DeltaCursor = &ts
 	if st.ResyncFrom != nil {
-		st.DeltaCursor, st.ResyncFrom, st.replayUntil = st.ResyncFrom, nil, &ts
+		st.DeltaCursor, st.ResyncFrom, st.ReplayUntil = st.ResyncFrom, nil, &ts
 	}
 }
 
@@ -258,6 +258,8 @@ func parseState(blob json.RawMessage) (*streamState, error) {
 			st.DeltaCursor, err = optionalTimestamp(k, v)
 		case "resync_from":
 			st.ResyncFrom, err = optionalTimestamp(k, v)
+		case "replay_until":
+			st.ReplayUntil, err = optionalTimestamp(k, v)
 		case "snapshot_ranges":
 			st.SnapshotRanges, err = cursorList(k, v)
 		case "stream_name", "stream_namespace":
@@ -288,6 +290,8 @@ func parseState(blob json.RawMessage) (*streamState, error) {
 		return nil, fmt.Errorf("a finished snapshot (snapshot_has_more false) without delta_cursor")
 	case !st.SnapshotHasMore && st.ResyncFrom != nil:
 		return nil, fmt.Errorf("a finished snapshot with resync_from")
+	case st.SnapshotHasMore && st.ReplayUntil != nil:
+		return nil, fmt.Errorf("it has replay_until during a snapshot (it follows a finished re-sync snapshot)")
 	case len(st.SnapshotRanges) > 0 && (!st.SnapshotHasMore || st.DeltaCursor == nil || st.SnapshotCursor != nil):
 		return nil, fmt.Errorf("it has snapshot_ranges outside a snapshot in progress (they need snapshot_has_more, delta_cursor and no snapshot_cursor)")
 	}
@@ -334,6 +338,9 @@ func cursorList(k string, v any) ([]string, error) {
 	a, ok := v.([]any)
 	if !ok {
 		return nil, wrongType(k, v, "a list of snapshot cursors (strings)")
+	}
+	if len(a) == 0 {
+		return nil, nil
 	}
 	out := make([]string, len(a))
 	for i, x := range a {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rs/zerolog"
+
 	"github.com/shapelog/shapelog/engine/client"
 	"github.com/shapelog/shapelog/internal/connectortest"
 	"github.com/shapelog/shapelog/protocol"
@@ -236,7 +238,7 @@ func TestStateSnapshotRanges(t *testing.T) {
 	from := int64(100)
 	resync := &streamState{SnapshotHasMore: true, DeltaCursor: &ts, ResyncFrom: &from, SnapshotRanges: st.SnapshotRanges}
 	resync.finishSnapshot(ts)
-	if *resync.DeltaCursor != from || resync.ResyncFrom != nil || *resync.replayUntil != ts {
+	if *resync.DeltaCursor != from || resync.ResyncFrom != nil || *resync.ReplayUntil != ts {
 		t.Errorf("finished re-sync: %+v", resync)
 	}
 }
@@ -291,5 +293,50 @@ func TestRangedStateResumesOverStdio(t *testing.T) {
 	}
 	if st.SnapshotHasMore || st.SnapshotRanges != nil || *st.DeltaCursor <= ranges.Snapshot {
 		t.Errorf("last state %s: want the snapshot finished and the changes after it read", msg.Stream.StreamState)
+	}
+}
+
+// TestSavedReplayStillSkipsWhatExpired: a re-sync whose changes are read
+// by a later sync (its snapshot was read as ranges) saves how far the
+// replay of the old position goes; that sync, finding the old position
+// expired, moves to the oldest change the engine has instead of starting
+// the snapshot over again. The replay's end is dropped once passed; an
+// empty range list is no ranges.
+func TestSavedReplayStillSkipsWhatExpired(t *testing.T) {
+	s := newStream("t", &engineTableSchema{SchemaName: "public", TableName: "t"})
+	load := func(blob string) *streamState {
+		t.Helper()
+		in, err := loadStates(connectortest.WriteJSON(t, "state.json", "["+string(stateMessage("t", blob))+"]"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := in.forStream(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	from, snap := int64(100), int64(200)
+	resync := &streamState{SnapshotHasMore: true, ResyncFrom: &from}
+	resync.finishSnapshot(snap)
+	blob, _ := json.Marshal(resync)
+	st := load(string(blob))
+	if st.ReplayUntil == nil || *st.ReplayUntil != snap || *st.DeltaCursor != from {
+		t.Fatalf("saved %s, loaded %+v", blob, st)
+	}
+	oldest := int64(150)
+	sr := &streamReader{reader: &reader{env: &protocol.Env{Log: zerolog.Nop()}}, s: s, state: st}
+	if !sr.skipExpiredReplay(&client.Error{Code: "InvalidWindowToReadDocuments", OldestCursor: &oldest}) || *st.DeltaCursor != oldest {
+		t.Errorf("the replay did not move to the oldest change: %+v", st)
+	}
+	if st := load(`{"snapshot_has_more":true,"snapshot_ranges":[]}`); st.SnapshotRanges != nil {
+		t.Errorf("empty snapshot_ranges loaded as %#v", st.SnapshotRanges)
+	}
+	in, err := loadStates(connectortest.WriteJSON(t, "state.json", "["+string(stateMessage("t", `{"snapshot_has_more":true,"delta_cursor":5,"snapshot_cursor":"{}","replay_until":9}`))+"]"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.forStream(s); err == nil || !strings.Contains(err.Error(), "replay_until during a snapshot") {
+		t.Errorf("replay_until during a snapshot: %v", err)
 	}
 }

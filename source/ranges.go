@@ -104,9 +104,6 @@ func (sr *streamReader) readRanges(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	rs := &rangedSnapshot{owner: sr, cursors: append([]string(nil), sr.state.SnapshotRanges...), cancel: cancel}
-	// Records of this stream go over other sockets now (and, should a
-	// range fail, some may still be on their way when a re-sync starts).
-	sr.spread = sr.spread || sr.pool != nil
 	var wg sync.WaitGroup
 	var own []func(*channel)
 	for i := range rs.cursors {
@@ -154,6 +151,12 @@ func (rs *rangedSnapshot) read(ctx context.Context, i int, ch *channel) error {
 	err = r.readSnapshot(ctx)
 	rs.mu.Lock()
 	owner.total += r.total
+	if ch != owner.ch && r.total > 0 {
+		// The stream's records went over another socket (and, should a
+		// range fail, some may still be on their way when a re-sync
+		// starts).
+		owner.spread = true
+	}
 	rs.mu.Unlock()
 	return err
 }

@@ -194,6 +194,12 @@ func (r *reader) readStream(ctx context.Context, j job, ch *channel) error {
 		if r.cfg.InvalidCursorBehavior != resyncData || resyncs == maxResyncs {
 			return positionLost(s, code, err, resyncs)
 		}
+		if sr.spread {
+			// Rows of the lost snapshot may still be on their way over
+			// other sockets: a new snapshot now could land before them.
+			return protocol.TransientError(err, "Stream %s lost its snapshot while reading it as key ranges over several sockets (%s): "+
+				"the next attempt starts it over, as setting invalid_cursor_behavior says", s.desc, code)
+		}
 		sr.state = resyncState(s, sr.state, j.mode)
 		ev := log.Warn().Str("code", code).Err(err).Int("resync", resyncs+1)
 		if sr.state.ResyncFrom != nil {

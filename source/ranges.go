@@ -141,7 +141,8 @@ func (rs *rangedSnapshot) read(ctx context.Context, i int, ch *channel) error {
 	}
 	owner := rs.owner
 	rs.mu.Lock()
-	st := &streamState{SnapshotHasMore: true, DeltaCursor: owner.state.DeltaCursor, SnapshotCursor: &rs.cursors[i]}
+	cursor := rs.cursors[i]
+	st := &streamState{SnapshotHasMore: true, DeltaCursor: owner.state.DeltaCursor, SnapshotCursor: &cursor}
 	rs.mu.Unlock()
 	r, err := owner.reader.newStreamReader(owner.s, owner.schema, st, ch)
 	if err != nil {

@@ -161,6 +161,9 @@ func (w *writer) run(ctx context.Context, input func(ctx context.Context, send f
 				cancel()
 				for range queue {
 				}
+				// Closed too: send may have taken the error, and the
+				// end of run still waits here.
+				close(failed)
 				return
 			}
 		}

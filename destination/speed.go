@@ -69,6 +69,10 @@ func (w *writer) runChannels(ctx context.Context, dc datachannel.Config) error {
 	speed := newPartitionStates(w.env.Out)
 	writers := make([]*writer, len(conns))
 	errs := make([]error, len(conns))
+	// The first socket to fail says why the sync failed: the others then
+	// fail because of it (their requests cut short).
+	var firstMu sync.Mutex
+	var first error
 	var wg sync.WaitGroup
 	for i, conn := range conns {
 		sw := w.forSocket(speed)
@@ -90,6 +94,11 @@ func (w *writer) runChannels(ctx context.Context, dc datachannel.Config) error {
 				return sw.readJSON(ctx, conn, send)
 			})
 			if errs[i] != nil {
+				firstMu.Lock()
+				if first == nil && !errors.Is(errs[i], context.Canceled) {
+					first = errs[i]
+				}
+				firstMu.Unlock()
 				cancel() // one failed socket fails the sync
 			}
 		}()
@@ -106,10 +115,8 @@ func (w *writer) runChannels(ctx context.Context, dc datachannel.Config) error {
 	for _, sw := range writers {
 		w.total += sw.total
 	}
-	for _, err := range errs {
-		if err != nil && !errors.Is(err, context.Canceled) {
-			return err
-		}
+	if first != nil {
+		return first
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err

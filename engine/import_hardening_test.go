@@ -1,17 +1,23 @@
 package engine_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/shapelog/shapelog/engine/client"
 	"github.com/shapelog/shapelog/internal/pgtest"
 )
 
@@ -216,5 +222,106 @@ func TestImportIdempotencyKeyReuse(t *testing.T) {
 	status, b := sendJSONWithKey(t, base, "k1", `{"tables":{"t":{}},"messages":[{"tableName":"nope","data":{}}]}`)
 	if status != http.StatusBadRequest {
 		t.Fatalf("invalid body with a used key: %d %s", status, b)
+	}
+}
+
+// TestImportLosingPostgreSQLIsRetryable: when PostgreSQL goes away in the
+// middle of an import's COPY, the request fails with 503
+// DatabaseUnavailable, which clients retry, not with a 400 blaming the
+// body; nothing is written, and the request sent again lands whole. Two
+// ways to lose it: the connection just ends (a crashed server, as the
+// engine sees it through a proxy that cuts it; the end reads as an
+// unexpected EOF, which once passed for a truncated body), and the backend
+// is terminated (an error PostgreSQL sends first).
+func TestImportLosingPostgreSQLIsRetryable(t *testing.T) {
+	for _, how := range []string{"connection cut", "backend terminated"} {
+		t.Run(how, func(t *testing.T) {
+			dbURL := pgtest.NewDatabase(t)
+			conn := connect(t, dbURL)
+			u, err := url.Parse(dbURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			proxy := pgtest.StartProxy(t, u.Host)
+			u.Host = proxy.Addr()
+			e := startEngine(t, u.String())
+			lose := func() bool {
+				var copying bool
+				err := conn.QueryRow(context.Background(), `SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE 'COPY%lost%' AND pid <> pg_backend_pid()`).Scan(&copying)
+				if err != nil || !copying {
+					return false
+				}
+				if how == "connection cut" {
+					proxy.Cut()
+					return true
+				}
+				var terminated bool
+				err = conn.QueryRow(context.Background(), `SELECT coalesce(bool_or(pg_terminate_backend(pid)), false) FROM pg_stat_activity
+					WHERE query LIKE 'COPY%lost%' AND pid <> pg_backend_pid()`).Scan(&terminated)
+				return err == nil && terminated
+			}
+			importWhileLosing(t, e.URL(), conn, lose)
+		})
+	}
+}
+
+// importWhileLosing sends half of an import, calls lose until it says
+// PostgreSQL went away under the import's COPY, sends the rest, and checks
+// the answer, that nothing was written, and that the request sent again
+// lands whole.
+func importWhileLosing(t *testing.T, engineURL string, conn *pgx.Conn, lose func() bool) {
+	docs := make([]string, 40000)
+	for i := range docs {
+		docs[i] = fmt.Sprintf(`{"n":%d,"s":"row %d"}`, i, i)
+	}
+	spec := client.TableSpec{JSONSchema: json.RawMessage(`{"type":"object","properties":{"n":{"type":"integer"},"s":{"type":"string"}}}`)}
+	request := client.ImportRequest{Tables: map[string]client.TableSpec{"lost": spec}, Messages: msgs("lost", docs...)}
+	body, err := json.Marshal(request)
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := bytes.Index(body, []byte(`{"n":20000,`))
+	pr, pw := io.Pipe()
+	defer pw.CloseWithError(io.ErrClosedPipe) // a failed test must not leave the import waiting
+	req, _ := http.NewRequest(http.MethodPost, engineURL+"/api/streaming_import/import_airbyte_records", pr)
+	req.Header.Set("Authorization", "Convex "+testKey)
+	req.Header.Set("Content-Type", "application/json")
+	answered := make(chan *http.Response, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Errorf("import: %v", err)
+		}
+		answered <- resp
+	}()
+	if _, err := pw.Write(body[:half]); err != nil {
+		t.Fatal(err)
+	}
+	lost := false
+	for deadline := time.Now().Add(10 * time.Second); !lost && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		lost = lose()
+	}
+	if !lost {
+		t.Fatal("the import's COPY never showed in pg_stat_activity")
+	}
+	go func() { _, _ = pw.Write(body[half:]); pw.Close() }()
+	resp := <-answered
+	if resp == nil {
+		return
+	}
+	defer resp.Body.Close()
+	var got struct{ Code, Message string }
+	_ = json.NewDecoder(resp.Body).Decode(&got)
+	if resp.StatusCode != http.StatusServiceUnavailable || got.Code != "DatabaseUnavailable" {
+		t.Fatalf("got %d %s (%s), want 503 DatabaseUnavailable", resp.StatusCode, got.Code, got.Message)
+	}
+	if got := rowsOf(t, conn, `SELECT to_regclass('lost') IS NULL`); got[0] != "true" {
+		t.Errorf("the failed request left its table behind")
+	}
+	if err := apiClient(t, engineURL).ImportAirbyteRecords(context.Background(), request, ""); err != nil {
+		t.Fatal(err)
+	}
+	if n := rowsOf(t, conn, `SELECT count(*) FROM lost`); n[0] != "40000" {
+		t.Errorf("%s rows after the request was sent again, want 40000", n[0])
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"hash"
 	"io"
+	"net/http"
 	"strconv"
 	"strings"
 
@@ -31,6 +32,23 @@ func (im *Importer) ImportProtobuf(ctx context.Context, body io.Reader, idemKey 
 func (im *Importer) importBody(ctx context.Context, body io.Reader, idemKey string, parse func(io.Reader, recordSink) (*request, error)) (records int, duplicate bool, err error) {
 	l := &live{im: im, ctx: ctx, idemKey: idemKey}
 	defer l.abort()
+	src := &watchedBody{r: body}
+	body = src
+	defer func() {
+		// Before abort: say when PostgreSQL went away (a crash, a restart,
+		// a terminated backend) rather than what the failure looked like
+		// on the way: its connection's end reads as an unexpected EOF,
+		// which is a truncated body only when the body itself ended.
+		var ie *Error
+		if err == nil || ctx.Err() != nil || errors.As(err, &ie) {
+			return
+		}
+		var lost *connectionLost
+		if errors.As(err, &lost) || (l.tx != nil && l.tx.Conn().IsClosed()) || (errors.Is(err, io.ErrUnexpectedEOF) && !src.ended) {
+			err = &Error{Status: http.StatusServiceUnavailable, Code: "DatabaseUnavailable",
+				Message: "The connection to PostgreSQL was lost during the import (" + err.Error() + "); nothing was written: retry the request"}
+		}
+	}()
 	var sum hash.Hash
 	if idemKey != "" { // the key's body, hashed as it is read (see sameBody)
 		sum = sha256.New()
@@ -49,6 +67,28 @@ func (im *Importer) importBody(ctx context.Context, body io.Reader, idemKey stri
 	return req.n, duplicate, err
 }
 
+// watchedBody notes whether a request body ended: read to its end, or
+// cut short by the client.
+type watchedBody struct {
+	r     io.Reader
+	ended bool
+}
+
+func (w *watchedBody) Read(p []byte) (int, error) {
+	n, err := w.r.Read(p)
+	if err != nil {
+		w.ended = true
+	}
+	return n, err
+}
+
+// connectionLost is a failure of the database connection itself (it could
+// not be had, or PostgreSQL ended it), not of the request.
+type connectionLost struct{ err error }
+
+func (c *connectionLost) Error() string { return c.err.Error() }
+func (c *connectionLost) Unwrap() error { return c.err }
+
 // begin opens a request's transaction: it locks the request's tables and
 // records the idempotency key; a repeated key makes the request a no-op
 // (duplicate = true).
@@ -60,9 +100,12 @@ func (im *Importer) begin(ctx context.Context, streams []*stream, idemKey string
 	}
 	tx, err = im.pool.Begin(ctx)
 	if err != nil {
-		return nil, false, during(err, "beginning the import's transaction")
+		return nil, false, &connectionLost{during(err, "beginning the import's transaction")}
 	}
 	fail := func(err error) (pgx.Tx, bool, error) {
+		if tx.Conn().IsClosed() {
+			err = &connectionLost{err}
+		}
 		_ = tx.Rollback(context.Background())
 		return nil, false, err
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/url"
 	"slices"
 	"strings"
@@ -23,108 +22,6 @@ import (
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
-
-// freezingProxy forwards TCP connections to a server until freeze, which
-// turns every open connection into a black hole: bytes are read and
-// dropped in both directions, so neither end sees an error, as across a
-// half-open connection. Connections made after freeze work normally; a
-// connection either end closes is closed at the other end too.
-type freezingProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	conns  []*proxied
-	count  int
-	wg     sync.WaitGroup
-}
-
-type proxied struct {
-	client, server net.Conn
-	frozen         chan struct{}
-	once           sync.Once
-}
-
-func startProxy(t *testing.T, target string) *freezingProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &freezingProxy{ln: ln, target: target}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			_ = c.client.Close()
-			_ = c.server.Close()
-		}
-		p.mu.Unlock()
-		p.wg.Wait()
-	})
-	return p
-}
-
-func (p *freezingProxy) accept() {
-	defer p.wg.Done()
-	for {
-		client, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		server, err := net.Dial("tcp", p.target)
-		if err != nil {
-			_ = client.Close()
-			continue
-		}
-		c := &proxied{client: client, server: server, frozen: make(chan struct{})}
-		p.mu.Lock()
-		p.conns = append(p.conns, c)
-		p.count++
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go func() { defer p.wg.Done(); c.pipe(server, client) }()
-		go func() { defer p.wg.Done(); c.pipe(client, server) }()
-	}
-}
-
-// pipe copies from src to dst until either closes, dropping what it reads
-// once frozen.
-func (c *proxied) pipe(dst, src net.Conn) {
-	defer func() { _ = dst.Close(); _ = src.Close() }()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			select {
-			case <-c.frozen:
-			default:
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-// freeze black-holes every open connection.
-func (p *freezingProxy) freeze() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		c.once.Do(func() { close(c.frozen) })
-	}
-}
-
-func (p *freezingProxy) connections() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.count
-}
 
 // syncBuffer collects log lines from several goroutines.
 type syncBuffer struct {
@@ -174,8 +71,8 @@ func TestTimeoutReconnects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := startProxy(t, u.Host)
-	u.Host = proxy.ln.Addr().String()
+	proxy := pgtest.StartProxy(t, u.Host)
+	u.Host = proxy.Addr()
 
 	pool, err := pgxpool.New(ctx, dbURL) // queries go direct; only replication through the proxy
 	if err != nil {
@@ -227,9 +124,9 @@ func TestTimeoutReconnects(t *testing.T) {
 	if !strings.Contains(logs.String(), `"message":"replication lag"`) || !strings.Contains(logs.String(), `"lag_bytes":0`) {
 		t.Fatalf("no lag log line:\n%s", logs.String())
 	}
-	before := proxy.connections()
+	before := proxy.Connections()
 
-	proxy.freeze()
+	proxy.Freeze()
 	frozenAt := time.Now()
 	lsn = insert(101, 200)
 	waitFor(t, "the timeout to be logged", 4*timeout, func() bool { return strings.Contains(logs.String(), "replication timeout") })
@@ -242,8 +139,8 @@ func TestTimeoutReconnects(t *testing.T) {
 		t.Fatalf("the log advanced while the connection was frozen: %+v", st)
 	}
 	waitFor(t, "the rows written meanwhile in the log", 30*time.Second, durable(lsn))
-	if proxy.connections() <= before {
-		t.Fatalf("replication did not reconnect through the proxy (%d connections)", proxy.connections())
+	if proxy.Connections() <= before {
+		t.Fatalf("replication did not reconnect through the proxy (%d connections)", proxy.Connections())
 	}
 	waitFor(t, "the lag to return to 0", 10*time.Second, func() bool {
 		st := r.Status()

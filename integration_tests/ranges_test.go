@@ -131,7 +131,7 @@ func TestRangedSnapshotExactUnderRandomKills(t *testing.T) {
 	}
 	p.assertEqual()
 	t.Logf("%d transactions on A during the rounds; kills: %v; %d killed syncs had resumed unfinished ranges", writes, kills, resumed)
-	if resumed < 3 {
+	if resumed < 2 {
 		t.Fatalf("only %d killed syncs resumed unfinished ranges: the snapshot was too short to be cut while ranged", resumed)
 	}
 }

@@ -7,20 +7,13 @@ import "google.golang.org/protobuf/encoding/protowire"
 
 // AppendDate appends a data entry holding a date: days since 1970-01-01.
 func AppendDate(dst []byte, days int64) []byte {
-	z := protowire.EncodeZigZag(days)
-	dst = protowire.AppendTag(dst, RecordData, protowire.BytesType)
-	dst = protowire.AppendVarint(dst, uint64(1+protowire.SizeVarint(z)))
-	dst = append(dst, tag(KindDate, protowire.VarintType))
-	return protowire.AppendVarint(dst, z)
+	return appendVarintKind(dst, KindDate, protowire.EncodeZigZag(days))
 }
 
 // AppendTimeWithoutZone appends a data entry holding a time of day in
 // nanoseconds.
 func AppendTimeWithoutZone(dst []byte, nanos uint64) []byte {
-	dst = protowire.AppendTag(dst, RecordData, protowire.BytesType)
-	dst = protowire.AppendVarint(dst, uint64(1+protowire.SizeVarint(nanos)))
-	dst = append(dst, tag(KindTimeWithoutZone, protowire.VarintType))
-	return protowire.AppendVarint(dst, nanos)
+	return appendVarintKind(dst, KindTimeWithoutZone, nanos)
 }
 
 // AppendTimeWithZone appends a data entry holding a time of day in
@@ -29,10 +22,7 @@ func AppendTimeWithZone(dst []byte, nanos uint64, offset int32) []byte {
 	var inner [24]byte
 	b := protowire.AppendTag(inner[:0], 1, protowire.VarintType)
 	b = protowire.AppendVarint(b, nanos)
-	if offset != 0 {
-		b = protowire.AppendTag(b, 2, protowire.VarintType)
-		b = protowire.AppendVarint(b, protowire.EncodeZigZag(int64(offset)))
-	}
+	b = appendNonZero(b, 2, protowire.EncodeZigZag(int64(offset)))
 	return appendMessageKind(dst, KindTimeWithZone, b)
 }
 
@@ -40,15 +30,8 @@ func AppendTimeWithZone(dst []byte, nanos uint64, offset int32) []byte {
 // time zone: its date in days since 1970-01-01 and its time of day.
 func AppendTimestampLocal(dst []byte, days int64, nanos uint64) []byte {
 	var inner [24]byte
-	b := inner[:0]
-	if days != 0 {
-		b = protowire.AppendTag(b, 1, protowire.VarintType)
-		b = protowire.AppendVarint(b, protowire.EncodeZigZag(days))
-	}
-	if nanos != 0 {
-		b = protowire.AppendTag(b, 2, protowire.VarintType)
-		b = protowire.AppendVarint(b, nanos)
-	}
+	b := appendNonZero(inner[:0], 1, protowire.EncodeZigZag(days))
+	b = appendNonZero(b, 2, nanos)
 	return appendMessageKind(dst, KindTimestampLocal, b)
 }
 
@@ -56,20 +39,20 @@ func AppendTimestampLocal(dst []byte, days int64, nanos uint64) []byte {
 // since the epoch and nanoseconds) and the UTC offset it was written with.
 func AppendTimestampWithZone(dst []byte, sec int64, nano uint32, offset int32) []byte {
 	var inner [32]byte
-	b := inner[:0]
-	if sec != 0 {
-		b = protowire.AppendTag(b, 1, protowire.VarintType)
-		b = protowire.AppendVarint(b, protowire.EncodeZigZag(sec))
-	}
-	if nano != 0 {
-		b = protowire.AppendTag(b, 2, protowire.VarintType)
-		b = protowire.AppendVarint(b, uint64(nano))
-	}
-	if offset != 0 {
-		b = protowire.AppendTag(b, 3, protowire.VarintType)
-		b = protowire.AppendVarint(b, protowire.EncodeZigZag(int64(offset)))
-	}
+	b := appendNonZero(inner[:0], 1, protowire.EncodeZigZag(sec))
+	b = appendNonZero(b, 2, uint64(nano))
+	b = appendNonZero(b, 3, protowire.EncodeZigZag(int64(offset)))
 	return appendMessageKind(dst, KindTimestampZone, b)
+}
+
+// appendNonZero appends varint field num unless v is 0, which proto3
+// leaves out.
+func appendNonZero(b []byte, num protowire.Number, v uint64) []byte {
+	if v == 0 {
+		return b
+	}
+	b = protowire.AppendTag(b, num, protowire.VarintType)
+	return protowire.AppendVarint(b, v)
 }
 
 // appendMessageKind appends a data entry whose kind is the message msg.

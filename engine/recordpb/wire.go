@@ -68,11 +68,16 @@ func AppendBool(dst []byte, v bool) []byte {
 
 // AppendInteger appends a data entry holding an integer (sint64).
 func AppendInteger(dst []byte, v int64) []byte {
-	z := protowire.EncodeZigZag(v)
+	return appendVarintKind(dst, KindInteger, protowire.EncodeZigZag(v))
+}
+
+// appendVarintKind appends a data entry whose value is varint kind field
+// kind holding v.
+func appendVarintKind(dst []byte, kind protowire.Number, v uint64) []byte {
 	dst = protowire.AppendTag(dst, RecordData, protowire.BytesType)
-	dst = protowire.AppendVarint(dst, uint64(1+protowire.SizeVarint(z)))
-	dst = append(dst, tag(KindInteger, protowire.VarintType))
-	return protowire.AppendVarint(dst, z)
+	dst = protowire.AppendVarint(dst, uint64(1+protowire.SizeVarint(v)))
+	dst = append(dst, tag(kind, protowire.VarintType))
+	return protowire.AppendVarint(dst, v)
 }
 
 // AppendNumber appends a data entry holding a double.

@@ -74,8 +74,13 @@ func complete(stream string) string {
 
 // rows returns "id:name" of a table's rows in id order.
 func (f *fixture) rows(table string) []string {
+	return f.strings(`SELECT id::text || ':' || coalesce(name, 'NULL') FROM ` + pgx.Identifier{"public", table}.Sanitize() + ` ORDER BY id, name`)
+}
+
+// strings runs a query of one text column and returns its rows.
+func (f *fixture) strings(query string) []string {
 	f.t.Helper()
-	rows, err := f.conn.Query(context.Background(), `SELECT id::text || ':' || coalesce(name, 'NULL') FROM `+pgx.Identifier{"public", table}.Sanitize()+` ORDER BY id, name`)
+	rows, err := f.conn.Query(context.Background(), query)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -119,21 +124,12 @@ func TestSpecAndCheck(t *testing.T) {
 // relations lists the database's schemas and relations, system ones left
 // out.
 func (f *fixture) relations() []string {
-	f.t.Helper()
-	rows, err := f.conn.Query(context.Background(), `
+	return f.strings(`
 		SELECT 'schema ' || nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\_%' AND nspname <> 'information_schema'
 		UNION ALL
 		SELECT c.relkind::text || ' ' || n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE n.nspname NOT LIKE 'pg\_%' AND n.nspname <> 'information_schema'
 		ORDER BY 1`)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return out
 }
 
 func TestAppendEchoesStatesAfterCommit(t *testing.T) {

@@ -31,16 +31,8 @@ func FuzzParseRequest(f *testing.F) {
 		f.Add([]byte(s), false)
 	}
 	f.Fuzz(func(t *testing.T, body []byte, oneByte bool) {
-		var r io.Reader = bytes.NewReader(body)
-		if oneByte {
-			r = iotest.OneByteReader(r)
-		}
-		req, err := parseRequest(r)
-		if err != nil {
-			var ie *Error
-			if !errors.As(err, &ie) || ie.Status != http.StatusBadRequest {
-				t.Fatalf("%q: %T %v", body, err, err)
-			}
+		req := parseFuzzed(t, body, oneByte, parseRequest)
+		if req == nil {
 			return
 		}
 		defer req.close()
@@ -54,4 +46,23 @@ func FuzzParseRequest(f *testing.F) {
 			t.Fatalf("%q: %d messages; encoding/json reads %d", body, req.n, len(doc.Messages))
 		}
 	})
+}
+
+// parseFuzzed parses a fuzzed body with parse, a byte at a time when
+// oneByte, and returns the request, or nil when it was refused, which must
+// be with a 400.
+func parseFuzzed(t *testing.T, body []byte, oneByte bool, parse func(io.Reader) (*request, error)) *request {
+	var r io.Reader = bytes.NewReader(body)
+	if oneByte {
+		r = iotest.OneByteReader(r)
+	}
+	req, err := parse(r)
+	if err != nil {
+		var ie *Error
+		if !errors.As(err, &ie) || ie.Status != http.StatusBadRequest {
+			t.Fatalf("%q: %T %v", body, err, err)
+		}
+		return nil
+	}
+	return req
 }
